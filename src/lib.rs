@@ -1,0 +1,1 @@
+//! depd: a daemon for Apple's Automated Device Enrollment API.
