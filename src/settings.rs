@@ -1,0 +1,479 @@
+//! Daemon configuration: built-in defaults (the `Default` impls below are
+//! the only place defaults live), then the TOML file, then `DEPD_…`
+//! environment variables, then command-line flags. The result is validated
+//! as a whole; an unknown key anywhere is an error that names it.
+//!
+//! Settings hold policy. State that the API writes (tokens, base URLs set
+//! with `PUT /v1/config`, assigner profiles) lives in the store.
+
+use crate::name::DepName;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Apple's production DEP endpoint.
+pub const APPLE_BASE_URL: &str = "https://mdmenrollment.apple.com";
+/// Where `depd serve` looks for a configuration file when given none.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/depd/depd.toml";
+/// Environment variables with the `DEPD_` prefix that are not settings of
+/// the daemon (the client's URL, the config path, the key password of the
+/// offline tools) and so are not read as configuration.
+const NON_SETTING_ENV: &[&str] = &["DEPD_CONFIG", "DEPD_URL", "DEPD_KEY_PASSWORD", "DEPD_LOG"];
+
+/// A secret string: never shown by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable; colours only when standard error is a terminal.
+    #[default]
+    Auto,
+    Human,
+    Json,
+}
+
+/// The configuration file's shape. Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileSettings {
+    listen: String,
+    data_dir: PathBuf,
+    api_key: Option<Secret>,
+    api_key_file: Option<PathBuf>,
+    log_format: LogFormat,
+    log_level: String,
+    apple: AppleSettings,
+    names: BTreeMap<String, NameSettings>,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        FileSettings {
+            listen: "127.0.0.1:9001".into(),
+            data_dir: PathBuf::from("/var/lib/depd"),
+            api_key: None,
+            api_key_file: None,
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+            apple: AppleSettings::default(),
+            names: BTreeMap::new(),
+        }
+    }
+}
+
+/// How depd reaches Apple.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppleSettings {
+    /// Base URL for names that have none stored (`PUT /v1/config`) and none
+    /// in their `[names.<name>]` table.
+    pub base_url: String,
+}
+
+impl Default for AppleSettings {
+    fn default() -> Self {
+        AppleSettings {
+            base_url: APPLE_BASE_URL.into(),
+        }
+    }
+}
+
+/// A DEP name declared in the configuration, with its overrides.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NameSettings {
+    /// Base URL used until one is stored through the API.
+    pub base_url: Option<String>,
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub api_key: Option<Secret>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// The validated configuration the daemon runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub api_key: Secret,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub apple: AppleSettings,
+    pub names: BTreeMap<DepName, NameSettings>,
+    /// The file these settings were read from, if any (re-read on SIGHUP).
+    pub source: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The base URL a name uses when none is stored for it.
+    pub fn default_base_url(&self, name: &DepName) -> &str {
+        self.names
+            .get(name)
+            .and_then(|n| n.base_url.as_deref())
+            .unwrap_or(&self.apple.base_url)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error(
+        "no API key configured: set api_key or api_key_file in the configuration file, \
+         DEPD_API_KEY in the environment, or pass --api-key"
+    )]
+    NoApiKey,
+    #[error("reading api_key_file {path}: {message}")]
+    ApiKeyFile { path: PathBuf, message: String },
+}
+
+/// Which configuration file to read: the one asked for (it must exist), else
+/// the default path when it exists, else none.
+pub fn resolve_config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let default = Path::new(DEFAULT_CONFIG_PATH);
+            default.exists().then(|| default.to_path_buf())
+        }
+    }
+}
+
+/// Loads and validates settings from a file (if any), the given environment
+/// (pass `std::env::vars()`) and flags.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &FlagOverrides,
+) -> Result<Settings, SettingsError> {
+    use config::{Config, Environment, File, FileFormat};
+
+    let mut builder = Config::builder();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+    }
+    let env_map = settings_env(env)?;
+    builder = builder.add_source(
+        Environment::with_prefix("DEPD")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(env_map)),
+    );
+    let raw: FileSettings = builder
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| match file {
+            Some(path) => SettingsError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+            None => SettingsError::Invalid(e.to_string()),
+        })?;
+    validate(raw, flags, file)
+}
+
+/// The `DEPD_…` variables that are settings, checked against the known
+/// top-level keys so a typo is named rather than ignored.
+fn settings_env(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<config::Map<String, String>, SettingsError> {
+    const KNOWN: &[&str] = &[
+        "listen",
+        "data_dir",
+        "api_key",
+        "api_key_file",
+        "log_format",
+        "log_level",
+        "apple",
+    ];
+    let mut map = config::Map::new();
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("DEPD_") else {
+            continue;
+        };
+        if NON_SETTING_ENV.contains(&var.as_str()) {
+            continue;
+        }
+        let top = rest.split("__").next().unwrap_or(rest).to_ascii_lowercase();
+        if !KNOWN.contains(&top.as_str()) {
+            return Err(SettingsError::Env {
+                var,
+                message: format!("unknown setting `{top}` (known: {})", KNOWN.join(", ")),
+            });
+        }
+        map.insert(var, value);
+    }
+    Ok(map)
+}
+
+fn validate(
+    raw: FileSettings,
+    flags: &FlagOverrides,
+    source: Option<&Path>,
+) -> Result<Settings, SettingsError> {
+    let listen_text = flags.listen.clone().unwrap_or(raw.listen);
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        SettingsError::Invalid(format!(
+            "listen: {listen_text:?} is not an address like 127.0.0.1:9001"
+        ))
+    })?;
+    let data_dir = flags.data_dir.clone().unwrap_or(raw.data_dir);
+    if data_dir.as_os_str().is_empty() {
+        return Err(SettingsError::Invalid("data_dir is empty".into()));
+    }
+    tracing_subscriber::EnvFilter::try_new(&raw.log_level)
+        .map_err(|e| SettingsError::Invalid(format!("log_level {:?}: {e}", raw.log_level)))?;
+    validate_base_url(&raw.apple.base_url)
+        .map_err(|m| SettingsError::Invalid(format!("apple.base_url: {m}")))?;
+    let mut names = BTreeMap::new();
+    for (raw_name, settings) in raw.names {
+        let name = DepName::parse(&raw_name)
+            .map_err(|e| SettingsError::Invalid(format!("names.{raw_name:?}: {e}")))?;
+        if let Some(url) = &settings.base_url {
+            validate_base_url(url)
+                .map_err(|m| SettingsError::Invalid(format!("names.{raw_name:?}.base_url: {m}")))?;
+        }
+        names.insert(name, settings);
+    }
+    let api_key = match (flags.api_key.clone().or(raw.api_key), raw.api_key_file) {
+        (Some(key), _) => key,
+        (None, Some(path)) => read_key_file(&path)?,
+        (None, None) => return Err(SettingsError::NoApiKey),
+    };
+    if api_key.expose().is_empty() {
+        return Err(SettingsError::NoApiKey);
+    }
+    Ok(Settings {
+        listen,
+        data_dir,
+        api_key,
+        log_format: flags.log_format.unwrap_or(raw.log_format),
+        log_level: raw.log_level,
+        apple: raw.apple,
+        names,
+        source: source.map(Path::to_path_buf),
+    })
+}
+
+fn read_key_file(path: &Path) -> Result<Secret, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::ApiKeyFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let key = text.trim_end_matches(['\r', '\n']);
+    if key.is_empty() {
+        return Err(SettingsError::ApiKeyFile {
+            path: path.to_path_buf(),
+            message: "the file is empty".into(),
+        });
+    }
+    Ok(Secret::new(key))
+}
+
+/// Checks that `url` is an absolute http(s) URL with a host and no query or
+/// fragment (a path prefix is allowed and kept).
+pub fn validate_base_url(url: &str) -> Result<(), String> {
+    let uri: actix_web::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(text.as_bytes()).expect("write");
+        f
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn with_key() -> FlagOverrides {
+        FlagOverrides {
+            api_key: Some(Secret::new("k")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_need_only_a_key() {
+        let s = load(None, env(&[]), &with_key()).expect("settings");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/depd"));
+        assert_eq!(s.apple.base_url, APPLE_BASE_URL);
+        assert_eq!(s.log_format, LogFormat::Auto);
+        assert!(s.names.is_empty());
+    }
+
+    #[test]
+    fn no_key_refuses_with_reason() {
+        let err = load(None, env(&[]), &FlagOverrides::default()).expect_err("no key");
+        assert!(matches!(err, SettingsError::NoApiKey));
+        assert!(err.to_string().contains("DEPD_API_KEY"));
+        let f = file("api_key = \"\"\n");
+        let err = load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect_err("empty");
+        assert!(matches!(err, SettingsError::NoApiKey));
+    }
+
+    #[test]
+    fn layers_file_then_env_then_flags() {
+        let f = file(
+            "listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\napi_key = \"file\"\nlog_level = \"debug\"\n",
+        );
+        let s = load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect("file");
+        assert_eq!(s.listen.port(), 1000);
+        assert_eq!(s.api_key.expose(), "file");
+        assert_eq!(s.log_level, "debug");
+        assert_eq!(s.source.as_deref(), Some(f.path()));
+
+        let e = env(&[
+            ("DEPD_LISTEN", "127.0.0.1:2000"),
+            ("DEPD_API_KEY", "env"),
+            ("DEPD_APPLE__BASE_URL", "http://127.0.0.1:9/x"),
+            ("DEPD_URL", "http://client-only"),
+            ("HOME", "/root"),
+        ]);
+        let s = load(Some(f.path()), e.clone(), &FlagOverrides::default()).expect("env");
+        assert_eq!(s.listen.port(), 2000);
+        assert_eq!(s.api_key.expose(), "env");
+        assert_eq!(s.apple.base_url, "http://127.0.0.1:9/x");
+        assert_eq!(s.data_dir, PathBuf::from("/from/file"));
+
+        let flags = FlagOverrides {
+            listen: Some("127.0.0.1:3000".into()),
+            data_dir: Some("/from/flag".into()),
+            api_key: Some(Secret::new("flag")),
+            log_format: Some(LogFormat::Json),
+        };
+        let s = load(Some(f.path()), e, &flags).expect("flags");
+        assert_eq!(s.listen.port(), 3000);
+        assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(s.api_key.expose(), "flag");
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (text, key) in [
+            ("api_key = \"k\"\nlisten_addr = \"x\"\n", "listen_addr"),
+            ("api_key = \"k\"\n[apple]\nbase_ur = \"x\"\n", "base_ur"),
+            ("api_key = \"k\"\n[names.acme]\nbase = \"x\"\n", "base"),
+        ] {
+            let f = file(text);
+            let err =
+                load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect_err("unknown key");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = load(None, env(&[("DEPD_LISTN", "x")]), &with_key()).expect_err("env typo");
+        assert!(err.to_string().contains("DEPD_LISTN"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        for (text, needle) in [
+            ("listen = \"nope\"\n", "listen"),
+            ("log_format = \"xml\"\n", "xml"),
+            ("[apple]\nbase_url = \"ftp://x\"\n", "http"),
+            ("[names.\"a/b\"]\n", "a/b"),
+            ("[names.acme]\nbase_url = \"http://x/?q=1\"\n", "query"),
+            ("listen = [\n", "configuration file"),
+        ] {
+            let f = file(text);
+            let err = load(Some(f.path()), env(&[]), &with_key()).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_keep_case_and_overrides() {
+        let f =
+            file("[names.\"Acme-Prod\"]\nbase_url = \"http://127.0.0.1:5/prefix\"\n[names.beta]\n");
+        let s = load(Some(f.path()), env(&[]), &with_key()).expect("settings");
+        let acme = DepName::parse("Acme-Prod").expect("name");
+        let beta = DepName::parse("beta").expect("name");
+        assert_eq!(s.default_base_url(&acme), "http://127.0.0.1:5/prefix");
+        assert_eq!(s.default_base_url(&beta), APPLE_BASE_URL);
+    }
+
+    #[test]
+    fn api_key_file_is_read_and_trimmed() {
+        let key = file("s3cret\n");
+        let f = file(&format!("api_key_file = {:?}\n", key.path()));
+        let s = load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect("settings");
+        assert_eq!(s.api_key.expose(), "s3cret");
+        let f = file("api_key_file = \"/nonexistent/key\"\n");
+        let err = load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/key"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = load(None, env(&[]), &with_key()).expect("settings");
+        assert!(!format!("{s:?}").contains("\"k\""));
+    }
+
+    #[test]
+    fn base_url_validation() {
+        assert!(validate_base_url("https://mdmenrollment.apple.com").is_ok());
+        assert!(validate_base_url("http://127.0.0.1:8080/some/prefix").is_ok());
+        for bad in [
+            "",
+            "mdmenrollment.apple.com",
+            "file:///x",
+            "http://",
+            "https://x/#f",
+        ] {
+            assert!(validate_base_url(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Storage: a narrow key-value [`Engine`] (sled in production, memory in
+//! tests) under a typed [`Store`] that knows depd's records.
+//!
+//! Invariants:
+//! - every value is a versioned record (`record.rs`): one version byte, then
+//!   bincode; a reader that meets an unknown version fails loudly instead of
+//!   misreading;
+//! - [`Engine::commit`] is atomic and durable: when it returns `Ok`, every
+//!   write of the batch is on disk, and after a crash either all or none are;
+//! - engine calls block, so async code runs them on the blocking pool
+//!   ([`Store::blocking`]), never on an actor or request thread.
+
+mod memory;
+mod record;
+mod sled_engine;
+
+#[cfg(test)]
+mod conformance;
+
+pub use memory::MemoryEngine;
+pub use record::{
+    Record, RecordError, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredTokens,
+};
+pub use sled_engine::SledEngine;
+
+use crate::name::DepName;
+use std::sync::Arc;
+
+/// One write of an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("stored record {key}: {source}")]
+    Record {
+        key: String,
+        #[source]
+        source: RecordError,
+    },
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// The engine-neutral key-value API every backend implements. Keys and
+/// values are bytes; ordering is bytewise.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Entries whose key starts with `prefix`, in key order, beginning
+    /// strictly after `after` when given, at most `limit` of them.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Applies all writes atomically and durably (flushed before returning).
+    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Makes everything committed so far durable (a no-op for engines whose
+    /// commit already is).
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Fields stored per DEP name. The key of a field is
+/// `n/<name>\0<field>`: names cannot contain NUL (see [`DepName`]), so one
+/// prefix scan reads exactly one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Meta,
+    Tokens,
+    PkiStaging,
+    PkiCurrent,
+    Config,
+    Assigner,
+}
+
+impl Field {
+    const ALL: [Field; 6] = [
+        Field::Meta,
+        Field::Tokens,
+        Field::PkiStaging,
+        Field::PkiCurrent,
+        Field::Config,
+        Field::Assigner,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Field::Meta => "meta",
+            Field::Tokens => "tokens",
+            Field::PkiStaging => "pki.staging",
+            Field::PkiCurrent => "pki.current",
+            Field::Config => "config",
+            Field::Assigner => "assigner",
+        }
+    }
+
+    fn parse(s: &[u8]) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.as_str().as_bytes() == s)
+    }
+}
+
+const NAME_PREFIX: &[u8] = b"n/";
+
+fn name_prefix(name: &DepName) -> Vec<u8> {
+    let mut key = NAME_PREFIX.to_vec();
+    key.extend_from_slice(name.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+fn field_key(name: &DepName, field: Field) -> Vec<u8> {
+    let mut key = name_prefix(name);
+    key.extend_from_slice(field.as_str().as_bytes());
+    key
+}
+
+/// Everything stored for one DEP name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NameData {
+    pub meta: Option<StoredMeta>,
+    pub tokens: Option<StoredTokens>,
+    pub pki_staging: Option<StoredPki>,
+    pub pki_current: Option<StoredPki>,
+    pub config: Option<StoredConfig>,
+    pub assigner: Option<StoredAssigner>,
+}
+
+/// A set of changes to one name's fields, committed atomically.
+#[derive(Debug, Default)]
+pub struct NameWrite {
+    writes: Vec<Write>,
+}
+
+impl NameWrite {
+    pub fn put<R: Record>(&mut self, name: &DepName, field: Field, value: &R) -> &mut Self {
+        self.writes
+            .push(Write::Put(field_key(name, field), record::encode(value)));
+        self
+    }
+
+    pub fn delete(&mut self, name: &DepName, field: Field) -> &mut Self {
+        self.writes.push(Write::Delete(field_key(name, field)));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// The typed store shared by the registry and the DEP-name actors.
+#[derive(Clone)]
+pub struct Store {
+    engine: Arc<dyn Engine>,
+}
+
+impl Store {
+    pub fn new(engine: Arc<dyn Engine>) -> Self {
+        Store { engine }
+    }
+
+    pub fn memory() -> Self {
+        Store::new(Arc::new(MemoryEngine::default()))
+    }
+
+    pub fn open_sled(path: &std::path::Path) -> Result<Self, StoreError> {
+        Ok(Store::new(Arc::new(SledEngine::open(path)?)))
+    }
+
+    /// Runs a storage call on the blocking pool.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Every name with stored state, with its data, in name order.
+    pub fn load_all(&self) -> Result<Vec<(DepName, NameData)>, StoreError> {
+        let mut out: Vec<(DepName, NameData)> = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = self.engine.scan(NAME_PREFIX, after.as_deref(), 1024)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            for (key, value) in batch {
+                let rest = &key[NAME_PREFIX.len()..];
+                let Some(nul) = rest.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                let (Ok(raw), Some(field)) = (
+                    std::str::from_utf8(&rest[..nul]),
+                    Field::parse(&rest[nul + 1..]),
+                ) else {
+                    continue;
+                };
+                let Ok(name) = DepName::parse(raw) else {
+                    continue;
+                };
+                if out.last().map(|(n, _)| n) != Some(&name) {
+                    out.push((name.clone(), NameData::default()));
+                }
+                if let Some((_, data)) = out.last_mut() {
+                    set_field(data, field, &key, &value)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What is stored for one name (all fields `None` when nothing is).
+    pub fn load_name(&self, name: &DepName) -> Result<NameData, StoreError> {
+        let mut data = NameData::default();
+        for field in Field::ALL {
+            let key = field_key(name, field);
+            if let Some(value) = self.engine.get(&key)? {
+                set_field(&mut data, field, &key, &value)?;
+            }
+        }
+        Ok(data)
+    }
+
+    /// Commits a name's changes atomically and durably.
+    pub fn commit(&self, write: NameWrite) -> Result<(), StoreError> {
+        if write.is_empty() {
+            return Ok(());
+        }
+        self.engine.commit(write.writes)
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.engine.flush()
+    }
+}
+
+fn set_field(
+    data: &mut NameData,
+    field: Field,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), StoreError> {
+    let err = |source| StoreError::Record {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        source,
+    };
+    match field {
+        Field::Meta => data.meta = Some(record::decode(value).map_err(err)?),
+        Field::Tokens => data.tokens = Some(record::decode(value).map_err(err)?),
+        Field::PkiStaging => data.pki_staging = Some(record::decode(value).map_err(err)?),
+        Field::PkiCurrent => data.pki_current = Some(record::decode(value).map_err(err)?),
+        Field::Config => data.config = Some(record::decode(value).map_err(err)?),
+        Field::Assigner => data.assigner = Some(record::decode(value).map_err(err)?),
+    }
+    Ok(())
+}

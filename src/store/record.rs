@@ -1,0 +1,197 @@
+//! Stored record types and their encoding: one version byte, then the
+//! bincode (2.x, standard configuration) encoding of the serde value.
+//!
+//! These types are depd's storage format and nothing else: the API and
+//! Apple's wire JSON have their own types, converted at the boundary, so a
+//! change to either does not silently change what is on disk. A new layout
+//! gets a new version number and a `migrate` arm for the old one.
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("empty value")]
+    Empty,
+    #[error("record version {found} is not known to this depd (newest known: {known})")]
+    UnknownVersion { found: u8, known: u8 },
+    #[error("undecodable record: {0}")]
+    Decode(String),
+}
+
+/// A value stored in the engine.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The version written by this build.
+    const VERSION: u8;
+
+    /// Reads a record written with an older `version`. The default knows no
+    /// older versions.
+    fn migrate(version: u8, _body: &[u8]) -> Result<Self, RecordError> {
+        Err(RecordError::UnknownVersion {
+            found: version,
+            known: Self::VERSION,
+        })
+    }
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+pub(crate) fn encode<R: Record>(value: &R) -> Vec<u8> {
+    let mut out = vec![R::VERSION];
+    // Encoding plain owned structs into a Vec cannot fail: bincode only
+    // errors for writers that fail or for unsupported serde features
+    // (which these record types do not use; the conformance tests prove it).
+    if let Err(e) = bincode::serde::encode_into_std_write(value, &mut out, config()) {
+        unreachable!("record encoding failed: {e}");
+    }
+    out
+}
+
+pub(crate) fn decode<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
+    let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
+    if version != R::VERSION {
+        return R::migrate(version, body);
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| RecordError::Decode(e.to_string()))?;
+    if used != body.len() {
+        return Err(RecordError::Decode(format!(
+            "{} trailing bytes",
+            body.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+/// When a name was first stored. Present for every name with stored state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredMeta {
+    pub created_unix: i64,
+}
+
+impl Record for StoredMeta {
+    const VERSION: u8 = 1;
+}
+
+/// A name's OAuth1 credentials, as uploaded.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredTokens {
+    pub consumer_key: String,
+    pub consumer_secret: String,
+    pub access_token: String,
+    pub access_secret: String,
+    pub access_token_expiry_unix: i64,
+}
+
+impl Record for StoredTokens {
+    const VERSION: u8 = 1;
+}
+
+impl fmt::Debug for StoredTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredTokens")
+            .field("consumer_key", &self.consumer_key)
+            .field("access_token_expiry_unix", &self.access_token_expiry_unix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token-PKI certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredPki {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl Record for StoredPki {
+    const VERSION: u8 = 1;
+}
+
+impl fmt::Debug for StoredPki {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredPki")
+            .field("cert_pem_bytes", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name's Apple base URL, as set through the config API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredConfig {
+    pub base_url: String,
+}
+
+impl Record for StoredConfig {
+    const VERSION: u8 = 1;
+}
+
+/// The profile the assigner gives new devices, and when it was last changed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAssigner {
+    pub profile_uuid: String,
+    pub modified_unix: i64,
+}
+
+impl Record for StoredAssigner {
+    const VERSION: u8 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_version_byte() {
+        let a = StoredAssigner {
+            profile_uuid: "ABC".into(),
+            modified_unix: 1_700_000_000,
+        };
+        let bytes = encode(&a);
+        assert_eq!(bytes[0], StoredAssigner::VERSION);
+        assert_eq!(decode::<StoredAssigner>(&bytes).ok(), Some(a));
+    }
+
+    #[test]
+    fn unknown_version_and_garbage_are_errors() {
+        let mut bytes = encode(&StoredConfig {
+            base_url: "https://x".into(),
+        });
+        bytes[0] = 99;
+        assert!(matches!(
+            decode::<StoredConfig>(&bytes),
+            Err(RecordError::UnknownVersion {
+                found: 99,
+                known: 1
+            })
+        ));
+        assert!(matches!(
+            decode::<StoredConfig>(&[]),
+            Err(RecordError::Empty)
+        ));
+        assert!(matches!(
+            decode::<StoredConfig>(&[1, 200, 200, 200]),
+            Err(RecordError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let t = StoredTokens {
+            consumer_key: "CK_1".into(),
+            consumer_secret: "CS_SECRET".into(),
+            access_token: "AT_SECRET".into(),
+            access_secret: "AS_SECRET".into(),
+            access_token_expiry_unix: 0,
+        };
+        let shown = format!("{t:?}");
+        assert!(shown.contains("CK_1"));
+        assert!(!shown.contains("SECRET"), "{shown}");
+        let p = StoredPki {
+            cert_pem: b"CERT".to_vec(),
+            key_pem: b"PRIVATE".to_vec(),
+        };
+        assert!(!format!("{p:?}").contains("PRIVATE"));
+    }
+}
