@@ -2,7 +2,15 @@
 //!
 //! See `ARCHITECTURE.md` for the code map and the invariants.
 
+pub mod actors;
+pub mod api;
+pub mod app;
 pub mod clock;
+pub mod logging;
 pub mod name;
+pub mod serve;
 pub mod settings;
+pub mod signals;
+pub mod state;
 pub mod store;
+pub mod tokens;

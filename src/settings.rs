@@ -47,8 +47,8 @@ impl fmt::Debug for Secret {
 pub enum LogFormat {
     /// Human-readable; colours only when standard error is a terminal.
     #[default]
-    Auto,
     Human,
+    /// One JSON object per line.
     Json,
 }
 
@@ -73,7 +73,7 @@ impl Default for FileSettings {
             data_dir: PathBuf::from("/var/lib/depd"),
             api_key: None,
             api_key_file: None,
-            log_format: LogFormat::Auto,
+            log_format: LogFormat::Human,
             log_level: "info".into(),
             apple: AppleSettings::default(),
             names: BTreeMap::new(),
@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:9001");
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/depd"));
         assert_eq!(s.apple.base_url, APPLE_BASE_URL);
-        assert_eq!(s.log_format, LogFormat::Auto);
+        assert_eq!(s.log_format, LogFormat::Human);
         assert!(s.names.is_empty());
     }
 

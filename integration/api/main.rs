@@ -1,1 +1,9 @@
+//! Integration tests of the depd daemon: the real server on 127.0.0.1:0.
 
+mod helpers;
+
+mod auth;
+mod config_api;
+mod daemon;
+mod names;
+mod tokens;

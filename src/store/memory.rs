@@ -1,7 +1,7 @@
 //! The in-memory engine: a `BTreeMap` behind a mutex. Used by unit tests and
 //! as the second implementation that keeps the [`Engine`] API honest.
 
-use super::{Engine, StoreError, Write};
+use super::{Engine, Entry, StoreError, Write};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Mutex, PoisonError};
@@ -22,7 +22,7 @@ impl Engine for MemoryEngine {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let start = match after {
             Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),

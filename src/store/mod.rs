@@ -26,6 +26,9 @@ pub use sled_engine::SledEngine;
 use crate::name::DepName;
 use std::sync::Arc;
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// One write of an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -60,7 +63,7 @@ pub trait Engine: Send + Sync + 'static {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// Applies all writes atomically and durably (flushed before returning).
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;

@@ -1,7 +1,7 @@
 //! The sled engine: one sled tree; batches are applied with
 //! `apply_batch` (atomic) and flushed before `commit` returns (durable).
 
-use super::{Engine, StoreError, Write};
+use super::{Engine, Entry, StoreError, Write};
 use std::path::Path;
 
 pub struct SledEngine {
@@ -34,7 +34,7 @@ impl Engine for SledEngine {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let iter = match after {
             Some(a) if a >= prefix => {
                 let mut start = a.to_vec();

@@ -1,0 +1,13 @@
+//! The actors: a [`Registry`] that owns one [`DepNameActor`] per DEP name.
+//! The DEP-name actor is the only writer of its name's state; HTTP handlers
+//! send it messages. The rules live in plain structs (`crate::state`); the
+//! actors only wire them to mailboxes, storage and time.
+
+mod dep_name;
+mod registry;
+
+pub use dep_name::{
+    DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
+    PutTokens, UpdateSettings,
+};
+pub use registry::{ListNames, Registry, Reload, Resolve};

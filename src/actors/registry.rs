@@ -1,0 +1,142 @@
+//! The registry: one [`DepNameActor`] per known DEP name. A name is known
+//! when it has stored state, is declared in the configuration, or receives
+//! its first API write (which the handler has already validated).
+
+use super::dep_name::{DepNameActor, UpdateSettings};
+use crate::clock::SharedClock;
+use crate::name::DepName;
+use crate::settings::Settings;
+use crate::state::NameState;
+use crate::store::{NameData, Store};
+use actix::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+struct Entry {
+    addr: Addr<DepNameActor>,
+    /// Created from storage or by an API write: kept when the
+    /// configuration stops declaring it.
+    stored: bool,
+}
+
+pub struct Registry {
+    store: Store,
+    settings: Arc<Settings>,
+    clock: SharedClock,
+    names: BTreeMap<DepName, Entry>,
+}
+
+impl Registry {
+    /// A registry with actors for every stored name and every configured one.
+    pub fn new(
+        store: Store,
+        settings: Arc<Settings>,
+        clock: SharedClock,
+        stored: Vec<(DepName, NameData)>,
+    ) -> Self {
+        let mut registry = Registry {
+            store,
+            settings,
+            clock,
+            names: BTreeMap::new(),
+        };
+        for (name, data) in stored {
+            registry.spawn_name(name, data, true);
+        }
+        let declared: Vec<DepName> = registry.settings.names.keys().cloned().collect();
+        for name in declared {
+            if !registry.names.contains_key(&name) {
+                registry.spawn_name(name, NameData::default(), false);
+            }
+        }
+        registry
+    }
+
+    fn spawn_name(&mut self, name: DepName, data: NameData, stored: bool) -> Addr<DepNameActor> {
+        let actor = DepNameActor::new(
+            NameState::new(name.clone(), data),
+            self.store.clone(),
+            self.settings.clone(),
+            self.clock.clone(),
+        );
+        let addr = actor.start();
+        self.names.insert(
+            name,
+            Entry {
+                addr: addr.clone(),
+                stored,
+            },
+        );
+        addr
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+/// The actor of a name; with `create`, one is started if the name is new.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<DepNameActor>>")]
+pub struct Resolve {
+    pub name: DepName,
+    pub create: bool,
+}
+
+impl Handler<Resolve> for Registry {
+    type Result = Option<Addr<DepNameActor>>;
+    fn handle(&mut self, msg: Resolve, _: &mut Self::Context) -> Self::Result {
+        if let Some(entry) = self.names.get_mut(&msg.name) {
+            entry.stored |= msg.create;
+            return Some(entry.addr.clone());
+        }
+        if !msg.create {
+            return None;
+        }
+        tracing::info!(dep_name = %msg.name, "new DEP name");
+        Some(self.spawn_name(msg.name, NameData::default(), true))
+    }
+}
+
+/// Every known name, sorted.
+#[derive(Message)]
+#[rtype(result = "Vec<DepName>")]
+pub struct ListNames;
+
+impl Handler<ListNames> for Registry {
+    type Result = Vec<DepName>;
+    fn handle(&mut self, _: ListNames, _: &mut Self::Context) -> Self::Result {
+        self.names.keys().cloned().collect()
+    }
+}
+
+/// Apply reloaded settings: start newly declared names, drop names that are
+/// neither declared nor stored, and hand every actor the new settings.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload(pub Arc<Settings>);
+
+impl Handler<Reload> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: Reload, _: &mut Self::Context) {
+        self.settings = msg.0;
+        let settings = self.settings.clone();
+        self.names.retain(|name, entry| {
+            let keep = entry.stored || settings.names.contains_key(name);
+            if !keep {
+                tracing::info!(dep_name = %name, "DEP name no longer configured; its actor stops");
+            }
+            keep
+        });
+        for entry in self.names.values() {
+            entry.addr.do_send(UpdateSettings(settings.clone()));
+        }
+        let declared: Vec<DepName> = settings.names.keys().cloned().collect();
+        for name in declared {
+            if !self.names.contains_key(&name) {
+                tracing::info!(dep_name = %name, "DEP name added by configuration");
+                self.spawn_name(name, NameData::default(), false);
+            }
+        }
+    }
+}

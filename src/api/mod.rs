@@ -1,0 +1,105 @@
+//! The HTTP front end (actix-web): routes, authentication, errors. Every
+//! request that touches a DEP name is routed to that name's actor through
+//! the registry; no handler touches storage.
+
+mod auth;
+mod body;
+mod error;
+mod health;
+mod log;
+mod names;
+
+pub use error::ApiError;
+pub use log::request_log;
+
+use crate::actors::Registry;
+use crate::settings::Settings;
+use actix::Addr;
+use actix_web::middleware::from_fn;
+use actix_web::{HttpResponse, web};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// What the handlers share.
+pub struct AppState {
+    pub registry: Addr<Registry>,
+    settings: RwLock<Arc<Settings>>,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(registry: Addr<Registry>, settings: Arc<Settings>) -> Self {
+        AppState {
+            registry,
+            settings: RwLock::new(settings),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_settings(&self, settings: Arc<Settings>) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = settings;
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/version", web::get().to(health::version))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(auth::require))
+                .service(resource("/dep_names").route(web::get().to(names::list)))
+                .service(
+                    resource("/tokens/{name}")
+                        .route(web::get().to(names::get_tokens))
+                        .route(web::put().to(names::put_tokens)),
+                )
+                .service(
+                    resource("/config/{name}")
+                        .route(web::get().to(names::get_config))
+                        .route(web::put().to(names::put_config)),
+                )
+                .service(
+                    resource("/assigner/{name}")
+                        .route(web::get().to(names::get_assigner))
+                        .route(web::put().to(names::put_assigner)),
+                )
+                .default_service(web::to(not_found)),
+        )
+        .default_service(web::to(not_found));
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("not-found", "no such endpoint"))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint does not accept that method",
+    ))
+}

@@ -1,0 +1,162 @@
+//! The application: storage, actors and the HTTP server, built from
+//! settings. `build` binds the listener (port 0 works) so tests run the real
+//! server; `run_until_stopped` serves until `AppHandle::shutdown`.
+
+use crate::actors::{Registry, Reload};
+use crate::api::{self, AppState};
+use crate::clock::{SharedClock, SystemClock};
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+use actix::Actor;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+/// How long a graceful shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening storage in {dir}: {source}")]
+    Store {
+        dir: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    handle: AppHandle,
+}
+
+/// Controls a running application: reload settings, shut down.
+#[derive(Clone)]
+pub struct AppHandle {
+    state: web::Data<AppState>,
+    server: ServerHandle,
+    store: Store,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: SharedClock,
+    ) -> Result<Self, StartError> {
+        let dir = settings.data_dir.clone();
+        let store_err = |source| StartError::Store {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let open_dir = dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open_sled(&open_dir))
+            .await
+            .map_err(|e| store_err(StoreError::Task(e.to_string())))?
+            .map_err(store_err)?;
+        let stored = store.blocking(Store::load_all).await.map_err(store_err)?;
+        tracing::info!(names = stored.len(), dir = %dir.display(), "storage open");
+
+        let settings = Arc::new(settings);
+        let registry = Registry::new(store.clone(), settings.clone(), clock, stored).start();
+        let state = web::Data::new(AppState::new(registry, settings.clone()));
+
+        let listener = TcpListener::bind(settings.listen).map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(from_fn(api::request_log))
+                .configure(api::configure)
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind { addr, source })?
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .run();
+        state.set_ready(true);
+        tracing::info!(addr = %addr, "listening");
+        let handle = AppHandle {
+            state,
+            server: server.handle(),
+            store,
+        };
+        Ok(Application {
+            server,
+            addr,
+            handle,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until shut down, then flushes storage: when this returns,
+    /// everything acknowledged is on disk.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        let store = self.handle.store.clone();
+        if let Err(e) = store.blocking(Store::flush).await {
+            tracing::error!(error = %e, "flushing storage at shutdown failed");
+            return Err(std::io::Error::other(e));
+        }
+        tracing::info!("stopped");
+        served
+    }
+}
+
+impl AppHandle {
+    /// Applies validated new settings to the running daemon. The listen
+    /// address and data directory are fixed for the life of the process.
+    pub fn reload(&self, new: Settings) {
+        let old = self.state.settings();
+        if new.listen != old.listen {
+            tracing::warn!(running = %old.listen, configured = %new.listen, "a new listen address takes effect at the next restart");
+        }
+        if new.data_dir != old.data_dir {
+            tracing::warn!(running = %old.data_dir.display(), configured = %new.data_dir.display(), "a new data_dir takes effect at the next restart");
+        }
+        let new = Arc::new(Settings {
+            listen: old.listen,
+            data_dir: old.data_dir.clone(),
+            ..new
+        });
+        self.state.set_settings(new.clone());
+        self.state.registry.do_send(Reload(new));
+    }
+
+    /// Stops accepting and lets in-flight requests finish; `run_until_stopped`
+    /// then flushes storage and returns.
+    pub async fn shutdown(&self) {
+        self.state.set_ready(false);
+        self.server.stop(true).await;
+    }
+}

@@ -1,0 +1,257 @@
+//! The rules for one DEP name's stored state, as a plain struct: each
+//! operation checks its preconditions and returns a [`Change`] (the writes
+//! to commit and the state that results) without touching anything. The
+//! DEP-name actor commits the writes and only then adopts the new state, so
+//! a failed commit leaves memory and disk as they were.
+
+use crate::name::DepName;
+use crate::settings::Settings;
+use crate::store::{
+    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredTokens,
+};
+use time::OffsetDateTime;
+
+/// A checked modification: commit `write`, then adopt `next`.
+#[derive(Debug)]
+pub struct Change {
+    pub write: NameWrite,
+    pub next: NameData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error(
+        "the uploaded tokens have consumer key {given:?} but this DEP name has {stored:?}; \
+         use force=1 to replace them"
+    )]
+    ConsumerKeyMismatch { stored: String, given: String },
+}
+
+/// One name's state in memory, mirroring what is stored.
+#[derive(Debug, Clone)]
+pub struct NameState {
+    name: DepName,
+    data: NameData,
+}
+
+impl NameState {
+    pub fn new(name: DepName, data: NameData) -> Self {
+        NameState { name, data }
+    }
+
+    pub fn name(&self) -> &DepName {
+        &self.name
+    }
+
+    pub fn data(&self) -> &NameData {
+        &self.data
+    }
+
+    /// Whether anything is stored for this name.
+    pub fn is_stored(&self) -> bool {
+        self.data.meta.is_some()
+    }
+
+    pub fn adopt(&mut self, next: NameData) {
+        self.data = next;
+    }
+
+    /// Starts a change, recording the name's creation time on its first write.
+    fn begin(&self, now: OffsetDateTime) -> Change {
+        let mut change = Change {
+            write: NameWrite::default(),
+            next: self.data.clone(),
+        };
+        if self.data.meta.is_none() {
+            let meta = StoredMeta {
+                created_unix: now.unix_timestamp(),
+            };
+            change.write.put(&self.name, Field::Meta, &meta);
+            change.next.meta = Some(meta);
+        }
+        change
+    }
+
+    /// Stores new OAuth tokens. A different consumer key than the stored
+    /// one means the tokens belong to another MDM server in Apple's portal
+    /// (or the server was renewed by another admin): refused unless forced.
+    pub fn put_tokens(
+        &self,
+        tokens: StoredTokens,
+        force: bool,
+        now: OffsetDateTime,
+    ) -> Result<Change, RuleError> {
+        if let Some(stored) = &self.data.tokens
+            && stored.consumer_key != tokens.consumer_key
+            && !force
+        {
+            return Err(RuleError::ConsumerKeyMismatch {
+                stored: stored.consumer_key.clone(),
+                given: tokens.consumer_key,
+            });
+        }
+        let mut change = self.begin(now);
+        change.write.put(&self.name, Field::Tokens, &tokens);
+        change.next.tokens = Some(tokens);
+        Ok(change)
+    }
+
+    /// The base URL in effect: the stored one, else the configured default.
+    pub fn base_url<'a>(&'a self, settings: &'a Settings) -> &'a str {
+        match &self.data.config {
+            Some(c) => &c.base_url,
+            None => settings.default_base_url(&self.name),
+        }
+    }
+
+    /// Stores a base URL (already validated); an empty one removes the
+    /// stored URL so the configured default applies again.
+    pub fn put_base_url(&self, base_url: String, now: OffsetDateTime) -> Change {
+        let mut change = self.begin(now);
+        if base_url.is_empty() {
+            change.write.delete(&self.name, Field::Config);
+            change.next.config = None;
+        } else {
+            let config = StoredConfig { base_url };
+            change.write.put(&self.name, Field::Config, &config);
+            change.next.config = Some(config);
+        }
+        change
+    }
+
+    /// Sets the assigner profile. The modification time changes only when
+    /// the profile does, so re-sending the same UUID is a no-op for the
+    /// assigner.
+    pub fn put_assigner(&self, profile_uuid: String, now: OffsetDateTime) -> Change {
+        let mut change = self.begin(now);
+        if let Some(current) = &self.data.assigner
+            && current.profile_uuid == profile_uuid
+        {
+            return change;
+        }
+        let assigner = StoredAssigner {
+            profile_uuid,
+            modified_unix: now.unix_timestamp(),
+        };
+        change.write.put(&self.name, Field::Assigner, &assigner);
+        change.next.assigner = Some(assigner);
+        change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{FlagOverrides, Secret};
+    use crate::store::Store;
+    use time::macros::datetime;
+
+    fn tokens(ck: &str) -> StoredTokens {
+        StoredTokens {
+            consumer_key: ck.into(),
+            consumer_secret: "cs".into(),
+            access_token: "at".into(),
+            access_secret: "as".into(),
+            access_token_expiry_unix: 1,
+        }
+    }
+
+    fn state() -> NameState {
+        NameState::new(DepName::parse("acme").expect("name"), NameData::default())
+    }
+
+    fn apply(store: &Store, state: &mut NameState, change: Change) {
+        store.commit(change.write).expect("commit");
+        state.adopt(change.next);
+    }
+
+    #[test]
+    fn first_write_records_creation_and_persists_exactly_next() {
+        let store = Store::memory();
+        let mut s = state();
+        assert!(!s.is_stored());
+        let t0 = datetime!(2026-01-01 0:00 UTC);
+        let c = s.put_tokens(tokens("CK1"), false, t0).expect("put");
+        apply(&store, &mut s, c);
+        assert!(s.is_stored());
+        assert_eq!(
+            s.data().meta.as_ref().map(|m| m.created_unix),
+            Some(t0.unix_timestamp())
+        );
+        assert_eq!(&store.load_name(s.name()).expect("load"), s.data());
+    }
+
+    #[test]
+    fn consumer_key_change_needs_force() {
+        let store = Store::memory();
+        let mut s = state();
+        let now = datetime!(2026-01-01 0:00 UTC);
+        let c = s.put_tokens(tokens("CK1"), false, now).expect("put");
+        apply(&store, &mut s, c);
+        let same = s.put_tokens(tokens("CK1"), false, now);
+        assert!(same.is_ok(), "same consumer key is a renewal");
+        let err = s
+            .put_tokens(tokens("CK2"), false, now)
+            .expect_err("mismatch");
+        assert_eq!(
+            err,
+            RuleError::ConsumerKeyMismatch {
+                stored: "CK1".into(),
+                given: "CK2".into()
+            }
+        );
+        let c = s.put_tokens(tokens("CK2"), true, now).expect("forced");
+        apply(&store, &mut s, c);
+        assert_eq!(
+            s.data().tokens.as_ref().map(|t| t.consumer_key.as_str()),
+            Some("CK2")
+        );
+    }
+
+    #[test]
+    fn base_url_falls_back_to_settings() {
+        let settings = crate::settings::load(
+            None,
+            Vec::new(),
+            &FlagOverrides {
+                api_key: Some(Secret::new("k")),
+                ..Default::default()
+            },
+        )
+        .expect("settings");
+        let store = Store::memory();
+        let mut s = state();
+        let now = datetime!(2026-01-01 0:00 UTC);
+        assert_eq!(s.base_url(&settings), crate::settings::APPLE_BASE_URL);
+        let c = s.put_base_url("http://127.0.0.1:1/p".into(), now);
+        apply(&store, &mut s, c);
+        assert_eq!(s.base_url(&settings), "http://127.0.0.1:1/p");
+        let c = s.put_base_url(String::new(), now);
+        apply(&store, &mut s, c);
+        assert_eq!(s.base_url(&settings), crate::settings::APPLE_BASE_URL);
+        assert_eq!(store.load_name(s.name()).expect("load").config, None);
+    }
+
+    #[test]
+    fn assigner_mod_time_changes_only_with_the_profile() {
+        let store = Store::memory();
+        let mut s = state();
+        let t1 = datetime!(2026-01-01 0:00 UTC);
+        let t2 = datetime!(2026-01-02 0:00 UTC);
+        let c = s.put_assigner("P1".into(), t1);
+        apply(&store, &mut s, c);
+        let c = s.put_assigner("P1".into(), t2);
+        apply(&store, &mut s, c);
+        assert_eq!(
+            s.data().assigner.as_ref().map(|a| a.modified_unix),
+            Some(t1.unix_timestamp())
+        );
+        let c = s.put_assigner("P2".into(), t2);
+        apply(&store, &mut s, c);
+        let a = s.data().assigner.clone().expect("assigner");
+        assert_eq!(
+            (a.profile_uuid.as_str(), a.modified_unix),
+            ("P2", t2.unix_timestamp())
+        );
+    }
+}
