@@ -6,6 +6,7 @@ pub mod actors;
 pub mod api;
 pub mod app;
 pub mod clock;
+pub mod dep;
 pub mod logging;
 pub mod name;
 pub mod serve;

@@ -1,0 +1,231 @@
+//! Apple's DEP JSON, as it travels. Every field is optional on input
+//! (`#[serde(default)]`) and unknown keys are ignored, so a field Apple adds
+//! or omits never breaks depd; device records keep unknown keys (`extra`)
+//! so nothing Apple sends is lost from the inventory or the webhook.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Account {
+    pub server_name: String,
+    pub server_uuid: String,
+    pub admin_id: String,
+    pub facilitator_id: Option<String>,
+    pub org_name: String,
+    pub org_email: String,
+    pub org_phone: String,
+    pub org_address: String,
+    pub org_type: Option<String>,
+    pub org_version: Option<String>,
+    pub org_id: Option<String>,
+    pub org_id_hash: Option<String>,
+    pub urls: Vec<AccountUrl>,
+}
+
+impl Account {
+    /// The page-size maximum Apple advertises for an endpoint, if any.
+    pub fn limit_maximum(&self, uri: &str) -> Option<u32> {
+        self.urls
+            .iter()
+            .find(|u| u.uri == uri)
+            .and_then(|u| u.limit.as_ref())
+            .map(|l| l.maximum)
+            .filter(|m| *m > 0)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccountUrl {
+    pub uri: String,
+    pub http_method: Vec<String>,
+    pub limit: Option<Limit>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limit {
+    pub default: u32,
+    pub maximum: u32,
+}
+
+/// Body of `POST /server/devices` and `POST /devices/sync`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CursorRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One page of fetched or synced devices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DevicePage {
+    pub cursor: String,
+    pub devices: Vec<Device>,
+    pub fetched_until: String,
+    pub more_to_follow: bool,
+}
+
+/// A device as Apple describes it (fetch, sync and details).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Device {
+    pub serial_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_family: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_uuid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_assign_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_push_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_assigned_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_assigned_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mdm_migration_deadline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<String>,
+    /// Keys this version of depd does not know, kept as sent.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// `POST /devices` request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SerialsRequest {
+    pub devices: Vec<String>,
+}
+
+/// `POST /devices` answer: details per serial.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceDetails {
+    pub devices: BTreeMap<String, Device>,
+}
+
+/// Answers that give one status per serial (disown, remove profile).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceStatuses {
+    pub devices: BTreeMap<String, String>,
+}
+
+/// `POST /device/activationlock` request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivationLockRequest {
+    pub device: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escrow_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ActivationLockResponse {
+    pub serial_number: String,
+    pub response_status: String,
+}
+
+/// `POST /profile` answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DefineProfileResponse {
+    pub profile_uuid: String,
+    pub devices: BTreeMap<String, String>,
+}
+
+/// `POST /profile/devices` request (assign).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssignRequest {
+    pub profile_uuid: String,
+    pub devices: Vec<String>,
+}
+
+/// `POST /profile/devices` answer: per serial `SUCCESS`, `NOT_ACCESSIBLE`,
+/// `FAILED` or (protocol 9+) `THROTTLED`, with `retry_after_seconds`
+/// (protocol 10+).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AssignResponse {
+    pub profile_uuid: String,
+    pub devices: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+/// `/session` answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SessionResponse {
+    pub auth_session_token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_kept_on_devices_and_ignored_elsewhere() {
+        let page: DevicePage = serde_json::from_str(
+            r#"{"cursor":"c1","more_to_follow":true,"future":1,
+                "devices":[{"serial_number":"C02X","op_type":"added","new_field":{"a":1}}]}"#,
+        )
+        .expect("page");
+        assert_eq!(page.cursor, "c1");
+        assert!(page.more_to_follow);
+        assert_eq!(page.fetched_until, "");
+        let d = &page.devices[0];
+        assert_eq!(d.op_type.as_deref(), Some("added"));
+        assert_eq!(d.model, None);
+        assert_eq!(d.extra["new_field"], serde_json::json!({"a": 1}));
+        let back = serde_json::to_value(d).expect("json");
+        assert_eq!(back["new_field"]["a"], 1);
+        assert!(back.get("model").is_none());
+    }
+
+    #[test]
+    fn account_limits() {
+        let a: Account = serde_json::from_str(
+            r#"{"server_uuid":"U","urls":[{"uri":"/server/devices","http_method":["POST"],"limit":{"default":100,"maximum":1000}},{"uri":"/devices"}]}"#,
+        )
+        .expect("account");
+        assert_eq!(a.limit_maximum("/server/devices"), Some(1000));
+        assert_eq!(a.limit_maximum("/devices"), None);
+        assert_eq!(a.limit_maximum("/nope"), None);
+    }
+
+    #[test]
+    fn assign_response_with_and_without_retry() {
+        let r: AssignResponse = serde_json::from_str(
+            r#"{"profile_uuid":"P","devices":{"A":"SUCCESS","B":"THROTTLED"},"retry_after_seconds":60}"#,
+        )
+        .expect("assign");
+        assert_eq!(r.devices["B"], "THROTTLED");
+        assert_eq!(r.retry_after_seconds, Some(60));
+        let r: AssignResponse = serde_json::from_str(r#"{"devices":{}}"#).expect("assign");
+        assert_eq!(r.retry_after_seconds, None);
+    }
+}
