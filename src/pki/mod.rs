@@ -1,0 +1,9 @@
+//! Token PKI: the RSA key and self-signed certificate a DEP name gives
+//! Apple (`keypair`), and decryption of the `.p7m` token file Apple
+//! encrypts to that certificate (`p7m`).
+
+mod keypair;
+mod p7m;
+
+pub use keypair::{KeyError, KeyPair, MAX_VALIDITY_DAYS, validate_cn};
+pub use p7m::{P7mError, decrypt_token_file};
