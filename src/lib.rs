@@ -10,6 +10,7 @@ pub mod dep;
 pub mod logging;
 pub mod name;
 pub mod serve;
+pub mod session;
 pub mod settings;
 pub mod signals;
 pub mod state;

@@ -81,6 +81,10 @@ impl Default for FileSettings {
     }
 }
 
+/// The user agent depd sends on its own calls and on proxied requests
+/// whose caller sent none (Apple refuses requests without one).
+pub const DEFAULT_USER_AGENT: &str = concat!("depd/", env!("CARGO_PKG_VERSION"));
+
 /// How depd reaches Apple.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,12 +92,32 @@ pub struct AppleSettings {
     /// Base URL for names that have none stored (`PUT /v1/config`) and none
     /// in their `[names.<name>]` table.
     pub base_url: String,
+    /// `X-Server-Protocol-Version` of depd's own calls. 10 lets assignment
+    /// results say `THROTTLED` with `retry_after_seconds`.
+    pub protocol_version: u32,
+    /// `X-Server-Protocol-Version` added to proxied requests that carry
+    /// none (7, as NanoDEP sends).
+    pub proxy_protocol_version: u32,
+    pub user_agent: String,
+    /// Seconds to establish a connection to Apple.
+    pub connect_timeout_secs: u64,
+    /// Seconds for a whole request to Apple, until the response headers.
+    pub request_timeout_secs: u64,
+    /// Largest proxied request body, buffered so the request can be
+    /// replayed once after a session refresh (413 beyond it).
+    pub proxy_body_limit: usize,
 }
 
 impl Default for AppleSettings {
     fn default() -> Self {
         AppleSettings {
             base_url: APPLE_BASE_URL.into(),
+            protocol_version: 10,
+            proxy_protocol_version: 7,
+            user_agent: DEFAULT_USER_AGENT.into(),
+            connect_timeout_secs: 10,
+            request_timeout_secs: 60,
+            proxy_body_limit: 1024 * 1024,
         }
     }
 }
@@ -104,6 +128,20 @@ impl Default for AppleSettings {
 pub struct NameSettings {
     /// Base URL used until one is stored through the API.
     pub base_url: Option<String>,
+    pub protocol_version: Option<u32>,
+    pub proxy_protocol_version: Option<u32>,
+    pub user_agent: Option<String>,
+}
+
+/// How one DEP name talks to Apple: the global `[apple]` settings with the
+/// name's overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppleProfile {
+    pub protocol_version: u32,
+    pub proxy_protocol_version: u32,
+    pub user_agent: String,
+    pub connect_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
 }
 
 /// Values given on the command line; they override everything else.
@@ -136,6 +174,24 @@ impl Settings {
             .get(name)
             .and_then(|n| n.base_url.as_deref())
             .unwrap_or(&self.apple.base_url)
+    }
+
+    /// Protocol versions, user agent and timeouts of a name.
+    pub fn apple_profile(&self, name: &DepName) -> AppleProfile {
+        let n = self.names.get(name);
+        AppleProfile {
+            protocol_version: n
+                .and_then(|n| n.protocol_version)
+                .unwrap_or(self.apple.protocol_version),
+            proxy_protocol_version: n
+                .and_then(|n| n.proxy_protocol_version)
+                .unwrap_or(self.apple.proxy_protocol_version),
+            user_agent: n
+                .and_then(|n| n.user_agent.clone())
+                .unwrap_or_else(|| self.apple.user_agent.clone()),
+            connect_timeout: std::time::Duration::from_secs(self.apple.connect_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(self.apple.request_timeout_secs),
+        }
     }
 }
 
@@ -258,6 +314,7 @@ fn validate(
         .map_err(|e| SettingsError::Invalid(format!("log_level {:?}: {e}", raw.log_level)))?;
     validate_base_url(&raw.apple.base_url)
         .map_err(|m| SettingsError::Invalid(format!("apple.base_url: {m}")))?;
+    validate_apple(&raw.apple)?;
     let mut names = BTreeMap::new();
     for (raw_name, settings) in raw.names {
         let name = DepName::parse(&raw_name)
@@ -265,6 +322,21 @@ fn validate(
         if let Some(url) = &settings.base_url {
             validate_base_url(url)
                 .map_err(|m| SettingsError::Invalid(format!("names.{raw_name:?}.base_url: {m}")))?;
+        }
+        for (key, version) in [
+            ("protocol_version", settings.protocol_version),
+            ("proxy_protocol_version", settings.proxy_protocol_version),
+        ] {
+            if let Some(v) = version {
+                validate_protocol_version(v).map_err(|m| {
+                    SettingsError::Invalid(format!("names.{raw_name:?}.{key}: {m}"))
+                })?;
+            }
+        }
+        if let Some(ua) = &settings.user_agent {
+            validate_user_agent(ua).map_err(|m| {
+                SettingsError::Invalid(format!("names.{raw_name:?}.user_agent: {m}"))
+            })?;
         }
         names.insert(name, settings);
     }
@@ -286,6 +358,54 @@ fn validate(
         names,
         source: source.map(Path::to_path_buf),
     })
+}
+
+fn validate_apple(apple: &AppleSettings) -> Result<(), SettingsError> {
+    let invalid = |key: &str, m: String| SettingsError::Invalid(format!("apple.{key}: {m}"));
+    validate_protocol_version(apple.protocol_version)
+        .map_err(|m| invalid("protocol_version", m))?;
+    validate_protocol_version(apple.proxy_protocol_version)
+        .map_err(|m| invalid("proxy_protocol_version", m))?;
+    validate_user_agent(&apple.user_agent).map_err(|m| invalid("user_agent", m))?;
+    for (key, secs) in [
+        ("connect_timeout_secs", apple.connect_timeout_secs),
+        ("request_timeout_secs", apple.request_timeout_secs),
+    ] {
+        if !(1..=3600).contains(&secs) {
+            return Err(invalid(
+                key,
+                format!("{secs} must be from 1 to 3600 seconds"),
+            ));
+        }
+    }
+    if !(1024..=64 * 1024 * 1024).contains(&apple.proxy_body_limit) {
+        return Err(invalid(
+            "proxy_body_limit",
+            format!(
+                "{} must be from 1024 to 67108864 bytes",
+                apple.proxy_body_limit
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_protocol_version(v: u32) -> Result<(), String> {
+    if (1..=100).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{v} is not a DEP protocol version (1 to 100)"))
+    }
+}
+
+/// A user agent must be a valid, non-empty HTTP header value.
+fn validate_user_agent(ua: &str) -> Result<(), String> {
+    if ua.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    actix_web::http::header::HeaderValue::from_str(ua)
+        .map(|_| ())
+        .map_err(|_| format!("{ua:?} is not a valid header value"))
 }
 
 fn read_key_file(path: &Path) -> Result<Secret, SettingsError> {
@@ -427,6 +547,51 @@ mod tests {
             ("[names.\"a/b\"]\n", "a/b"),
             ("[names.acme]\nbase_url = \"http://x/?q=1\"\n", "query"),
             ("listen = [\n", "configuration file"),
+        ] {
+            let f = file(text);
+            let err = load(Some(f.path()), env(&[]), &with_key()).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn apple_profile_applies_name_overrides() {
+        let f = file(
+            "[apple]\nprotocol_version = 9\nuser_agent = \"mdm/2\"\n\
+             [names.acme]\nproxy_protocol_version = 8\nuser_agent = \"acme-mdm\"\n[names.beta]\n",
+        );
+        let s = load(Some(f.path()), env(&[]), &with_key()).expect("settings");
+        let acme = s.apple_profile(&DepName::parse("acme").expect("name"));
+        assert_eq!(
+            (
+                acme.protocol_version,
+                acme.proxy_protocol_version,
+                acme.user_agent.as_str()
+            ),
+            (9, 8, "acme-mdm")
+        );
+        let beta = s.apple_profile(&DepName::parse("beta").expect("name"));
+        assert_eq!(
+            (
+                beta.protocol_version,
+                beta.proxy_protocol_version,
+                beta.user_agent.as_str()
+            ),
+            (9, 7, "mdm/2")
+        );
+        let d = load(None, env(&[]), &with_key()).expect("defaults");
+        let p = d.apple_profile(&DepName::parse("x").expect("name"));
+        assert_eq!((p.protocol_version, p.proxy_protocol_version), (10, 7));
+        assert!(p.user_agent.starts_with("depd/"));
+        for (text, needle) in [
+            ("[apple]\nprotocol_version = 0\n", "protocol_version"),
+            ("[apple]\nuser_agent = \"\"\n", "user_agent"),
+            (
+                "[apple]\nrequest_timeout_secs = 0\n",
+                "request_timeout_secs",
+            ),
+            ("[apple]\nproxy_body_limit = 1\n", "proxy_body_limit"),
+            ("[names.a]\nuser_agent = \"x\\ny\"\n", "user_agent"),
         ] {
             let f = file(text);
             let err = load(Some(f.path()), env(&[]), &with_key()).expect_err(text);

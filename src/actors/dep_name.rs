@@ -1,6 +1,8 @@
 //! The actor of one DEP name.
 
+use super::session::Waiter;
 use crate::clock::SharedClock;
+use crate::session::SessionRules;
 use crate::settings::Settings;
 use crate::state::{Change, NameState, RuleError};
 use crate::store::Store;
@@ -9,10 +11,14 @@ use actix::prelude::*;
 use std::sync::Arc;
 
 pub struct DepNameActor {
-    state: NameState,
-    store: Store,
-    settings: Arc<Settings>,
-    clock: SharedClock,
+    pub(super) state: NameState,
+    pub(super) store: Store,
+    pub(super) settings: Arc<Settings>,
+    pub(super) clock: SharedClock,
+    /// The Apple session: only this actor opens, drops or replaces it.
+    pub(super) session: SessionRules,
+    /// Requests waiting for the `/session` call in flight.
+    pub(super) waiters: Vec<Waiter>,
 }
 
 /// Why an operation on a name failed.
@@ -36,7 +42,17 @@ impl DepNameActor {
             store,
             settings,
             clock,
+            session: SessionRules::new(),
+            waiters: Vec::new(),
         }
+    }
+
+    /// New OAuth tokens are in effect: the old session belongs to the old
+    /// credentials, so it is dropped (and a `/session` call in flight with
+    /// the old credentials becomes stale).
+    pub(super) fn on_tokens_replaced(&mut self) {
+        self.session.reset();
+        tracing::info!(dep_name = %self.state.name(), "OAuth tokens replaced; the Apple session will be reopened");
     }
 
     /// Commits a change on the blocking pool, then adopts it. The mailbox
@@ -47,6 +63,17 @@ impl DepNameActor {
         change: Change,
         reply: T,
     ) -> AtomicResponse<Self, Result<T, NameOpError>> {
+        self.commit_and(change, reply, |_| {})
+    }
+
+    /// [`Self::commit`], then `after` once the new state is adopted (still
+    /// before the mailbox moves on).
+    fn commit_and<T: 'static>(
+        &mut self,
+        change: Change,
+        reply: T,
+        after: impl FnOnce(&mut Self) + 'static,
+    ) -> AtomicResponse<Self, Result<T, NameOpError>> {
         let store = self.store.clone();
         let Change { write, next } = change;
         AtomicResponse::new(Box::pin(
@@ -55,6 +82,7 @@ impl DepNameActor {
                 .map(move |res, act, _| {
                     res?;
                     act.state.adopt(next);
+                    after(act);
                     Ok(reply)
                 }),
         ))
@@ -99,7 +127,7 @@ impl Handler<PutTokens> for DepNameActor {
         {
             Ok(change) => {
                 tracing::info!(dep_name = %self.state.name(), forced = msg.force, "storing OAuth tokens");
-                self.commit(change, reply)
+                self.commit_and(change, reply, Self::on_tokens_replaced)
             }
             Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e.into())))),
         }

@@ -5,9 +5,11 @@
 
 mod dep_name;
 mod registry;
+mod session;
 
 pub use dep_name::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
     PutTokens, UpdateSettings,
 };
 pub use registry::{ListNames, Registry, Reload, Resolve};
+pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated};

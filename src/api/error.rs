@@ -12,6 +12,9 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// More members of the error body (e.g. Apple's answer for a failed
+    /// session).
+    extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -20,7 +23,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds a member to the JSON error body.
+    pub fn with(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.extra.push((key, value));
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -85,6 +95,12 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header(("WWW-Authenticate", "Basic realm=\"depd\""));
         }
-        resp.json(serde_json::json!({ "error": self.message, "code": self.code }))
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.message.clone().into());
+        body.insert("code".into(), self.code.into());
+        for (k, v) in &self.extra {
+            body.insert((*k).into(), v.clone());
+        }
+        resp.json(serde_json::Value::Object(body))
     }
 }

@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod log;
 mod names;
+mod proxy;
 
 pub use error::ApiError;
 pub use log::request_log;
@@ -83,6 +84,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(names::get_assigner))
                         .route(web::put().to(names::put_assigner)),
                 )
+                .default_service(web::to(not_found)),
+        )
+        .service(
+            web::scope("/proxy")
+                .wrap(from_fn(auth::require))
+                .route("/{name}/{path:.*}", web::to(proxy::forward))
                 .default_service(web::to(not_found)),
         )
         .default_service(web::to(not_found));

@@ -47,6 +47,12 @@ pub enum DepError {
     Timeout,
     #[error("unexpected answer from Apple: {0}")]
     Decode(String),
+    /// No OAuth tokens are stored, so Apple cannot be asked at all.
+    #[error("no OAuth tokens are stored for this DEP name")]
+    NoCredentials,
+    /// depd itself could not make the call (its actor stopped).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl DepError {
@@ -60,6 +66,40 @@ impl DepError {
                 | DepError::Throttled { .. }
                 | DepError::Upstream { .. }
         )
+    }
+
+    /// Apple's error code, when the error came from an answer of Apple's.
+    pub fn apple_code(&self) -> Option<&str> {
+        match self {
+            DepError::CursorExhausted => Some("EXHAUSTED_CURSOR"),
+            DepError::CursorExpired => Some("EXPIRED_CURSOR"),
+            DepError::CursorInvalid => Some("INVALID_CURSOR"),
+            DepError::CursorRequired => Some("CURSOR_REQUIRED"),
+            DepError::TermsNotSigned => Some("T_C_NOT_SIGNED"),
+            DepError::TokenRejected { code, .. }
+            | DepError::NotFound { code }
+            | DepError::Upstream { code, .. }
+            | DepError::Rejected { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status Apple answered with, when it answered.
+    pub fn apple_status(&self) -> Option<u16> {
+        match self {
+            DepError::CursorExhausted
+            | DepError::CursorExpired
+            | DepError::CursorInvalid
+            | DepError::CursorRequired => Some(400),
+            DepError::TermsNotSigned => Some(403),
+            DepError::NotFound { .. } => Some(404),
+            DepError::SessionRejected { status }
+            | DepError::TokenRejected { status, .. }
+            | DepError::Throttled { status, .. }
+            | DepError::Upstream { status, .. }
+            | DepError::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
     /// The wait Apple asked for, if any.

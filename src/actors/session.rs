@@ -1,0 +1,214 @@
+//! The DEP-name actor's Apple session: it hands out the current token,
+//! runs `/session` single-flight when there is none (every waiter gets the
+//! outcome of the one call), adopts rotated tokens, and records failures.
+//! The rules are `crate::session::SessionRules`; this file wires them to
+//! the mailbox and the HTTP client.
+
+use super::dep_name::DepNameActor;
+use crate::dep::client::{self, Target};
+use crate::dep::oauth1::Credentials;
+use crate::session::{Decision, Outcome, SessionFailure};
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+/// A request waiting for the `/session` call in flight.
+pub(super) type Waiter = oneshot::Sender<Result<String, SessionError>>;
+
+/// Why no session token can be given out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("no OAuth tokens are stored for this DEP name")]
+    NoTokens,
+    #[error("Apple refused to open a session: {}", .0.error)]
+    Failed(SessionFailure),
+    #[error("the DEP name's actor stopped")]
+    Stopped,
+}
+
+/// What a caller needs to call Apple for a name: where, how, and with
+/// which session token.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub target: Target,
+    /// Protocol version for proxied requests that name none.
+    pub proxy_protocol_version: u32,
+    pub token: String,
+}
+
+/// A session token for this name; `rejected` is a token Apple refused.
+#[derive(Message)]
+#[rtype(result = "Result<Grant, SessionError>")]
+pub struct Session {
+    pub rejected: Option<String>,
+}
+
+/// Apple answered a request made with `old` with a new session token.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionRotated {
+    pub old: String,
+    pub new: String,
+}
+
+impl DepNameActor {
+    /// Where and how this name calls Apple, read fresh from the stored
+    /// base URL and the settings in effect.
+    pub(super) fn target(&self) -> Target {
+        let profile = self.settings.apple_profile(self.state.name());
+        Target {
+            base_url: self.state.base_url(&self.settings).to_owned(),
+            protocol_version: profile.protocol_version,
+            user_agent: profile.user_agent,
+            connect_timeout: profile.connect_timeout,
+            request_timeout: profile.request_timeout,
+        }
+    }
+
+    fn grant(&self, token: String) -> Grant {
+        Grant {
+            target: self.target(),
+            proxy_protocol_version: self
+                .settings
+                .apple_profile(self.state.name())
+                .proxy_protocol_version,
+            token,
+        }
+    }
+
+    fn open_session(&mut self, generation: u64, ctx: &mut Context<Self>) {
+        let Some(tokens) = self.state.data().tokens.clone() else {
+            self.session.abandon();
+            for w in self.waiters.drain(..) {
+                let _ = w.send(Err(SessionError::NoTokens));
+            }
+            return;
+        };
+        let creds = Credentials {
+            consumer_key: tokens.consumer_key,
+            consumer_secret: tokens.consumer_secret,
+            access_token: tokens.access_token,
+            access_secret: tokens.access_secret,
+        };
+        let target = self.target();
+        let clock = self.clock.clone();
+        tracing::debug!(dep_name = %self.state.name(), base_url = %target.base_url, "opening an Apple session");
+        ctx.spawn(
+            async move { client::open_session(&target, &creds, &clock).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| act.session_opened(generation, result, ctx)),
+        );
+    }
+
+    fn session_opened(
+        &mut self,
+        generation: u64,
+        result: Result<String, crate::dep::DepError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let name = self.state.name().clone();
+        match self.session.opened(generation, result, self.clock.now()) {
+            Outcome::Done(Ok(token)) => {
+                tracing::info!(dep_name = %name, "Apple session opened");
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(Ok(token.clone()));
+                }
+            }
+            Outcome::Done(Err(failure)) => {
+                tracing::warn!(
+                    dep_name = %name,
+                    error = %failure.error,
+                    failures = failure.failures,
+                    retry_at = %failure.retry_at,
+                    "opening an Apple session failed"
+                );
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(Err(SessionError::Failed(failure.clone())));
+                }
+            }
+            Outcome::Stale => {
+                if !self.waiters.is_empty() {
+                    let generation = self.session.reopen();
+                    self.open_session(generation, ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Session> for DepNameActor {
+    type Result = ResponseActFuture<Self, Result<Grant, SessionError>>;
+
+    fn handle(&mut self, msg: Session, ctx: &mut Self::Context) -> Self::Result {
+        if self.state.data().tokens.is_none() {
+            return Box::pin(fut::ready(Err(SessionError::NoTokens)));
+        }
+        let waiting = match self
+            .session
+            .request(msg.rejected.as_deref(), self.clock.now())
+        {
+            Decision::Ready(token) => return Box::pin(fut::ready(Ok(self.grant(token)))),
+            Decision::Refuse(failure) => {
+                return Box::pin(fut::ready(Err(SessionError::Failed(failure))));
+            }
+            Decision::Wait => self.wait(),
+            Decision::Open(generation) => {
+                let rx = self.wait();
+                self.open_session(generation, ctx);
+                rx
+            }
+        };
+        Box::pin(
+            async move { waiting.await.unwrap_or(Err(SessionError::Stopped)) }
+                .into_actor(self)
+                .map(|res, act, _| res.map(|token| act.grant(token))),
+        )
+    }
+}
+
+impl DepNameActor {
+    fn wait(&mut self) -> oneshot::Receiver<Result<String, SessionError>> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        rx
+    }
+}
+
+impl Handler<SessionRotated> for DepNameActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionRotated, _: &mut Self::Context) {
+        if self.session.rotated(&msg.old, msg.new, self.clock.now()) {
+            tracing::debug!(dep_name = %self.state.name(), "Apple rotated the session token");
+        }
+    }
+}
+
+/// A [`client::SessionSource`] backed by a name's actor, so the typed
+/// client shares the actor's single-flight session.
+pub struct ActorSession(pub Addr<DepNameActor>);
+
+impl client::SessionSource for ActorSession {
+    fn token(
+        &self,
+        rejected: Option<String>,
+    ) -> futures_util::future::LocalBoxFuture<'static, Result<String, crate::dep::DepError>> {
+        let addr = self.0.clone();
+        Box::pin(async move {
+            match addr.send(Session { rejected }).await {
+                Ok(Ok(grant)) => Ok(grant.token),
+                Ok(Err(SessionError::Failed(f))) => Err(f.error),
+                Ok(Err(SessionError::NoTokens)) => Err(crate::dep::DepError::NoCredentials),
+                Ok(Err(SessionError::Stopped)) | Err(_) => Err(crate::dep::DepError::Unavailable(
+                    "the DEP name's actor stopped".into(),
+                )),
+            }
+        })
+    }
+
+    fn rotated(&self, old: &str, new: String) {
+        self.0.do_send(SessionRotated {
+            old: old.to_owned(),
+            new,
+        });
+    }
+}

@@ -1,0 +1,317 @@
+//! `ANY /proxy/{name}/{apple path…}`: the transparently authenticating
+//! reverse proxy. The name's actor supplies the base URL (read fresh on
+//! every request) and the session token; the request goes out from this
+//! worker's HTTP client and the answer streams back unbuffered.
+//!
+//! The request body is buffered (bounded) so the request can be replayed
+//! once when Apple rejects the session. Responses are streamed, except a
+//! 403 whose body must be read to tell a stale session (`FORBIDDEN`) from a
+//! final answer (such as `T_C_NOT_SIGNED`).
+
+use super::AppState;
+use super::body;
+use super::error::ApiError;
+use crate::actors::{Grant, Resolve, Session, SessionError, SessionRotated};
+use crate::dep::DepError;
+use crate::dep::client::{self, PROTOCOL_HEADER, SESSION_HEADER};
+use crate::name::DepName;
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+/// Largest 403 body read to look for `FORBIDDEN`.
+const FORBIDDEN_PROBE_LIMIT: usize = 64 * 1024;
+
+/// Headers that describe one connection (RFC 9110 §7.6.1) or that the
+/// proxy sets itself; never copied between caller and Apple.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+];
+
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether a header of the caller's request goes to Apple.
+fn forward_request_header(name: &HeaderName, listed: &[String]) -> bool {
+    let n = name.as_str();
+    !(HOP_BY_HOP.contains(&n)
+        || n == "authorization"
+        || n == "host"
+        || name == SESSION_HEADER
+        || listed.iter().any(|l| l == n))
+}
+
+/// Whether a header of Apple's answer goes back to the caller. The session
+/// token stays with depd: the caller never manages sessions.
+fn forward_response_header(name: &HeaderName, listed: &[String]) -> bool {
+    let n = name.as_str();
+    !(HOP_BY_HOP.contains(&n) || name == SESSION_HEADER || listed.iter().any(|l| l == n))
+}
+
+/// The part of the request path after `/proxy/{name}`, still encoded as
+/// the caller sent it, with the query.
+fn upstream_path(req: &HttpRequest) -> String {
+    let path = req.uri().path();
+    let rest = path.strip_prefix("/proxy/").unwrap_or(path);
+    let tail = rest.find('/').map_or("/", |i| &rest[i..]);
+    match req.uri().query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_owned(),
+    }
+}
+
+pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let raw_name = req.match_info().get("name").unwrap_or_default();
+    let name = DepName::parse(raw_name)
+        .map_err(|e| ApiError::bad_request("invalid-dep-name", format!("invalid DEP name: {e}")))?;
+    let limit = state.settings().apple.proxy_body_limit;
+    let body = body::read(&req, payload, limit).await?;
+    let actor = state
+        .registry
+        .send(Resolve {
+            name: name.clone(),
+            create: false,
+        })
+        .await
+        .map_err(|e| ApiError::internal("the registry did not answer", &e))?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown-dep-name",
+                format!("unknown DEP name {:?}", name.as_str()),
+            )
+        })?;
+
+    let path = upstream_path(&req);
+    let mut rejected: Option<String> = None;
+    let mut replayed = false;
+    loop {
+        let grant = actor
+            .send(Session {
+                rejected: rejected.take(),
+            })
+            .await
+            .map_err(|e| ApiError::internal("the DEP name's actor did not answer", &e))?
+            .map_err(|e| session_error(&name, e))?;
+        let mut resp = send(&req, &grant, &path, body.clone()).await?;
+        if let Some(new) = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && *v != grant.token)
+        {
+            actor.do_send(SessionRotated {
+                old: grant.token.clone(),
+                new: new.to_owned(),
+            });
+        }
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED && !replayed {
+            replayed = true;
+            rejected = Some(grant.token);
+            continue;
+        }
+        if status == StatusCode::FORBIDDEN {
+            let probe = resp
+                .body()
+                .limit(FORBIDDEN_PROBE_LIMIT)
+                .await
+                .map_err(|e| upstream_error(&name, &DepError::Network(e.to_string())))?;
+            if client::is_session_rejection(status, &probe) && !replayed {
+                replayed = true;
+                rejected = Some(grant.token);
+                continue;
+            }
+            return Ok(respond_head(&resp).body(probe));
+        }
+        let length = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut out = respond_head(&resp);
+        return Ok(match length {
+            Some(len) => out.body(SizedStream::new(len, resp)),
+            None => out.streaming(resp),
+        });
+    }
+}
+
+async fn send(
+    req: &HttpRequest,
+    grant: &Grant,
+    path: &str,
+    body: web::Bytes,
+) -> Result<awc::ClientResponse, ApiError> {
+    let target = &grant.target;
+    let url = client::join_url(&target.base_url, path);
+    let method = Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| ApiError::bad_request("bad-method", "unsupported HTTP method"))?;
+    let mut out = client::http_client(target.connect_timeout)
+        .request(method, &url)
+        .timeout(target.request_timeout);
+    let listed = connection_listed(req.headers());
+    for (name, value) in req.headers() {
+        if forward_request_header(name, &listed) {
+            out = out.append_header((name.clone(), value.clone()));
+        }
+    }
+    if !req.headers().contains_key(header::USER_AGENT) {
+        out = out.insert_header((header::USER_AGENT, target.user_agent.as_str()));
+    }
+    if !req.headers().contains_key(PROTOCOL_HEADER) {
+        out = out.insert_header((PROTOCOL_HEADER, grant.proxy_protocol_version.to_string()));
+    }
+    out = out.insert_header((SESSION_HEADER, grant.token.as_str()));
+    let sent = if body.is_empty() {
+        out.send().await
+    } else {
+        out.send_body(body).await
+    };
+    sent.map_err(|e| {
+        let name = req.match_info().get("name").unwrap_or_default().to_owned();
+        let err = client::send_error(e);
+        tracing::warn!(dep_name = %name, url = %url, error = %err, "proxied request failed");
+        match err {
+            DepError::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                format!("{url} did not answer in time"),
+            ),
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unreachable",
+                format!("cannot reach {url}: {other}"),
+            ),
+        }
+    })
+}
+
+fn respond_head(resp: &awc::ClientResponse) -> actix_web::HttpResponseBuilder {
+    let mut out = HttpResponse::build(resp.status());
+    let listed = connection_listed(resp.headers());
+    for (name, value) in resp.headers() {
+        if forward_response_header(name, &listed) {
+            out.append_header((name.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+fn session_error(name: &DepName, e: SessionError) -> ApiError {
+    match e {
+        SessionError::NoTokens => ApiError::new(
+            StatusCode::CONFLICT,
+            "no-tokens",
+            format!(
+                "DEP name {:?} has no OAuth tokens yet: upload them with PUT /v1/tokens/{{name}} \
+                 or PUT /v1/tokenpki/{{name}}",
+                name.as_str()
+            ),
+        ),
+        SessionError::Failed(f) => {
+            let retry = f
+                .retry_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let mut err = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "session-failed",
+                format!(
+                    "Apple refused a session for DEP name {:?}: {} (next attempt not before {retry})",
+                    name.as_str(),
+                    f.error
+                ),
+            );
+            if let Some(status) = f.error.apple_status() {
+                err = err.with("apple_status", status.into());
+            }
+            if let Some(code) = f.error.apple_code() {
+                err = err.with("apple_body", code.into());
+            }
+            err
+        }
+        SessionError::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "the DEP name's actor stopped; retry",
+        ),
+    }
+}
+
+fn upstream_error(name: &DepName, e: &DepError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream-failed",
+        format!(
+            "reading Apple's answer for DEP name {:?} failed: {e}",
+            name.as_str()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn paths_keep_encoding_and_query() {
+        let req = TestRequest::with_uri("/proxy/acme/profile?profile_uuid=A%2FB").to_http_request();
+        assert_eq!(upstream_path(&req), "/profile?profile_uuid=A%2FB");
+        let req = TestRequest::with_uri("/proxy/Acme%20Corp/a/b%20c").to_http_request();
+        assert_eq!(upstream_path(&req), "/a/b%20c");
+        let req = TestRequest::with_uri("/proxy/acme/").to_http_request();
+        assert_eq!(upstream_path(&req), "/");
+    }
+
+    #[test]
+    fn header_rules() {
+        let listed = vec!["x-private".to_owned()];
+        for (name, forwarded) in [
+            ("authorization", false),
+            ("host", false),
+            ("connection", false),
+            ("transfer-encoding", false),
+            ("content-length", false),
+            ("x-adm-auth-session", false),
+            ("x-private", false),
+            ("user-agent", true),
+            ("content-type", true),
+            ("x-server-protocol-version", true),
+            ("accept", true),
+        ] {
+            let h = HeaderName::from_static(name);
+            assert_eq!(forward_request_header(&h, &listed), forwarded, "{name}");
+        }
+        assert!(!forward_response_header(
+            &HeaderName::from_static("x-adm-auth-session"),
+            &[]
+        ));
+        assert!(forward_response_header(
+            &HeaderName::from_static("retry-after"),
+            &[]
+        ));
+    }
+}

@@ -1,0 +1,465 @@
+//! The typed client of Apple's DEP API. Every endpoint depd uses is a
+//! method; errors are [`DepError`]s a caller can match.
+//!
+//! Session tokens come from a [`SessionSource`] (in the daemon, the DEP
+//! name's actor, which runs `/session` single-flight): when Apple rejects a
+//! session, the client asks for a new one and replays the request once; a
+//! new `X-ADM-Auth-Session` in any answer is reported back to the source.
+
+use super::error::{DepError, classify, classify_session};
+use super::oauth1::{self, Credentials};
+use super::retry_after;
+use super::wire::*;
+use crate::clock::SharedClock;
+use actix_web::http::{Method, StatusCode, header};
+use futures_util::future::LocalBoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The header carrying the session token, both ways.
+pub const SESSION_HEADER: &str = "X-ADM-Auth-Session";
+pub const PROTOCOL_HEADER: &str = "X-Server-Protocol-Version";
+/// The content type Apple requires, exactly as its documentation spells it.
+pub const JSON_CONTENT_TYPE: &str = "application/json;charset=UTF8";
+/// Largest answer body read from Apple into memory (a page of 1000 devices
+/// is about 1 MB).
+const MAX_ANSWER: usize = 32 * 1024 * 1024;
+
+/// Where and how to call Apple for one DEP name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub base_url: String,
+    pub protocol_version: u32,
+    pub user_agent: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// `base` (which may have a path prefix, kept) joined with an absolute path.
+pub fn join_url(base: &str, path_and_query: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if path_and_query.starts_with('/') {
+        format!("{base}{path_and_query}")
+    } else {
+        format!("{base}/{path_and_query}")
+    }
+}
+
+thread_local! {
+    static HTTP: RefCell<Option<(Duration, awc::Client)>> = const { RefCell::new(None) };
+}
+
+/// This thread's HTTP client for Apple (awc clients are per thread). One
+/// client, so one connection pool, serves every DEP name on the thread.
+/// Redirects are never followed: a proxy passes them on, and depd's own
+/// calls treat them as errors.
+pub fn http_client(connect_timeout: Duration) -> awc::Client {
+    HTTP.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if let Some((timeout, client)) = slot.as_ref()
+            && *timeout == connect_timeout
+        {
+            return client.clone();
+        }
+        let client = awc::Client::builder()
+            .connector(
+                awc::Connector::new()
+                    .timeout(connect_timeout)
+                    .limit(0)
+                    .conn_keep_alive(Duration::from_secs(30)),
+            )
+            .disable_redirects()
+            .disable_timeout()
+            .finish();
+        *slot = Some((connect_timeout, client.clone()));
+        client
+    })
+}
+
+/// Maps a transport error of awc to a [`DepError`].
+pub fn send_error(e: awc::error::SendRequestError) -> DepError {
+    use awc::error::{ConnectError, SendRequestError};
+    match e {
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            DepError::Timeout
+        }
+        other => DepError::Network(other.to_string()),
+    }
+}
+
+/// Opens a session: `GET {base}/session` signed with OAuth1.
+pub async fn open_session(
+    target: &Target,
+    creds: &Credentials,
+    clock: &SharedClock,
+) -> Result<String, DepError> {
+    let url = join_url(&target.base_url, "/session");
+    let auth = oauth1::authorization_header(
+        "GET",
+        &url,
+        creds,
+        clock.now().unix_timestamp(),
+        &oauth1::nonce(),
+    );
+    let req = http_client(target.connect_timeout)
+        .get(&url)
+        .timeout(target.request_timeout)
+        .insert_header((header::AUTHORIZATION, auth))
+        .insert_header((header::CONTENT_TYPE, JSON_CONTENT_TYPE))
+        .insert_header((header::USER_AGENT, target.user_agent.as_str()))
+        .insert_header((PROTOCOL_HEADER, target.protocol_version.to_string()));
+    let mut resp = req.send().await.map_err(send_error)?;
+    let status = resp.status();
+    let retry = retry_after_of(resp.headers(), clock);
+    let body = read_body(&mut resp).await?;
+    if !status.is_success() {
+        return Err(classify_session(status.as_u16(), &body, retry));
+    }
+    let parsed: SessionResponse = serde_json::from_slice(&body)
+        .map_err(|e| DepError::Decode(format!("/session answer: {e}")))?;
+    if parsed.auth_session_token.is_empty() {
+        return Err(DepError::Decode(
+            "/session answered without auth_session_token".into(),
+        ));
+    }
+    Ok(parsed.auth_session_token)
+}
+
+fn retry_after_of(headers: &header::HeaderMap, clock: &SharedClock) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after::parse(v, clock.now()))
+}
+
+async fn read_body(resp: &mut awc::ClientResponse) -> Result<actix_web::web::Bytes, DepError> {
+    resp.body().limit(MAX_ANSWER).await.map_err(|e| match e {
+        awc::error::PayloadError::Overflow => {
+            DepError::Decode(format!("answer larger than {MAX_ANSWER} bytes"))
+        }
+        other => DepError::Network(other.to_string()),
+    })
+}
+
+/// Gives out session tokens and learns of rotated ones.
+pub trait SessionSource {
+    /// The current session token; `rejected` names a token Apple refused,
+    /// so the source opens a new session instead of handing it out again.
+    fn token(&self, rejected: Option<String>) -> LocalBoxFuture<'static, Result<String, DepError>>;
+    /// Apple answered a request made with `old` with a new token.
+    fn rotated(&self, old: &str, new: String);
+}
+
+/// A session source without an actor: opens sessions itself and keeps the
+/// token. For tools and tests that talk to Apple directly.
+pub struct DirectSession {
+    target: Target,
+    creds: Credentials,
+    clock: SharedClock,
+    token: Rc<RefCell<Option<String>>>,
+}
+
+impl DirectSession {
+    pub fn new(target: Target, creds: Credentials, clock: SharedClock) -> Self {
+        DirectSession {
+            target,
+            creds,
+            clock,
+            token: Rc::new(RefCell::new(None)),
+        }
+    }
+}
+
+impl SessionSource for DirectSession {
+    fn token(&self, rejected: Option<String>) -> LocalBoxFuture<'static, Result<String, DepError>> {
+        let current = self.token.borrow().clone();
+        if let Some(t) = current
+            && rejected.as_ref() != Some(&t)
+        {
+            return Box::pin(async move { Ok(t) });
+        }
+        let (target, creds, clock, slot) = (
+            self.target.clone(),
+            self.creds.clone(),
+            self.clock.clone(),
+            self.token.clone(),
+        );
+        Box::pin(async move {
+            let t = open_session(&target, &creds, &clock).await?;
+            *slot.borrow_mut() = Some(t.clone());
+            Ok(t)
+        })
+    }
+
+    fn rotated(&self, old: &str, new: String) {
+        let mut slot = self.token.borrow_mut();
+        if slot.as_deref() == Some(old) {
+            *slot = Some(new);
+        }
+    }
+}
+
+/// The typed DEP client of one name.
+pub struct DepClient<S> {
+    target: Target,
+    session: S,
+    clock: SharedClock,
+}
+
+impl<S: SessionSource> DepClient<S> {
+    pub fn new(target: Target, session: S, clock: SharedClock) -> Self {
+        DepClient {
+            target,
+            session,
+            clock,
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// One call with session handling: a rejected session is renewed and
+    /// the request replayed once.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<T, DepError> {
+        let body = match body {
+            Some(b) => Some(
+                serde_json::to_vec(b)
+                    .map_err(|e| DepError::Decode(format!("encoding the request: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut token = self.session.token(None).await?;
+        let mut replayed = false;
+        loop {
+            match self
+                .call_once(&method, path_and_query, body.as_deref(), &token)
+                .await
+            {
+                Err(DepError::SessionRejected { .. }) if !replayed => {
+                    replayed = true;
+                    token = self.session.token(Some(token)).await?;
+                }
+                Err(e) => return Err(e),
+                Ok(bytes) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| {
+                        DepError::Decode(format!("{method} {path_and_query} answer: {e}"))
+                    });
+                }
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        body: Option<&[u8]>,
+        token: &str,
+    ) -> Result<actix_web::web::Bytes, DepError> {
+        let url = join_url(&self.target.base_url, path_and_query);
+        let mut req = http_client(self.target.connect_timeout)
+            .request(method.clone(), &url)
+            .timeout(self.target.request_timeout)
+            .insert_header((SESSION_HEADER, token))
+            .insert_header((header::USER_AGENT, self.target.user_agent.as_str()))
+            .insert_header((PROTOCOL_HEADER, self.target.protocol_version.to_string()));
+        let sent = match body {
+            Some(b) => {
+                req = req.insert_header((header::CONTENT_TYPE, JSON_CONTENT_TYPE));
+                req.send_body(b.to_vec()).await
+            }
+            None => req.send().await,
+        };
+        let mut resp = sent.map_err(send_error)?;
+        if let Some(new) = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && *v != token)
+        {
+            self.session.rotated(token, new.to_owned());
+        }
+        let status = resp.status();
+        let retry = retry_after_of(resp.headers(), &self.clock);
+        let bytes = read_body(&mut resp).await?;
+        if status.is_success() {
+            Ok(bytes)
+        } else if status.is_redirection() {
+            Err(DepError::Rejected {
+                status: status.as_u16(),
+                code: format!("unexpected redirect from {url}"),
+            })
+        } else {
+            Err(classify(status.as_u16(), &bytes, retry))
+        }
+    }
+
+    pub async fn account(&self) -> Result<Account, DepError> {
+        self.call::<(), _>(Method::GET, "/account", None).await
+    }
+
+    /// `POST /server/devices`: one page of the full fetch.
+    pub async fn fetch_devices(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<DevicePage, DepError> {
+        let req = CursorRequest {
+            cursor: cursor.map(str::to_owned),
+            limit,
+        };
+        self.call(Method::POST, "/server/devices", Some(&req)).await
+    }
+
+    /// `POST /devices/sync`: the changes since `cursor`.
+    pub async fn sync_devices(
+        &self,
+        cursor: &str,
+        limit: Option<u32>,
+    ) -> Result<DevicePage, DepError> {
+        let req = CursorRequest {
+            cursor: Some(cursor.to_owned()),
+            limit,
+        };
+        self.call(Method::POST, "/devices/sync", Some(&req)).await
+    }
+
+    pub async fn device_details(&self, serials: &[String]) -> Result<DeviceDetails, DepError> {
+        let req = SerialsRequest {
+            devices: serials.to_vec(),
+        };
+        self.call(Method::POST, "/devices", Some(&req)).await
+    }
+
+    pub async fn disown(&self, serials: &[String]) -> Result<DeviceStatuses, DepError> {
+        let req = SerialsRequest {
+            devices: serials.to_vec(),
+        };
+        self.call(Method::POST, "/devices/disown", Some(&req)).await
+    }
+
+    pub async fn activation_lock(
+        &self,
+        req: &ActivationLockRequest,
+    ) -> Result<ActivationLockResponse, DepError> {
+        self.call(Method::POST, "/device/activationlock", Some(req))
+            .await
+    }
+
+    /// `POST /profile` with the profile JSON as given (Apple's profile has
+    /// dozens of optional keys; depd passes them through untouched).
+    pub async fn define_profile(
+        &self,
+        profile: &serde_json::Value,
+    ) -> Result<DefineProfileResponse, DepError> {
+        self.call(Method::POST, "/profile", Some(profile)).await
+    }
+
+    pub async fn get_profile(&self, profile_uuid: &str) -> Result<serde_json::Value, DepError> {
+        let path = format!(
+            "/profile?profile_uuid={}",
+            oauth1::percent_encode(profile_uuid)
+        );
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// `POST /profile/devices`: assign a profile to at most 1000 serials.
+    pub async fn assign_profile(
+        &self,
+        profile_uuid: &str,
+        serials: &[String],
+    ) -> Result<AssignResponse, DepError> {
+        let req = AssignRequest {
+            profile_uuid: profile_uuid.to_owned(),
+            devices: serials.to_vec(),
+        };
+        self.call(Method::POST, "/profile/devices", Some(&req))
+            .await
+    }
+
+    /// `DELETE /profile/devices`: remove the profile from serials.
+    pub async fn remove_profile(&self, serials: &[String]) -> Result<DeviceStatuses, DepError> {
+        let req = SerialsRequest {
+            devices: serials.to_vec(),
+        };
+        self.call(Method::DELETE, "/profile/devices", Some(&req))
+            .await
+    }
+
+    pub async fn os_beta_tokens(&self) -> Result<serde_json::Value, DepError> {
+        self.call::<(), _>(Method::GET, "/os-beta-enrollment/tokens", None)
+            .await
+    }
+
+    pub async fn get_ade_profile(&self) -> Result<serde_json::Value, DepError> {
+        self.call::<(), _>(Method::GET, "/account-driven-enrollment/profile", None)
+            .await
+    }
+
+    /// Sets the account-driven enrollment service discovery URL.
+    pub async fn set_ade_profile(
+        &self,
+        mdm_service_discovery_url: &str,
+    ) -> Result<serde_json::Value, DepError> {
+        let body = serde_json::json!({ "mdm_service_discovery_url": mdm_service_discovery_url });
+        self.call(
+            Method::POST,
+            "/account-driven-enrollment/profile",
+            Some(&body),
+        )
+        .await
+    }
+
+    pub async fn delete_ade_profile(&self) -> Result<serde_json::Value, DepError> {
+        self.call::<(), _>(Method::DELETE, "/account-driven-enrollment/profile", None)
+            .await
+    }
+}
+
+/// Whether an answer means the session was rejected and a new one may
+/// help: 401, or 403 whose body says `FORBIDDEN`.
+pub fn is_session_rejection(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        || (status == StatusCode::FORBIDDEN && super::error::body_code(body).contains("FORBIDDEN"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_base_path_prefix() {
+        assert_eq!(
+            join_url("https://a.example", "/account"),
+            "https://a.example/account"
+        );
+        assert_eq!(
+            join_url("http://h:1/prefix/", "/session"),
+            "http://h:1/prefix/session"
+        );
+        assert_eq!(
+            join_url("http://h:1/prefix", "x?y=1"),
+            "http://h:1/prefix/x?y=1"
+        );
+    }
+
+    #[test]
+    fn session_rejections() {
+        assert!(is_session_rejection(StatusCode::UNAUTHORIZED, b""));
+        assert!(is_session_rejection(StatusCode::FORBIDDEN, b"FORBIDDEN"));
+        assert!(!is_session_rejection(
+            StatusCode::FORBIDDEN,
+            b"T_C_NOT_SIGNED"
+        ));
+        assert!(!is_session_rejection(StatusCode::BAD_REQUEST, b"FORBIDDEN"));
+    }
+}
