@@ -6,10 +6,12 @@
 mod dep_name;
 mod registry;
 mod session;
+mod status;
 
 pub use dep_name::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
     PutTokens, UpdateSettings,
 };
+pub use status::{GetStatus, LastError, NameStatus, SessionStatus, TokenHealth, TokenStatus};
 pub use registry::{ListNames, Registry, Reload, Resolve};
 pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated};

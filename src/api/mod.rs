@@ -9,6 +9,7 @@ mod health;
 mod log;
 mod names;
 mod proxy;
+mod status;
 
 pub use error::ApiError;
 pub use log::request_log;
@@ -69,6 +70,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/v1")
                 .wrap(from_fn(auth::require))
                 .service(resource("/dep_names").route(web::get().to(names::list)))
+                .service(resource("/status").route(web::get().to(status::all)))
+                .service(resource("/status/{name}").route(web::get().to(status::one)))
                 .service(
                     resource("/tokens/{name}")
                         .route(web::get().to(names::get_tokens))
