@@ -25,7 +25,9 @@ pub enum BypassError {
         "bypass code must be 26 symbols, as XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX or without dashes; got {0} symbols"
     )]
     CodeLength(usize),
-    #[error("bypass code has dashes in the wrong places (expected XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX)")]
+    #[error(
+        "bypass code has dashes in the wrong places (expected XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX)"
+    )]
     Dashes,
     #[error("bypass code symbol {symbol:?} at position {position} is not one of {alphabet}")]
     BadSymbol {
@@ -67,7 +69,11 @@ impl BypassCode {
         let nibbles = hex
             .trim()
             .chars()
-            .map(|c| c.to_digit(16).map(|d| d as u8).ok_or(BypassError::BadHex(c)))
+            .map(|c| {
+                c.to_digit(16)
+                    .map(|d| d as u8)
+                    .ok_or(BypassError::BadHex(c))
+            })
             .collect::<Result<Vec<u8>, _>>()?;
         if nibbles.len() != RAW_LEN * 2 {
             return Err(BypassError::RawLength {
@@ -125,8 +131,9 @@ impl BypassCode {
         let symbols: Vec<char> = (0..SYMBOLS)
             .map(|i| {
                 let (start, width) = (i * 5, if i == SYMBOLS - 1 { 3 } else { 5 });
-                let value = (start..start + width)
-                    .fold(0usize, |acc, bit| (acc << 1) | usize::from(bit_at(&self.0, bit)));
+                let value = (start..start + width).fold(0usize, |acc, bit| {
+                    (acc << 1) | usize::from(bit_at(&self.0, bit))
+                });
                 char::from(ALPHABET[value])
             })
             .collect();
@@ -200,7 +207,10 @@ mod tests {
     }
 
     fn vectors() -> Vec<Vector> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/bypasscode.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/bypasscode.json"
+        );
         let text = std::fs::read_to_string(path).expect("read vectors");
         serde_json::from_str::<Vectors>(&text)
             .expect("vectors JSON")
@@ -229,7 +239,12 @@ mod tests {
     #[test]
     fn raw_code_raw_round_trips() {
         // Fixed patterns at the edges, then many random values.
-        let mut cases = vec![[0u8; RAW_LEN], [0xff; RAW_LEN], [0x80; RAW_LEN], [0x01; RAW_LEN]];
+        let mut cases = vec![
+            [0u8; RAW_LEN],
+            [0xff; RAW_LEN],
+            [0x80; RAW_LEN],
+            [0x01; RAW_LEN],
+        ];
         for _ in 0..2000 {
             let mut raw = [0u8; RAW_LEN];
             openssl::rand::rand_bytes(&mut raw).expect("rand");
@@ -256,7 +271,10 @@ mod tests {
                     found: 4,
                 },
             ),
-            ("1ea841db5edfafe6075b5ae0d845d25g".into(), BypassError::BadHex('g')),
+            (
+                "1ea841db5edfafe6075b5ae0d845d25g".into(),
+                BypassError::BadHex('g'),
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(BypassCode::from_hex(&raw), Err(want), "{raw}");
@@ -264,7 +282,10 @@ mod tests {
         let bad_codes: Vec<(String, BypassError)> = vec![
             (ok[..30].into(), BypassError::CodeLength(25)),
             (format!("{ok}0"), BypassError::CodeLength(27)),
-            ("3UM4-3PUYVY-QYD1-UVCC-HEHJ-FKA4".into(), BypassError::Dashes),
+            (
+                "3UM4-3PUYVY-QYD1-UVCC-HEHJ-FKA4".into(),
+                BypassError::Dashes,
+            ),
             (
                 ok.replace('3', "B"),
                 BypassError::BadSymbol {

@@ -5,10 +5,13 @@
 pub mod actors;
 pub mod api;
 pub mod app;
+pub mod bypass;
 pub mod clock;
 pub mod dep;
+pub mod jwt;
 pub mod logging;
 pub mod name;
+pub mod pki;
 pub mod serve;
 pub mod session;
 pub mod settings;

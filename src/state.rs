@@ -7,7 +7,7 @@
 use crate::name::DepName;
 use crate::settings::Settings;
 use crate::store::{
-    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredTokens,
+    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredTokens,
 };
 use time::OffsetDateTime;
 
@@ -139,6 +139,63 @@ impl NameState {
     }
 }
 
+/// Why a token-PKI change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PkiRuleError {
+    #[error(
+        "no staging certificate exists for this DEP name; download one with GET /v1/tokenpki first"
+    )]
+    NoStaging,
+    #[error(
+        "the staging certificate was replaced while the token file was being decrypted; upload the token file again"
+    )]
+    StagingChanged,
+    #[error(transparent)]
+    Tokens(#[from] RuleError),
+}
+
+/// Token PKI: a new key pair is staged; only a successful token upload
+/// promotes it, so the current key keeps signing until then.
+impl NameState {
+    /// Stores a freshly generated pair as the staging pair, replacing any
+    /// earlier staging pair; the current pair is untouched.
+    pub fn put_pki_staging(&self, pki: StoredPki, now: OffsetDateTime) -> Change {
+        let mut change = self.begin(now);
+        change.write.put(&self.name, Field::PkiStaging, &pki);
+        change.next.pki_staging = Some(pki);
+        change
+    }
+
+    /// Stores tokens decrypted with the staging pair and promotes that pair
+    /// to current, all in one change. `staging_cert_pem` is the certificate
+    /// the caller decrypted with: if staging changed meanwhile, nothing
+    /// happens. The consumer-key check comes first, so a refused upload
+    /// promotes nothing. Nothing stays staged afterwards (as in NanoDEP):
+    /// staging always means "waiting for a token file".
+    pub fn promote_pki_staging(
+        &self,
+        tokens: StoredTokens,
+        staging_cert_pem: &[u8],
+        force: bool,
+        now: OffsetDateTime,
+    ) -> Result<Change, PkiRuleError> {
+        let staging = self
+            .data
+            .pki_staging
+            .as_ref()
+            .ok_or(PkiRuleError::NoStaging)?;
+        if staging.cert_pem != staging_cert_pem {
+            return Err(PkiRuleError::StagingChanged);
+        }
+        let mut change = self.put_tokens(tokens, force, now)?;
+        change.write.put(&self.name, Field::PkiCurrent, staging);
+        change.write.delete(&self.name, Field::PkiStaging);
+        change.next.pki_current = Some(staging.clone());
+        change.next.pki_staging = None;
+        Ok(change)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +310,110 @@ mod tests {
             (a.profile_uuid.as_str(), a.modified_unix),
             ("P2", t2.unix_timestamp())
         );
+    }
+}
+
+#[cfg(test)]
+mod pki_tests {
+    use super::*;
+    use crate::store::Store;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-01 0:00 UTC);
+
+    fn pki(tag: &str) -> StoredPki {
+        StoredPki {
+            cert_pem: format!("cert {tag}").into_bytes(),
+            key_pem: format!("key {tag}").into_bytes(),
+        }
+    }
+
+    fn tokens(ck: &str) -> StoredTokens {
+        StoredTokens {
+            consumer_key: ck.into(),
+            consumer_secret: "cs".into(),
+            access_token: "at".into(),
+            access_secret: "as".into(),
+            access_token_expiry_unix: 1,
+        }
+    }
+
+    fn apply(store: &Store, state: &mut NameState, change: Change) {
+        store.commit(change.write).expect("commit");
+        state.adopt(change.next);
+    }
+
+    fn staged(store: &Store, tag: &str) -> NameState {
+        let mut s = NameState::new(DepName::parse("acme").expect("name"), NameData::default());
+        let c = s.put_pki_staging(pki(tag), NOW);
+        apply(store, &mut s, c);
+        s
+    }
+
+    #[test]
+    fn staging_replaces_staging_but_not_current() {
+        let store = Store::memory();
+        let mut s = staged(&store, "A");
+        assert!(s.is_stored(), "staging a pair creates the name");
+        let c = s
+            .promote_pki_staging(tokens("CK1"), b"cert A", false, NOW)
+            .expect("promote");
+        apply(&store, &mut s, c);
+        let c = s.put_pki_staging(pki("B"), NOW);
+        apply(&store, &mut s, c);
+        assert_eq!(s.data().pki_current, Some(pki("A")));
+        assert_eq!(s.data().pki_staging, Some(pki("B")));
+        assert_eq!(&store.load_name(s.name()).expect("load"), s.data());
+    }
+
+    #[test]
+    fn promotion_stores_tokens_and_empties_staging() {
+        let store = Store::memory();
+        let mut s = staged(&store, "A");
+        let c = s
+            .promote_pki_staging(tokens("CK1"), b"cert A", false, NOW)
+            .expect("promote");
+        apply(&store, &mut s, c);
+        assert_eq!(s.data().pki_current, Some(pki("A")));
+        assert_eq!(s.data().pki_staging, None);
+        assert_eq!(s.data().tokens, Some(tokens("CK1")));
+        assert_eq!(&store.load_name(s.name()).expect("load"), s.data());
+        assert_eq!(
+            s.promote_pki_staging(tokens("CK1"), b"cert A", false, NOW)
+                .err(),
+            Some(PkiRuleError::NoStaging)
+        );
+    }
+
+    #[test]
+    fn refused_promotions_change_nothing() {
+        let store = Store::memory();
+        let mut s = staged(&store, "A");
+        let c = s
+            .promote_pki_staging(tokens("CK1"), b"cert A", false, NOW)
+            .expect("promote");
+        apply(&store, &mut s, c);
+        let c = s.put_pki_staging(pki("B"), NOW);
+        apply(&store, &mut s, c);
+        let before = s.data().clone();
+
+        let mismatch = s.promote_pki_staging(tokens("CK2"), b"cert B", false, NOW);
+        assert!(matches!(
+            mismatch,
+            Err(PkiRuleError::Tokens(RuleError::ConsumerKeyMismatch { .. }))
+        ));
+        assert_eq!(
+            s.promote_pki_staging(tokens("CK1"), b"cert A", false, NOW)
+                .err(),
+            Some(PkiRuleError::StagingChanged)
+        );
+        assert_eq!(s.data(), &before);
+
+        let c = s
+            .promote_pki_staging(tokens("CK2"), b"cert B", true, NOW)
+            .expect("forced");
+        apply(&store, &mut s, c);
+        assert_eq!(s.data().pki_current, Some(pki("B")));
+        assert_eq!(s.data().tokens, Some(tokens("CK2")));
     }
 }

@@ -19,6 +19,8 @@ pub struct DepNameActor {
     pub(super) session: SessionRules,
     /// Requests waiting for the `/session` call in flight.
     pub(super) waiters: Vec<Waiter>,
+    /// The server UUID from Apple's `/account` (the MAID JWT's `iss`).
+    pub(super) server_uuid: Option<String>,
 }
 
 /// Why an operation on a name failed.
@@ -44,6 +46,7 @@ impl DepNameActor {
             clock,
             session: SessionRules::new(),
             waiters: Vec::new(),
+            server_uuid: None,
         }
     }
 
@@ -68,12 +71,12 @@ impl DepNameActor {
 
     /// [`Self::commit`], then `after` once the new state is adopted (still
     /// before the mailbox moves on).
-    fn commit_and<T: 'static>(
+    fn commit_and<T: 'static, E: From<StoreError> + 'static>(
         &mut self,
         change: Change,
         reply: T,
         after: impl FnOnce(&mut Self) + 'static,
-    ) -> AtomicResponse<Self, Result<T, NameOpError>> {
+    ) -> AtomicResponse<Self, Result<T, E>> {
         let store = self.store.clone();
         let Change { write, next } = change;
         AtomicResponse::new(Box::pin(
@@ -201,5 +204,122 @@ impl Handler<UpdateSettings> for DepNameActor {
     type Result = ();
     fn handle(&mut self, msg: UpdateSettings, _: &mut Self::Context) {
         self.settings = msg.0;
+    }
+}
+
+/// Which token-PKI key pair: the one waiting for a token file, or the one
+/// in use (MAID JWT signing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PkiSlot {
+    Staging,
+    Current,
+}
+
+/// A token-PKI pair, if one is stored in that slot.
+#[derive(Message)]
+#[rtype(result = "Option<crate::store::StoredPki>")]
+pub struct GetPki(pub PkiSlot);
+
+impl Handler<GetPki> for DepNameActor {
+    type Result = Option<crate::store::StoredPki>;
+    fn handle(&mut self, msg: GetPki, _: &mut Self::Context) -> Self::Result {
+        let data = self.state.data();
+        match msg.0 {
+            PkiSlot::Staging => data.pki_staging.clone(),
+            PkiSlot::Current => data.pki_current.clone(),
+        }
+    }
+}
+
+/// Store a freshly generated pair as the staging pair.
+#[derive(Message)]
+#[rtype(result = "Result<(), NameOpError>")]
+pub struct PutStagingPki(pub crate::store::StoredPki);
+
+impl Handler<PutStagingPki> for DepNameActor {
+    type Result = AtomicResponse<Self, Result<(), NameOpError>>;
+    fn handle(&mut self, msg: PutStagingPki, _: &mut Self::Context) -> Self::Result {
+        let change = self.state.put_pki_staging(msg.0, self.clock.now());
+        tracing::info!(dep_name = %self.state.name(), "storing a new staging token-PKI certificate");
+        self.commit(change, ())
+    }
+}
+
+/// Why a token upload was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiOpError {
+    #[error(transparent)]
+    Rule(#[from] crate::state::PkiRuleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Store tokens decrypted with the staging pair whose certificate is
+/// `staging_cert_pem`, and promote that pair to current: one commit, after
+/// the consumer-key check. The handler decrypts before sending this, so
+/// the mailbox never waits for RSA; the certificate it carries makes the
+/// commit refuse if the staging pair was replaced in the meantime.
+#[derive(Message)]
+#[rtype(result = "Result<StoredTokens, PkiOpError>")]
+pub struct PromoteStagingPki {
+    pub tokens: StoredTokens,
+    pub staging_cert_pem: Vec<u8>,
+    pub force: bool,
+}
+
+impl Handler<PromoteStagingPki> for DepNameActor {
+    type Result = AtomicResponse<Self, Result<StoredTokens, PkiOpError>>;
+    fn handle(&mut self, msg: PromoteStagingPki, _: &mut Self::Context) -> Self::Result {
+        let reply = msg.tokens.clone();
+        match self.state.promote_pki_staging(
+            msg.tokens,
+            &msg.staging_cert_pem,
+            msg.force,
+            self.clock.now(),
+        ) {
+            Ok(change) => {
+                tracing::info!(dep_name = %self.state.name(), forced = msg.force, "token file accepted; staging token PKI becomes current");
+                self.commit_and(change, reply, Self::on_tokens_replaced)
+            }
+            Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e.into())))),
+        }
+    }
+}
+
+/// Why the server UUID is not available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerUuidError {
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The name's server UUID as Apple's `/account` reports it (cached by the
+/// actor), for the MAID JWT.
+#[derive(Message)]
+#[rtype(result = "Result<String, ServerUuidError>")]
+pub struct ServerUuid;
+
+impl Handler<ServerUuid> for DepNameActor {
+    type Result = Result<String, ServerUuidError>;
+    fn handle(&mut self, _: ServerUuid, _: &mut Self::Context) -> Self::Result {
+        self.server_uuid.clone().ok_or_else(|| {
+            ServerUuidError::Unavailable(format!(
+                "the server UUID of DEP name {:?} is not known yet (it comes from Apple's /account); pass server_uuid=",
+                self.state.name().as_str()
+            ))
+        })
+    }
+}
+
+/// The actor's clock, so handlers that compute with time (certificate
+/// validity, JWT `iat`) follow the same injected time as the name's state.
+#[derive(Message)]
+#[rtype(result = "time::OffsetDateTime")]
+pub struct Now;
+
+impl Handler<Now> for DepNameActor {
+    type Result = MessageResult<Now>;
+    fn handle(&mut self, _: Now, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.clock.now())
     }
 }

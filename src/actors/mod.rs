@@ -12,6 +12,9 @@ pub use dep_name::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
     PutTokens, UpdateSettings,
 };
+pub use dep_name::{
+    GetPki, Now, PkiOpError, PkiSlot, PromoteStagingPki, PutStagingPki, ServerUuid, ServerUuidError,
+};
 pub use status::{GetStatus, LastError, NameStatus, SessionStatus, TokenHealth, TokenStatus};
 pub use registry::{ListNames, Registry, Reload, Resolve};
 pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated};

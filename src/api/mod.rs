@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod log;
 mod names;
+mod pki;
 mod proxy;
 mod status;
 
@@ -87,6 +88,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(names::get_assigner))
                         .route(web::put().to(names::put_assigner)),
                 )
+                .service(
+                    resource("/tokenpki/{name}")
+                        .route(web::get().to(pki::get_tokenpki))
+                        .route(web::put().to(pki::put_tokenpki)),
+                )
+                .service(resource("/maidjwt/{name}").route(web::get().to(pki::get_maidjwt)))
+                .service(resource("/bypasscode").route(web::get().to(pki::get_bypasscode)))
                 .default_service(web::to(not_found)),
         )
         .service(

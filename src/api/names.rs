@@ -22,12 +22,12 @@ use serde::Deserialize;
 const MAX_LIST_LIMIT: usize = 1000;
 const DEFAULT_LIST_LIMIT: usize = 100;
 
-fn parse_name(raw: &str) -> Result<DepName, ApiError> {
+pub(super) fn parse_name(raw: &str) -> Result<DepName, ApiError> {
     DepName::parse(raw)
         .map_err(|e| ApiError::bad_request("invalid-dep-name", format!("invalid DEP name: {e}")))
 }
 
-fn mailbox(e: actix::MailboxError) -> ApiError {
+pub(super) fn mailbox(e: actix::MailboxError) -> ApiError {
     ApiError::internal("an actor did not answer", &e)
 }
 
@@ -44,7 +44,7 @@ fn name_op(e: NameOpError) -> ApiError {
 
 /// The actor of a name; `create` starts one for a name not seen before
 /// (used by writes, after their input has been validated).
-async fn actor(
+pub(super) async fn actor(
     state: &AppState,
     name: &DepName,
     create: bool,
@@ -65,7 +65,10 @@ async fn actor(
         })
 }
 
-fn reject_unknown_params(pairs: &[(String, String)], known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn reject_unknown_params(
+    pairs: &[(String, String)],
+    known: &[&str],
+) -> Result<(), ApiError> {
     match pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
         Some((k, _)) => Err(ApiError::bad_request(
             "bad-query",

@@ -178,7 +178,10 @@ mod tests {
         let end = Asn1Time::from_unix(NOW.unix_timestamp() + 30 * 86_400).expect("t");
         assert_eq!(cert.not_before(), start.as_ref());
         assert_eq!(cert.not_after(), end.as_ref());
-        assert_eq!(cert.signature_algorithm().object().nid(), Nid::SHA256WITHRSAENCRYPTION);
+        assert_eq!(
+            cert.signature_algorithm().object().nid(),
+            Nid::SHA256WITHRSAENCRYPTION
+        );
         assert_eq!(pair.key().bits(), 2048);
         assert!(cert.verify(pair.key()).expect("verify"), "self-signed");
         let text = String::from_utf8(cert.to_text().expect("text")).expect("utf8");
@@ -226,7 +229,10 @@ mod tests {
     #[test]
     fn refuses_bad_parameters() {
         for cn in ["", "a\nb", "tab\there", &"x".repeat(65)] {
-            assert!(matches!(KeyPair::generate(cn, 1, NOW), Err(KeyError::BadCn)), "{cn:?}");
+            assert!(
+                matches!(KeyPair::generate(cn, 1, NOW), Err(KeyError::BadCn)),
+                "{cn:?}"
+            );
         }
         assert!(validate_cn(&"x".repeat(64)).is_ok());
         for days in [0, MAX_VALIDITY_DAYS + 1] {

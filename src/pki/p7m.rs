@@ -21,7 +21,9 @@ pub enum P7mError {
     NotTokenFile(&'static str),
     #[error("the token file's base64 is invalid: {0}")]
     BadBase64(String),
-    #[error("the token file is truncated: its CMS structure declares {declared} bytes but {found} are present")]
+    #[error(
+        "the token file is truncated: its CMS structure declares {declared} bytes but {found} are present"
+    )]
     Truncated { declared: usize, found: usize },
     #[error("the token file is not CMS EnvelopedData (damaged or truncated?): {0}")]
     NotCms(String),
@@ -90,7 +92,9 @@ fn pem_body(text: &str) -> Result<Option<&str>, P7mError> {
         let rest = &text[start + begin.len()..];
         let end = rest
             .find(&format!("-----END {label}-----"))
-            .ok_or(P7mError::NotTokenFile("the PEM END line is missing: the file is truncated"))?;
+            .ok_or(P7mError::NotTokenFile(
+                "the PEM END line is missing: the file is truncated",
+            ))?;
         return Ok(Some(&rest[..end]));
     }
     Ok(None)
@@ -131,7 +135,9 @@ fn is_header_line(line: &str) -> bool {
 fn decode_base64(body: &str) -> Result<Vec<u8>, P7mError> {
     let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if compact.is_empty() {
-        return Err(P7mError::NotTokenFile("there is no content after the headers"));
+        return Err(P7mError::NotTokenFile(
+            "there is no content after the headers",
+        ));
     }
     if compact.starts_with('{') {
         return Err(P7mError::NotTokenFile(
@@ -157,7 +163,9 @@ fn decode_base64(body: &str) -> Result<Vec<u8>, P7mError> {
 /// there are (indefinite-length BER is left to the parser).
 fn check_outer_length(der: &[u8]) -> Result<(), P7mError> {
     let (Some(&0x30), Some(&first)) = (der.first(), der.get(1)) else {
-        return Err(P7mError::NotCms("it does not start with an ASN.1 SEQUENCE".into()));
+        return Err(P7mError::NotCms(
+            "it does not start with an ASN.1 SEQUENCE".into(),
+        ));
     };
     let (header, len) = match first {
         0x80 => return Ok(()),
@@ -168,7 +176,12 @@ fn check_outer_length(der: &[u8]) -> Result<(), P7mError> {
                 .get(2..2 + count)
                 .filter(|_| count <= 4)
                 .ok_or(P7mError::NotCms("its outer length is malformed".into()))?;
-            (2 + count, bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+            (
+                2 + count,
+                bytes
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+            )
         }
     };
     if header + len > der.len() {
@@ -212,7 +225,9 @@ fn reasons(e: &ErrorStack) -> String {
 /// The token JSON between the message markers, wrapped lines joined.
 fn message_block(content: &str) -> Result<String, P7mError> {
     let start = content.find(BEGIN_MESSAGE).ok_or(P7mError::NoMessage)? + BEGIN_MESSAGE.len();
-    let len = content[start..].find(END_MESSAGE).ok_or(P7mError::NoMessage)?;
+    let len = content[start..]
+        .find(END_MESSAGE)
+        .ok_or(P7mError::NoMessage)?;
     Ok(content[start..start + len]
         .chars()
         .filter(|c| *c != '\r' && *c != '\n')
@@ -276,8 +291,14 @@ mod tests {
     }
 
     fn without_headers(bytes: &[u8]) -> Vec<u8> {
-        let text = String::from_utf8(bytes.to_vec()).expect("text").replace("\r\n", "\n");
-        text.split_once("\n\n").expect("headers").1.as_bytes().to_vec()
+        let text = String::from_utf8(bytes.to_vec())
+            .expect("text")
+            .replace("\r\n", "\n");
+        text.split_once("\n\n")
+            .expect("headers")
+            .1
+            .as_bytes()
+            .to_vec()
     }
 
     #[test]
@@ -295,7 +316,11 @@ mod tests {
             (&["cms", "-encrypt", "-des3", "-stream"], 64, 3000),
             (&["cms", "-encrypt", "-aes256", "-outform", "PEM"], 64, 0),
             (&["cms", "-encrypt", "-aes128", "-outform", "DER"], 64, 0),
-            (&["cms", "-encrypt", "-aes128", "-outform", "DER", "-stream"], 64, 4000),
+            (
+                &["cms", "-encrypt", "-aes128", "-outform", "DER", "-stream"],
+                64,
+                4000,
+            ),
             (&["smime", "-encrypt", "-aes128", "-binary"], 33, 0),
         ];
         for (args, width, padding) in cases {
@@ -338,11 +363,19 @@ mod tests {
             (Vec::new(), &pair, "NotTokenFile"),
             (vec![0xff, 0xfe, 0x00], &pair, "NotTokenFile"),
             (TOKENS.as_bytes().to_vec(), &pair, "NotTokenFile"),
-            (b"Content-Type: text/html\n\nabcd".to_vec(), &pair, "NotTokenFile"),
+            (
+                b"Content-Type: text/html\n\nabcd".to_vec(),
+                &pair,
+                "NotTokenFile",
+            ),
             (b"MIME-Version: 1.0\n".to_vec(), &pair, "NotTokenFile"),
             (b"not base64 at all!".to_vec(), &pair, "BadBase64"),
             (b"abcde".to_vec(), &pair, "BadBase64"),
-            (b64[..b64.len() / 2 / 4 * 4].as_bytes().to_vec(), &pair, "Truncated"),
+            (
+                b64[..b64.len() / 2 / 4 * 4].as_bytes().to_vec(),
+                &pair,
+                "Truncated",
+            ),
             (good[..good.len() - 10].to_vec(), &pair, "Truncated"),
             (b"MAMCAQE=".to_vec(), &pair, "NotCms"),
             (good.clone(), &other_name, "DifferentCertificate"),
@@ -353,7 +386,10 @@ mod tests {
                 "NoMessage",
             ),
             (
-                encrypt_with_crate(inner_message("{\"consumer_key\":1}", 64, 0).as_bytes(), &pair),
+                encrypt_with_crate(
+                    inner_message("{\"consumer_key\":1}", 64, 0).as_bytes(),
+                    &pair,
+                ),
                 &pair,
                 "BadTokens",
             ),
