@@ -20,6 +20,69 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Offline token-PKI tools (like NanoDEP's deptokens).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Make or convert an Activation Lock bypass code: prints raw, code and hash.
+    Bypasscode(BypassArgs),
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Write a new RSA key and self-signed certificate for Apple's portal.
+    Keypair(KeypairArgs),
+    /// Decrypt a .p7m token file from Apple's portal; prints the token JSON.
+    Decrypt(DecryptArgs),
+}
+
+#[derive(clap::Args)]
+struct KeypairArgs {
+    /// Certificate file to write (PEM).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// Private key file to write (PKCS#8 PEM, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Certificate common name.
+    #[arg(long, default_value = "depserver")]
+    cn: String,
+    /// Validity in days.
+    #[arg(long, default_value_t = 1)]
+    days: u32,
+    /// Encrypt the key with this password (AES-256-CBC).
+    #[arg(long, env = "DEPD_KEY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct DecryptArgs {
+    /// The .p7m token file.
+    #[arg(long, value_name = "FILE")]
+    token: PathBuf,
+    /// The certificate the token file was encrypted to (PEM).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Password of an encrypted key.
+    #[arg(long, env = "DEPD_KEY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct BypassArgs {
+    /// The raw code, 32 hex digits.
+    #[arg(long, conflicts_with = "code")]
+    raw: Option<String>,
+    /// The dashed code, XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX.
+    #[arg(long)]
+    code: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -51,6 +114,45 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Tokens {
+            command: TokensCommand::Keypair(args),
+        } => tool(depd::tools::tokens_keypair(
+            &depd::tools::KeypairFiles {
+                cert: &args.cert,
+                key: &args.key,
+                cn: &args.cn,
+                days: args.days,
+                password: args.password.as_deref(),
+                force: args.force,
+            },
+            time::OffsetDateTime::now_utc(),
+        )),
+        Command::Tokens {
+            command: TokensCommand::Decrypt(args),
+        } => tool(
+            depd::tools::tokens_decrypt(
+                &args.token,
+                &args.cert,
+                &args.key,
+                args.password.as_deref(),
+            )
+            .map(|json| println!("{json}")),
+        ),
+        Command::Bypasscode(args) => tool(
+            depd::tools::bypasscode(args.raw.as_deref(), args.code.as_deref())
+                .map(|text| println!("{text}")),
+        ),
+    }
+}
+
+/// An offline tool's outcome: one line on stderr when it failed.
+fn tool(result: Result<(), depd::tools::ToolError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("depd: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
