@@ -16,7 +16,6 @@ pub mod serve;
 pub mod session;
 pub mod settings;
 pub mod signals;
-pub mod sim;
 pub mod state;
 pub mod store;
 pub mod tokens;
