@@ -6,4 +6,5 @@ mod auth;
 mod config_api;
 mod daemon;
 mod names;
+mod pki;
 mod tokens;
