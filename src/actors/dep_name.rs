@@ -159,12 +159,20 @@ pub struct PutConfig {
 impl Handler<PutConfig> for DepNameActor {
     type Result = AtomicResponse<Self, Result<String, NameOpError>>;
     fn handle(&mut self, msg: PutConfig, _: &mut Self::Context) -> Self::Result {
+        let before = self.state.base_url(&self.settings).to_owned();
         let change = self.state.put_base_url(msg.base_url, self.clock.now());
         let reply = match &change.next.config {
             Some(config) => config.base_url.clone(),
             None => self.settings.default_base_url(self.state.name()).to_owned(),
         };
-        self.commit(change, reply)
+        // A session belongs to the service that issued it: a new base URL
+        // would only get it refused.
+        let moved = before != reply;
+        self.commit_and(change, reply, move |act| {
+            if moved {
+                act.session.reset();
+            }
+        })
     }
 }
 

@@ -46,7 +46,13 @@ pub async fn all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let lookups = names.into_iter().map(|name| {
         let registry = state.registry.clone();
         async move {
-            let actor = registry.send(Resolve { name, create: false }).await.ok()??;
+            let actor = registry
+                .send(Resolve {
+                    name,
+                    create: false,
+                })
+                .await
+                .ok()??;
             actor.send(GetStatus).await.ok()
         }
     });
