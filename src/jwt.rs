@@ -104,7 +104,7 @@ mod tests {
                 c => c,
             })
             .collect();
-        while std.len() % 4 != 0 {
+        while !std.len().is_multiple_of(4) {
             std.push('=');
         }
         openssl::base64::decode_block(&std).expect("base64url")

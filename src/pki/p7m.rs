@@ -151,7 +151,7 @@ fn decode_base64(body: &str) -> Result<Vec<u8>, P7mError> {
     {
         return Err(P7mError::BadBase64(format!("unexpected character {c:?}")));
     }
-    if compact.len() % 4 != 0 || compact.len() - trimmed.len() > 2 {
+    if !compact.len().is_multiple_of(4) || compact.len() - trimmed.len() > 2 {
         return Err(P7mError::BadBase64(
             "its length is not a multiple of 4 (the file may be truncated)".into(),
         ));
@@ -372,7 +372,7 @@ mod tests {
             (b"not base64 at all!".to_vec(), &pair, "BadBase64"),
             (b"abcde".to_vec(), &pair, "BadBase64"),
             (
-                b64[..b64.len() / 2 / 4 * 4].as_bytes().to_vec(),
+                b64.as_bytes()[..b64.len() / 2 / 4 * 4].to_vec(),
                 &pair,
                 "Truncated",
             ),
