@@ -19,8 +19,9 @@ pub struct DepNameActor {
     pub(super) session: SessionRules,
     /// Requests waiting for the `/session` call in flight.
     pub(super) waiters: Vec<Waiter>,
-    /// The server UUID from Apple's `/account` (the MAID JWT's `iss`).
-    pub(super) server_uuid: Option<String>,
+    /// The server UUID from Apple's `/account` (the MAID JWT's `iss`) and
+    /// when it was fetched.
+    pub(super) server_uuid: Option<(String, time::OffsetDateTime)>,
 }
 
 /// Why an operation on a name failed.
@@ -299,23 +300,53 @@ impl Handler<PromoteStagingPki> for DepNameActor {
 pub enum ServerUuidError {
     #[error("{0}")]
     Unavailable(String),
+    /// Asking Apple's `/account` failed and no earlier answer is known.
+    #[error("Apple's /account could not be read: {0}")]
+    Apple(#[from] crate::dep::DepError),
 }
 
-/// The name's server UUID as Apple's `/account` reports it (cached by the
-/// actor), for the MAID JWT.
+/// How long a server UUID from `/account` is used before it is asked again.
+const SERVER_UUID_TTL: time::Duration = time::Duration::hours(1);
+
+/// The name's server UUID as Apple's `/account` reports it, for the MAID
+/// JWT. Cached for an hour so repeated calls do not reach Apple; when a
+/// refresh fails, the previous answer is used.
 #[derive(Message)]
 #[rtype(result = "Result<String, ServerUuidError>")]
 pub struct ServerUuid;
 
 impl Handler<ServerUuid> for DepNameActor {
-    type Result = Result<String, ServerUuidError>;
-    fn handle(&mut self, _: ServerUuid, _: &mut Self::Context) -> Self::Result {
-        self.server_uuid.clone().ok_or_else(|| {
-            ServerUuidError::Unavailable(format!(
-                "the server UUID of DEP name {:?} is not known yet (it comes from Apple's /account); pass server_uuid=",
-                self.state.name().as_str()
-            ))
-        })
+    type Result = ResponseActFuture<Self, Result<String, ServerUuidError>>;
+    fn handle(&mut self, _: ServerUuid, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.clock.now();
+        if let Some((uuid, at)) = &self.server_uuid
+            && now - *at < SERVER_UUID_TTL
+        {
+            return Box::pin(fut::ready(Ok(uuid.clone())));
+        }
+        let client = crate::dep::client::DepClient::new(
+            self.target(),
+            super::session::ActorSession(ctx.address()),
+            self.clock.clone(),
+        );
+        Box::pin(async move { client.account().await }.into_actor(self).map(
+            move |answer, act, _| match answer {
+                Ok(account) if !account.server_uuid.is_empty() => {
+                    act.server_uuid = Some((account.server_uuid.clone(), now));
+                    Ok(account.server_uuid)
+                }
+                Ok(_) => Err(ServerUuidError::Unavailable(
+                    "Apple's /account answered without a server_uuid; pass server_uuid=".into(),
+                )),
+                Err(e) => match &act.server_uuid {
+                    Some((uuid, _)) => {
+                        tracing::warn!(dep_name = %act.state.name(), error = %e, "refreshing the server UUID failed; using the previous one");
+                        Ok(uuid.clone())
+                    }
+                    None => Err(ServerUuidError::Apple(e)),
+                },
+            },
+        ))
     }
 }
 

@@ -272,6 +272,15 @@ pub async fn get_maidjwt(
                 ServerUuidError::Unavailable(message) => {
                     ApiError::new(StatusCode::CONFLICT, "server-uuid-unavailable", message)
                 }
+                ServerUuidError::Apple(e) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "server-uuid-unavailable",
+                    format!(
+                        "the server UUID of DEP name {:?} comes from Apple's /account, which failed: {e}; \
+                         pass server_uuid= or retry",
+                        name.as_str()
+                    ),
+                ),
             })?,
     };
     let now = addr.send(Now).await.map_err(mailbox)?;
