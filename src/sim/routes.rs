@@ -1,0 +1,647 @@
+//! Apple's endpoints. One dispatcher sees every request first, so the
+//! request log, counts, latency and canned faults cover all paths alike.
+
+use super::cursor::{Cursor, CursorKind};
+use super::devices::{DeviceJson, format_time};
+use super::faults::{AssignOutcome, ResponseFault};
+use super::observe::{BODY_LOG_LIMIT, LoggedRequest};
+use super::session::{self, Reject, SignedRequest};
+use super::{Shared, State, admin};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const JSON: &str = "application/json;charset=UTF8";
+const MAX_SERIALS: usize = 1000;
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+
+/// A response before it becomes HTTP.
+pub(super) struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    json: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    /// Apple's error form: a bare code as the body.
+    pub(super) fn code(status: u16, code: &str) -> Self {
+        Reply {
+            status,
+            body: code.as_bytes().to_vec(),
+            json: false,
+            headers: Vec::new(),
+        }
+    }
+
+    pub(super) fn json<T: Serialize>(value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply::raw_json(body),
+            Err(_) => Reply::code(500, "INTERNAL_ERROR"),
+        }
+    }
+
+    pub(super) fn raw_json(body: Vec<u8>) -> Self {
+        Reply {
+            status: 200,
+            body,
+            json: true,
+            headers: Vec::new(),
+        }
+    }
+
+    pub(super) fn text(body: String, content_type: &str) -> Self {
+        Reply {
+            status: 200,
+            body: body.into_bytes(),
+            json: false,
+            headers: vec![("Content-Type".into(), content_type.into())],
+        }
+    }
+
+    fn reject(r: Reject) -> Self {
+        Reply::code(r.status, r.code)
+    }
+
+    fn fault(f: ResponseFault) -> Self {
+        Reply {
+            status: f.status,
+            body: f.body.into_bytes(),
+            json: false,
+            headers: f.headers.into_iter().collect(),
+        }
+    }
+
+    pub(super) fn into_response(self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut builder = HttpResponse::build(status);
+        builder.insert_header((
+            "Content-Type",
+            if self.json {
+                JSON
+            } else {
+                "text/plain;charset=UTF-8"
+            },
+        ));
+        for (name, value) in &self.headers {
+            // Admin input is validated when a fault is added; skip anything else.
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                builder.insert_header((n, v));
+            }
+        }
+        builder.body(self.body)
+    }
+}
+
+pub(super) async fn dispatch(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    if admin::is_admin(req.path()) {
+        return admin::handle(&req, &body, &shared).into_response();
+    }
+    let Some(path) = req
+        .path()
+        .strip_prefix(shared.prefix.as_str())
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_owned)
+    else {
+        return Reply::code(404, "NOT_FOUND").into_response();
+    };
+    let method = req.method().as_str().to_owned();
+    let latency = {
+        let mut st = shared.lock();
+        st.observer.log(logged(&req, &path, &body));
+        st.faults.latency(&path)
+    };
+    if !latency.is_zero() {
+        actix_web::rt::time::sleep(latency).await;
+    }
+    let reply = {
+        let mut st = shared.lock();
+        let reply = match st.faults.take_response(&method, &path) {
+            Some(fault) => Reply::fault(fault),
+            None => apple(&mut st, &shared, &req, &path, &body),
+        };
+        st.observer.count(&method, &path, reply.status);
+        reply
+    };
+    reply.into_response()
+}
+
+fn logged(req: &HttpRequest, path: &str, body: &[u8]) -> LoggedRequest {
+    LoggedRequest {
+        method: req.method().as_str().to_owned(),
+        path: path.to_owned(),
+        query: req.query_string().to_owned(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&body[..body.len().min(BODY_LOG_LIMIT)]).into_owned(),
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn apple(st: &mut State, sh: &Shared, req: &HttpRequest, path: &str, body: &[u8]) -> Reply {
+    if header(req, "user-agent").is_none_or(|ua| ua.trim().is_empty()) {
+        return Reply::code(400, "USER_AGENT_MISSING");
+    }
+    let protocol = header(req, "x-server-protocol-version")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1);
+    let now = sh.clock.unix();
+    let method = req.method().as_str();
+    if path == "/session" {
+        if method != "GET" {
+            return Reply::code(405, "METHOD_NOT_ALLOWED");
+        }
+        return open_session(st, req, now);
+    }
+    let Some(token) = header(req, "x-adm-auth-session").filter(|t| !t.is_empty()) else {
+        return Reply::reject(session::UNAUTHORIZED);
+    };
+    if let Err(r) = st.sessions.check(token, now) {
+        return Reply::reject(r);
+    }
+    let ctx = Ctx {
+        st: &mut *st,
+        sh,
+        protocol,
+        now,
+    };
+    let mut reply = route(ctx, method, path, req.query_string(), body);
+    if sh.rotate {
+        match new_token() {
+            Some(fresh) => {
+                st.sessions.rotate(token, fresh.clone(), now);
+                reply.headers.push(("X-ADM-Auth-Session".into(), fresh));
+            }
+            None => return Reply::code(500, "INTERNAL_ERROR"),
+        }
+    }
+    reply
+}
+
+pub(super) fn new_token() -> Option<String> {
+    let mut bytes = [0u8; 24];
+    openssl::rand::rand_bytes(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02X}")).collect())
+}
+
+fn open_session(st: &mut State, req: &HttpRequest, now: i64) -> Reply {
+    if header(req, "content-type") != Some(JSON) {
+        return Reply::code(400, "INVALID_CONTENT_TYPE");
+    }
+    let conn = req.connection_info();
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}://{}{}", conn.scheme(), conn.host(), path_and_query);
+    let signed = SignedRequest {
+        method: req.method().as_str(),
+        url: &url,
+        authorization: header(req, "authorization"),
+    };
+    if let Err(r) = st.sessions.verify(&signed, now) {
+        return Reply::reject(r);
+    }
+    let Some(token) = new_token() else {
+        return Reply::code(500, "INTERNAL_ERROR");
+    };
+    st.sessions.issue(token.clone(), now);
+    Reply::json(&serde_json::json!({ "auth_session_token": token }))
+}
+
+struct Ctx<'a> {
+    st: &'a mut State,
+    sh: &'a Shared,
+    protocol: u32,
+    now: i64,
+}
+
+fn route(ctx: Ctx<'_>, method: &str, path: &str, query: &str, body: &[u8]) -> Reply {
+    let result = match (method, path) {
+        ("GET", "/account") => Ok(Reply::raw_json(ctx.sh.account_json.clone())),
+        ("POST", "/server/devices") => fetch(ctx, body),
+        ("POST", "/devices/sync") => sync(ctx, body),
+        ("POST", "/devices") => details(ctx, body),
+        ("POST", "/devices/disown") => disown(ctx, body),
+        ("POST", "/device/activationlock") => activation_lock(ctx, body),
+        ("POST", "/profile") => define_profile(ctx, body),
+        ("GET", "/profile") => get_profile(ctx, query),
+        ("POST" | "PUT", "/profile/devices") => assign(ctx, body),
+        ("DELETE", "/profile/devices") => remove_profile(ctx, body),
+        ("GET", "/os-beta-enrollment/tokens") => Ok(beta_tokens(ctx)),
+        ("GET" | "POST" | "DELETE", "/account-driven-enrollment/profile") => {
+            ade_profile(ctx, method, body)
+        }
+        (
+            _,
+            "/account"
+            | "/server/devices"
+            | "/devices/sync"
+            | "/devices"
+            | "/devices/disown"
+            | "/device/activationlock"
+            | "/profile"
+            | "/profile/devices"
+            | "/os-beta-enrollment/tokens"
+            | "/account-driven-enrollment/profile",
+        ) => Err(Reply::code(405, "METHOD_NOT_ALLOWED")),
+        _ => Err(Reply::code(404, "NOT_FOUND")),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+type Answer = Result<Reply, Reply>;
+
+fn bad(code: &str) -> Reply {
+    Reply::code(400, code)
+}
+
+/// An absent or blank body reads as `{}`.
+fn parse<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|_| bad("MALFORMED_REQUEST_BODY"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CursorBody {
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Apple's default page is 100; above the maximum it clamps to 1000.
+fn page_limit(limit: Option<i64>) -> usize {
+    match limit {
+        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(PAGE_MAX).min(PAGE_MAX),
+        _ => PAGE_DEFAULT,
+    }
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    cursor: String,
+    devices: Vec<DeviceJson<'a>>,
+    fetched_until: String,
+    more_to_follow: bool,
+}
+
+/// The answer of the repeated-cursor fault: no progress, more to follow.
+fn repeated(cursor: String, now: i64) -> Reply {
+    Reply::json(&Page {
+        cursor,
+        devices: Vec::new(),
+        fetched_until: format_time(now),
+        more_to_follow: true,
+    })
+}
+
+fn fetch(ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    let req: CursorBody = parse(body)?;
+    let codec = &ctx.sh.codec;
+    let given = codec
+        .for_fetch(req.cursor.as_deref(), ctx.now)
+        .map_err(|e| bad(e.code()))?;
+    let pop = &ctx.st.population;
+    let start = given.unwrap_or(Cursor {
+        kind: CursorKind::Fetch,
+        position: 0,
+        seq: pop.event_count(),
+        issued: ctx.now,
+    });
+    if ctx.st.faults.take_repeat_cursor() {
+        let cursor = req.cursor.clone().unwrap_or_else(|| codec.encode(&start));
+        return Ok(repeated(cursor, ctx.now));
+    }
+    let pop = &ctx.st.population;
+    let (devices, next) = pop.fetch_page(start.position, page_limit(req.limit), ctx.protocol);
+    let more = next < pop.len() as u64;
+    // The last page hands out a sync cursor: events since the fetch began.
+    let cursor = Cursor {
+        kind: if more {
+            CursorKind::Fetch
+        } else {
+            CursorKind::Sync
+        },
+        position: next,
+        seq: start.seq,
+        issued: ctx.now,
+    };
+    Ok(Reply::json(&Page {
+        cursor: codec.encode(&cursor),
+        devices,
+        fetched_until: format_time(ctx.now),
+        more_to_follow: more,
+    }))
+}
+
+fn sync(ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    let req: CursorBody = parse(body)?;
+    let codec = &ctx.sh.codec;
+    let given = codec
+        .for_sync(req.cursor.as_deref(), ctx.now)
+        .map_err(|e| bad(e.code()))?;
+    if ctx.st.faults.take_repeat_cursor() {
+        return Ok(repeated(req.cursor.unwrap_or_default(), ctx.now));
+    }
+    let pop = &ctx.st.population;
+    let (devices, next) = pop.sync_page(given.seq, page_limit(req.limit), ctx.protocol);
+    let cursor = Cursor {
+        kind: CursorKind::Sync,
+        position: 0,
+        seq: next,
+        issued: ctx.now,
+    };
+    Ok(Reply::json(&Page {
+        cursor: codec.encode(&cursor),
+        devices,
+        fetched_until: format_time(ctx.now),
+        more_to_follow: next < pop.event_count(),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SerialsBody {
+    devices: Vec<String>,
+    profile_uuid: Option<String>,
+}
+
+fn serials(body: &SerialsBody) -> Result<&[String], Reply> {
+    match body.devices.len() {
+        0 => Err(bad("DEVICE_ID_REQUIRED")),
+        n if n > MAX_SERIALS => Err(bad("DEVICE_ID_LIMIT_EXCEEDED")),
+        _ => Ok(&body.devices),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Detail<'a> {
+    Found(DeviceJson<'a>),
+    Missing { response_status: &'static str },
+}
+
+fn details(ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    let req: SerialsBody = parse(body)?;
+    let pop = &ctx.st.population;
+    let devices: BTreeMap<&str, Detail<'_>> = serials(&req)?
+        .iter()
+        .map(|s| {
+            let d = pop.details(s, ctx.protocol).map_or(
+                Detail::Missing {
+                    response_status: "NOT_FOUND",
+                },
+                Detail::Found,
+            );
+            (s.as_str(), d)
+        })
+        .collect();
+    Ok(Reply::json(&serde_json::json!({ "devices": devices })))
+}
+
+fn status_of<E>(r: Result<(), E>) -> &'static str {
+    if r.is_ok() {
+        "SUCCESS"
+    } else {
+        "NOT_ACCESSIBLE"
+    }
+}
+
+fn disown(ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    let req: SerialsBody = parse(body)?;
+    let devices: BTreeMap<&str, &str> = serials(&req)?
+        .iter()
+        .map(|s| (s.as_str(), status_of(ctx.st.population.disown(s, ctx.now))))
+        .collect();
+    Ok(Reply::json(&serde_json::json!({ "devices": devices })))
+}
+
+/// Apple accepts the lock with or without `escrow_key` and
+/// `lost_message`; the simulator only needs the serial.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ActivationLockBody {
+    device: String,
+}
+
+fn activation_lock(ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    use super::devices::Refusal;
+    let req: ActivationLockBody = parse(body)?;
+    if req.device.is_empty() {
+        return Err(bad("DEVICE_ID_REQUIRED"));
+    }
+    let status = match ctx.st.population.activation_lock(&req.device) {
+        Ok(()) => "SUCCESS",
+        Err(Refusal::NotAccessible) => "NOT_ACCESSIBLE",
+        Err(Refusal::AlreadyLocked) => "DEVICE_ALREADY_LOCKED",
+        Err(Refusal::NotSupported) => "DEVICE_NOT_SUPPORTED",
+    };
+    Ok(Reply::json(&serde_json::json!({
+        "serial_number": req.device,
+        "response_status": status,
+    })))
+}
+
+#[derive(Serialize)]
+struct AssignAnswer {
+    profile_uuid: String,
+    devices: BTreeMap<String, &'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
+}
+
+/// Assigns `profile` to each serial: forced results from faults first
+/// (`THROTTLED` is `FAILED` below protocol 9; `retry_after_seconds` only
+/// from 10), else `SUCCESS` or `NOT_ACCESSIBLE`.
+fn assign_each(ctx: &mut Ctx<'_>, profile: u32, uuid: &str, serials: &[String]) -> AssignAnswer {
+    let mut answer = AssignAnswer {
+        profile_uuid: uuid.to_owned(),
+        devices: BTreeMap::new(),
+        retry_after_seconds: None,
+    };
+    for serial in serials {
+        let result = match ctx.st.faults.take_assign(serial) {
+            Some((AssignOutcome::Throttled, retry)) if ctx.protocol >= 9 => {
+                if ctx.protocol >= 10
+                    && let Some(r) = retry
+                {
+                    answer.retry_after_seconds =
+                        Some(answer.retry_after_seconds.map_or(r, |a| a.max(r)));
+                }
+                "THROTTLED"
+            }
+            Some(_) => "FAILED",
+            None => status_of(ctx.st.population.assign(serial, profile, ctx.now)),
+        };
+        answer.devices.insert(serial.clone(), result);
+    }
+    answer
+}
+
+fn define_profile(mut ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    let mut profile: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|_| bad("MALFORMED_REQUEST_BODY"))?;
+    let nonempty = |p: &serde_json::Map<_, serde_json::Value>, key: &str| {
+        p.get(key)
+            .and_then(|v| v.as_str())
+            .is_some_and(|s| !s.trim().is_empty())
+    };
+    if !nonempty(&profile, "profile_name") {
+        return Err(bad("CONFIG_NAME_REQUIRED"));
+    }
+    if !nonempty(&profile, "url") {
+        return Err(bad("CONFIG_URL_REQUIRED"));
+    }
+    let flags = [
+        "allow_pairing",
+        "is_supervised",
+        "is_multi_user",
+        "is_mandatory",
+        "await_device_configured",
+        "is_mdm_removable",
+        "auto_advance_setup",
+    ];
+    if flags
+        .iter()
+        .any(|f| profile.get(*f).is_some_and(|v| !v.is_boolean()))
+    {
+        return Err(bad("FLAGS_INVALID"));
+    }
+    let serials: Vec<String> = match profile.remove("devices") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v).map_err(|_| bad("MALFORMED_REQUEST_BODY"))?,
+    };
+    if serials.len() > MAX_SERIALS {
+        return Err(bad("DEVICE_ID_LIMIT_EXCEEDED"));
+    }
+    let id = ctx.st.population.define_profile(profile);
+    let uuid = ctx
+        .st
+        .population
+        .profile_uuid(id)
+        .unwrap_or_default()
+        .to_owned();
+    let answer = assign_each(&mut ctx, id, &uuid, &serials);
+    Ok(Reply::json(&answer))
+}
+
+#[derive(Debug, Deserialize)]
+struct ProfileQuery {
+    profile_uuid: Option<String>,
+}
+
+fn get_profile(ctx: Ctx<'_>, query: &str) -> Answer {
+    let q = web::Query::<ProfileQuery>::from_query(query).map_err(|_| bad("MALFORMED_REQUEST"))?;
+    let uuid = q
+        .profile_uuid
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| bad("PROFILE_UUID_REQUIRED"))?;
+    let profile = ctx
+        .st
+        .population
+        .profile(uuid)
+        .ok_or_else(|| Reply::code(404, "NOT_FOUND"))?;
+    Ok(Reply::json(&profile.body))
+}
+
+fn assign(mut ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    let req: SerialsBody = parse(body)?;
+    let uuid = req
+        .profile_uuid
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| bad("PROFILE_UUID_REQUIRED"))?;
+    let list = serials(&req)?;
+    let id = ctx
+        .st
+        .population
+        .profile_id(uuid)
+        .ok_or_else(|| bad("PROFILE_NOT_FOUND"))?;
+    let answer = assign_each(&mut ctx, id, uuid, list);
+    Ok(Reply::json(&answer))
+}
+
+fn remove_profile(ctx: Ctx<'_>, body: &[u8]) -> Answer {
+    let req: SerialsBody = parse(body)?;
+    let devices: BTreeMap<&str, &str> = serials(&req)?
+        .iter()
+        .map(|s| {
+            (
+                s.as_str(),
+                status_of(ctx.st.population.remove_profile(s, ctx.now)),
+            )
+        })
+        .collect();
+    Ok(Reply::json(&serde_json::json!({ "devices": devices })))
+}
+
+fn beta_tokens(ctx: Ctx<'_>) -> Reply {
+    if ctx.st.faults.beta_enrollment_off() {
+        return Reply::code(403, "APPLE_SEED_FOR_IT_TURNED_OFF");
+    }
+    Reply::raw_json(ctx.sh.beta_json.clone())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AdeBody {
+    mdm_service_discovery_url: String,
+}
+
+fn ade_profile(ctx: Ctx<'_>, method: &str, body: &[u8]) -> Answer {
+    match method {
+        "POST" => {
+            let req: AdeBody = parse(body)?;
+            if req.mdm_service_discovery_url.trim().is_empty() {
+                return Err(bad("MDM_SERVICE_DISCOVERY_URL_REQUIRED"));
+            }
+            ctx.st.ade_url = Some(req.mdm_service_discovery_url.clone());
+            Ok(Reply::json(&serde_json::json!({
+                "mdm_service_discovery_url": req.mdm_service_discovery_url
+            })))
+        }
+        "DELETE" => {
+            ctx.st.ade_url = None;
+            Ok(Reply::json(&serde_json::json!({})))
+        }
+        _ => Ok(match &ctx.st.ade_url {
+            Some(url) => Reply::json(&serde_json::json!({ "mdm_service_discovery_url": url })),
+            None => Reply::json(&serde_json::json!({})),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_limits() {
+        assert_eq!(page_limit(None), 100);
+        assert_eq!(page_limit(Some(0)), 100);
+        assert_eq!(page_limit(Some(-5)), 100);
+        assert_eq!(page_limit(Some(250)), 250);
+        assert_eq!(page_limit(Some(5000)), 1000);
+    }
+}
