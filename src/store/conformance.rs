@@ -2,6 +2,8 @@
 //! the same checks, so code above the engine cannot tell them apart.
 
 use super::*;
+use crate::dep::wire::Device;
+use std::collections::BTreeMap;
 
 fn put(k: &str, v: &str) -> Write {
     Write::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
@@ -154,6 +156,518 @@ fn corrupt_record_is_reported(e: Arc<dyn Engine>) {
     );
 }
 
+/// An engine wrapper that counts commits and can be told to fail them, to
+/// prove a page is one batch and that a failed batch leaves nothing.
+struct Flaky {
+    inner: Arc<dyn Engine>,
+    commits: std::sync::atomic::AtomicUsize,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl Engine for Flaky {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan(prefix, after, limit)
+    }
+    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Engine("injected failure".into()));
+        }
+        self.inner.commit(writes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+const T: i64 = 1_700_000_000;
+
+fn device(serial: &str, op: &str, date: Option<&str>, status: &str, uuid: &str) -> Device {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Device {
+        serial_number: serial.into(),
+        op_type: some(op),
+        op_date: date.map(Into::into),
+        profile_status: some(status),
+        profile_uuid: some(uuid),
+        ..Default::default()
+    }
+}
+
+fn sync_at(cursor: &str) -> StoredSync {
+    StoredSync {
+        phase: SyncPhase::Sync,
+        cursor: Some(cursor.into()),
+        cursor_unix: Some(T),
+        last_cycle: None,
+    }
+}
+
+fn apply(
+    store: &Store,
+    name: &DepName,
+    devices: &[Device],
+    fetched_until: Option<&str>,
+    cursor: &str,
+    now: i64,
+) -> PageSummary {
+    store
+        .apply_page(
+            name,
+            PageApply {
+                devices,
+                fetched_until,
+                sync: &sync_at(cursor),
+                outbox: None,
+                assignments: BTreeMap::new(),
+                now_unix: now,
+            },
+        )
+        .expect("apply page")
+}
+
+fn pending(now: i64) -> StoredAssignment {
+    StoredAssignment {
+        profile_uuid: "P".into(),
+        result: AssignResult::Pending,
+        attempts: 0,
+        failures: 0,
+        last_attempt_unix: None,
+        next_retry_unix: Some(now),
+        gave_up: false,
+    }
+}
+
+fn page_upserts_by_op_date(e: Arc<dyn Engine>) {
+    let store = Store::new(e);
+    let acme = DepName::parse("acme").expect("name");
+    let ac = DepName::parse("ac").expect("name");
+    let mut first = device("A", "", None, "empty", "");
+    first
+        .extra
+        .insert("future_key".into(), serde_json::json!({"kept": true}));
+    let s = apply(
+        &store,
+        &acme,
+        &[
+            first,
+            device("B", "", None, "assigned", "P"),
+            device("", "added", None, "", ""),
+        ],
+        Some("2023-11-14T22:00:00Z"),
+        "c1",
+        T,
+    );
+    assert_eq!((s.upserted, s.stale, s.deleted, s.ignored), (2, 0, 0, 1));
+    let a = store.device(&acme, "A").expect("get").expect("stored");
+    assert_eq!(
+        a.op_date_unix,
+        Some(1_699_999_200),
+        "fetched_until dates a fetch"
+    );
+    assert_eq!(a.first_seen_unix, T);
+    let json: serde_json::Value = serde_json::from_str(&a.json).expect("json");
+    assert_eq!(json["future_key"]["kept"], true);
+    assert_eq!(
+        store.load_name(&acme).expect("load").sync,
+        Some(sync_at("c1"))
+    );
+    assert_eq!(
+        store.device(&ac, "A").expect("get"),
+        None,
+        "names are apart"
+    );
+
+    // A newer event replaces, an older one does not, equal dates apply in
+    // page order; within one page the last newer event wins.
+    let s = apply(
+        &store,
+        &acme,
+        &[
+            device(
+                "A",
+                "modified",
+                Some("2023-11-14T23:00:00Z"),
+                "assigned",
+                "P",
+            ),
+            device("A", "modified", Some("2023-11-14T22:30:00Z"), "removed", ""),
+            device("B", "modified", Some("2023-11-14T21:00:00Z"), "removed", ""),
+            device("A", "modified", Some("2023-11-14T23:00:00Z"), "pushed", "P"),
+        ],
+        None,
+        "c2",
+        T + 10,
+    );
+    assert_eq!((s.upserted, s.stale), (2, 2));
+    let a = store.device(&acme, "A").expect("get").expect("stored");
+    assert_eq!(
+        (
+            a.profile_status.as_str(),
+            a.op_type.as_str(),
+            a.first_seen_unix,
+            a.last_event_unix
+        ),
+        ("pushed", "modified", T, T + 10)
+    );
+    let b = store.device(&acme, "B").expect("get").expect("stored");
+    assert_eq!(
+        (b.profile_status.as_str(), b.last_event_unix),
+        ("assigned", T)
+    );
+
+    // Deleted marks the record; a later add revives it.
+    let s = apply(
+        &store,
+        &acme,
+        &[device("B", "deleted", Some("2023-11-15T00:00:00Z"), "", "")],
+        None,
+        "c3",
+        T + 20,
+    );
+    assert_eq!(s.deleted, 1);
+    let b = store.device(&acme, "B").expect("get").expect("kept");
+    assert!(b.deleted);
+    assert_eq!(b.op_type, "deleted");
+    assert_eq!(b.first_seen_unix, T);
+    apply(
+        &store,
+        &acme,
+        &[device("B", "added", Some("2023-11-16T00:00:00Z"), "", "")],
+        None,
+        "c4",
+        T + 30,
+    );
+    assert!(
+        !store
+            .device(&acme, "B")
+            .expect("get")
+            .expect("kept")
+            .deleted
+    );
+}
+
+fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
+    use std::sync::atomic::Ordering;
+    let flaky = Arc::new(Flaky {
+        inner,
+        commits: Default::default(),
+        fail: Default::default(),
+    });
+    let store = Store::new(flaky.clone());
+    let acme = DepName::parse("acme").expect("name");
+    let page_apply = |cursor: &'static str, devices: &'static [&'static str]| {
+        let devices: Vec<Device> = devices
+            .iter()
+            .map(|s| device(s, "added", None, "", ""))
+            .collect();
+        let sync = sync_at(cursor);
+        let assignments = devices
+            .iter()
+            .map(|d| (d.serial_number.clone(), pending(T)))
+            .collect();
+        store.apply_page(
+            &acme,
+            PageApply {
+                devices: &devices,
+                fetched_until: None,
+                sync: &sync,
+                outbox: Some(OutboxEntry {
+                    event_id: format!("e-{cursor}"),
+                    topic: "dep.SyncDevices".into(),
+                    body: format!("{{\"cursor\":\"{cursor}\"}}"),
+                }),
+                assignments,
+                now_unix: T,
+            },
+        )
+    };
+    let s = page_apply("c1", &["A", "B"]).expect("apply");
+    assert_eq!(
+        flaky.commits.load(Ordering::SeqCst),
+        1,
+        "one batch per page"
+    );
+    assert_eq!((s.upserted, s.assignments, s.outbox_seq), (2, 2, Some(0)));
+
+    flaky.fail.store(true, Ordering::SeqCst);
+    assert!(page_apply("c2", &["C"]).is_err());
+    flaky.fail.store(false, Ordering::SeqCst);
+    assert_eq!(store.device(&acme, "C").expect("get"), None);
+    assert_eq!(store.assignment(&acme, "C").expect("get"), None);
+    assert_eq!(
+        store.load_name(&acme).expect("load").sync,
+        Some(sync_at("c1"))
+    );
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 1);
+    assert_eq!(store.due_assignments(&acme, T, 10).expect("due").len(), 2);
+
+    let s = page_apply("c3", &["C"]).expect("apply");
+    assert_eq!(
+        s.outbox_seq,
+        Some(1),
+        "a failed page used no sequence number"
+    );
+}
+
+fn inventory_query_and_counts(e: Arc<dyn Engine>) {
+    let store = Store::new(e);
+    let acme = DepName::parse("acme").expect("name");
+    let devices: Vec<Device> = (0..25)
+        .map(|i| {
+            let (op, status, uuid) = match i % 3 {
+                0 => ("added", "empty", ""),
+                1 => ("modified", "assigned", "P"),
+                _ => ("deleted", "", ""),
+            };
+            device(&format!("S{i:02}"), op, None, status, uuid)
+        })
+        .collect();
+    apply(&store, &acme, &devices, None, "c", T);
+    let q = |query: DeviceQuery| store.query_devices(&acme, &query).expect("query");
+    let all = q(DeviceQuery {
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(all.total, 25);
+    let serials: Vec<&str> = all.devices.iter().map(|d| d.serial.as_str()).collect();
+    assert_eq!(serials[..3], ["S00", "S01", "S02"]);
+    assert_eq!(serials.len(), 10);
+    let last = q(DeviceQuery {
+        offset: 20,
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!((last.total, last.devices.len()), (25, 5));
+    assert_eq!(last.devices[0].serial, "S20");
+    let modified = q(DeviceQuery {
+        op_type: Some("modified".into()),
+        offset: 2,
+        limit: 3,
+        ..Default::default()
+    });
+    assert_eq!(modified.total, 8);
+    let serials: Vec<&str> = modified.devices.iter().map(|d| d.serial.as_str()).collect();
+    assert_eq!(serials, ["S07", "S10", "S13"]);
+    let by_profile = q(DeviceQuery {
+        profile_uuid: Some("P".into()),
+        profile_status: Some("assigned".into()),
+        limit: 100,
+        ..Default::default()
+    });
+    assert_eq!(by_profile.total, 8);
+    let one = q(DeviceQuery {
+        serial: Some("S03".into()),
+        limit: 1,
+        ..Default::default()
+    });
+    assert_eq!((one.total, one.devices[0].serial.as_str()), (1, "S03"));
+    let miss = q(DeviceQuery {
+        serial: Some("S03".into()),
+        op_type: Some("deleted".into()),
+        limit: 1,
+        ..Default::default()
+    });
+    assert_eq!((miss.total, miss.devices.len()), (0, 0));
+    let none = q(DeviceQuery {
+        serial: Some("NOPE".into()),
+        limit: 1,
+        ..Default::default()
+    });
+    assert_eq!(none.total, 0);
+    assert_eq!(q(DeviceQuery::default()).total, 25, "limit 0 still counts");
+
+    let c = store.device_counts(&acme).expect("counts");
+    assert_eq!((c.total, c.deleted), (25, 8));
+    assert_eq!(c.by_op_type.get("added"), Some(&9));
+    assert_eq!(c.by_op_type.get("deleted"), Some(&8));
+    assert_eq!(c.by_profile_status.get("assigned"), Some(&8));
+    assert_eq!(c.by_profile_status.get("empty"), Some(&9));
+    assert_eq!(
+        c.by_profile_status.get("none"),
+        None,
+        "deleted devices not counted"
+    );
+    let beta = DepName::parse("beta").expect("name");
+    assert_eq!(
+        store.device_counts(&beta).expect("counts"),
+        DeviceCounts::default()
+    );
+}
+
+fn outbox_in_order(e: Arc<dyn Engine>) {
+    let store = Store::new(e);
+    let acme = DepName::parse("acme").expect("name");
+    let beta = DepName::parse("beta").expect("name");
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 0);
+    // More than 256 entries: big-endian keys keep numeric order.
+    for i in 0..300u64 {
+        let s = store
+            .apply_page(
+                &acme,
+                PageApply {
+                    devices: &[],
+                    fetched_until: None,
+                    sync: &sync_at("c"),
+                    outbox: Some(OutboxEntry {
+                        event_id: format!("e{i}"),
+                        topic: "dep.SyncDevices".into(),
+                        body: format!("{i}"),
+                    }),
+                    assignments: BTreeMap::new(),
+                    now_unix: T + i as i64,
+                },
+            )
+            .expect("apply");
+        assert_eq!(s.outbox_seq, Some(i));
+    }
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 300);
+    assert_eq!(store.outbox_backlog(&beta).expect("backlog"), 0);
+    let head = store.outbox_peek(&acme, 3).expect("peek");
+    let ids: Vec<(u64, &str)> = head
+        .iter()
+        .map(|(s, e)| (*s, e.event_id.as_str()))
+        .collect();
+    assert_eq!(ids, [(0, "e0"), (1, "e1"), (2, "e2")]);
+    assert_eq!(head[2].1.created_unix, T + 2);
+    store.outbox_remove(&acme, &[0, 1]).expect("remove");
+    store.outbox_remove(&acme, &[]).expect("nothing");
+    assert_eq!(store.outbox_peek(&acme, 1).expect("peek")[0].0, 2);
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 298);
+    let seqs: Vec<u64> = (2..300).collect();
+    store.outbox_remove(&acme, &seqs).expect("remove");
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 0);
+    // Numbers keep growing after the outbox emptied.
+    let s = store
+        .apply_page(
+            &acme,
+            PageApply {
+                devices: &[],
+                fetched_until: None,
+                sync: &sync_at("c"),
+                outbox: Some(OutboxEntry {
+                    event_id: "next".into(),
+                    topic: "dep.SyncDevices".into(),
+                    body: String::new(),
+                }),
+                assignments: BTreeMap::new(),
+                now_unix: T,
+            },
+        )
+        .expect("apply");
+    assert_eq!(s.outbox_seq, Some(300));
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 1);
+}
+
+fn assignments_and_due_index(e: Arc<dyn Engine>) {
+    let store = Store::new(e);
+    let acme = DepName::parse("acme").expect("name");
+    let mut records = BTreeMap::new();
+    records.insert("LATE".to_string(), pending(T + 500));
+    records.insert("NOW".to_string(), pending(T));
+    records.insert(
+        "DONE".to_string(),
+        StoredAssignment {
+            result: AssignResult::Success,
+            attempts: 1,
+            next_retry_unix: None,
+            ..pending(T)
+        },
+    );
+    records.insert(
+        "GAVEUP".to_string(),
+        StoredAssignment {
+            result: AssignResult::Failed,
+            failures: 3,
+            gave_up: true,
+            next_retry_unix: None,
+            ..pending(T)
+        },
+    );
+    records.insert("EARLY".to_string(), pending(T - 100));
+    store.put_assignments(&acme, &records).expect("put");
+    let due = |now| -> Vec<String> {
+        store
+            .due_assignments(&acme, now, 100)
+            .expect("due")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    };
+    assert_eq!(due(T), ["EARLY", "NOW"], "earliest first, future excluded");
+    assert_eq!(due(T + 500), ["EARLY", "NOW", "LATE"]);
+    assert_eq!(
+        store.due_assignments(&acme, T + 500, 2).expect("due").len(),
+        2
+    );
+    // Rescheduling moves the index entry: no stale duplicate.
+    let moved = BTreeMap::from([(
+        "EARLY".to_string(),
+        StoredAssignment {
+            result: AssignResult::Failed,
+            failures: 1,
+            next_retry_unix: Some(T + 3600),
+            ..pending(T)
+        },
+    )]);
+    store.put_assignments(&acme, &moved).expect("put");
+    assert_eq!(due(T + 500), ["NOW", "LATE"]);
+    assert_eq!(due(T + 3600), ["NOW", "LATE", "EARLY"]);
+    assert_eq!(
+        store
+            .assignment(&acme, "EARLY")
+            .expect("get")
+            .map(|a| a.failures),
+        Some(1)
+    );
+    let got = store.assignments(&acme, ["NOW", "MISSING"]).expect("get");
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["NOW"]);
+    let listed = store
+        .scan_assignments(&acme, Some("EARLY"), 2)
+        .expect("scan");
+    let serials: Vec<&str> = listed.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(serials, ["GAVEUP", "LATE"]);
+    let c = store.assignment_counts(&acme, T).expect("counts");
+    assert_eq!(c.by_result.get("PENDING"), Some(&2));
+    assert_eq!(c.by_result.get("FAILED"), Some(&2));
+    assert_eq!(c.by_result.get("SUCCESS"), Some(&1));
+    assert_eq!((c.cooling_down, c.gave_up), (2, 1));
+}
+
+fn removals_window(e: Arc<dyn Engine>) {
+    let store = Store::new(e);
+    let acme = DepName::parse("acme").expect("name");
+    store
+        .record_removals(&acme, ["A", "B", ""], T)
+        .expect("record");
+    store
+        .record_removals(&acme, ["C"], T + 100)
+        .expect("record");
+    store.record_removals(&acme, [], T).expect("nothing");
+    let got = store.removals(&acme, ["A", "C", "X"]).expect("get");
+    assert_eq!(
+        got,
+        BTreeMap::from([("A".to_string(), T), ("C".to_string(), T + 100)])
+    );
+    assert_eq!(store.prune_removals(&acme, T + 50).expect("prune"), 2);
+    assert_eq!(
+        store.removals(&acme, ["A", "B", "C"]).expect("get").len(),
+        1
+    );
+    // Collections stay out of the names' prefix: load_all sees only acme's
+    // fields (none here), not its devices or removals.
+    assert!(store.load_all().expect("load_all").is_empty());
+}
+
 fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     get_put_delete(make().as_ref());
     batch_applies_in_order(make().as_ref());
@@ -161,6 +675,12 @@ fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     binary_keys_and_values(make().as_ref());
     typed_store(make());
     corrupt_record_is_reported(make());
+    page_upserts_by_op_date(make());
+    page_is_one_atomic_batch(make());
+    inventory_query_and_counts(make());
+    outbox_in_order(make());
+    assignments_and_due_index(make());
+    removals_window(make());
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! - engine calls block, so async code runs them on the blocking pool
 //!   ([`Store::blocking`]), never on an actor or request thread.
 
+mod inventory;
 mod memory;
 mod record;
 mod sled_engine;
@@ -17,9 +18,14 @@ mod sled_engine;
 #[cfg(test)]
 mod conformance;
 
+pub use inventory::{
+    AssignmentCounts, DeviceCounts, DeviceList, DeviceQuery, OutboxEntry, PageApply, PageSummary,
+};
 pub use memory::MemoryEngine;
 pub use record::{
-    Record, RecordError, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredTokens,
+    AssignResult, CycleOutcome, Record, RecordError, StoredAssigner, StoredAssignment,
+    StoredConfig, StoredCycle, StoredDevice, StoredMeta, StoredOutboxEntry, StoredPki, StoredSync,
+    StoredTokens, SyncPhase,
 };
 pub use sled_engine::SledEngine;
 
@@ -75,7 +81,9 @@ pub trait Engine: Send + Sync + 'static {
 
 /// Fields stored per DEP name. The key of a field is
 /// `n/<name>\0<field>`: names cannot contain NUL (see [`DepName`]), so one
-/// prefix scan reads exactly one name.
+/// prefix scan reads exactly one name. The inventory, assignment records,
+/// webhook outbox and removals are many records per name and live under
+/// other prefixes (`inventory.rs`), so [`Store::load_all`] stays small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Meta,
@@ -84,16 +92,18 @@ pub enum Field {
     PkiCurrent,
     Config,
     Assigner,
+    Sync,
 }
 
 impl Field {
-    const ALL: [Field; 6] = [
+    const ALL: [Field; 7] = [
         Field::Meta,
         Field::Tokens,
         Field::PkiStaging,
         Field::PkiCurrent,
         Field::Config,
         Field::Assigner,
+        Field::Sync,
     ];
 
     fn as_str(self) -> &'static str {
@@ -104,6 +114,7 @@ impl Field {
             Field::PkiCurrent => "pki.current",
             Field::Config => "config",
             Field::Assigner => "assigner",
+            Field::Sync => "sync",
         }
     }
 
@@ -136,6 +147,7 @@ pub struct NameData {
     pub pki_current: Option<StoredPki>,
     pub config: Option<StoredConfig>,
     pub assigner: Option<StoredAssigner>,
+    pub sync: Option<StoredSync>,
 }
 
 /// A set of changes to one name's fields, committed atomically.
@@ -267,6 +279,7 @@ fn set_field(
         Field::PkiCurrent => data.pki_current = Some(record::decode(value).map_err(err)?),
         Field::Config => data.config = Some(record::decode(value).map_err(err)?),
         Field::Assigner => data.assigner = Some(record::decode(value).map_err(err)?),
+        Field::Sync => data.sync = Some(record::decode(value).map_err(err)?),
     }
     Ok(())
 }

@@ -138,6 +138,165 @@ impl Record for StoredAssigner {
     const VERSION: u8 = 1;
 }
 
+/// Which request a name's sync loop makes next: `/server/devices` (fetch)
+/// or `/devices/sync`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SyncPhase {
+    #[default]
+    Fetch,
+    Sync,
+}
+
+/// How a sync cycle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CycleOutcome {
+    /// Apple said `more_to_follow: false`.
+    Complete,
+    /// Apple handed back a cursor it had already given in this cycle while
+    /// saying there was more: stopped instead of looping.
+    RepeatedCursor,
+    Failed,
+}
+
+/// The last finished sync cycle, for status and metrics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredCycle {
+    pub started_unix: i64,
+    pub ended_unix: i64,
+    pub outcome: CycleOutcome,
+    pub error: Option<String>,
+    pub pages: u64,
+    /// Devices by `op_type` (`none` for devices without one, as on fetch).
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// A name's sync position: phase and cursor survive restarts, so a
+/// restarted daemon continues where it stopped instead of fetching again.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSync {
+    pub phase: SyncPhase,
+    pub cursor: Option<String>,
+    /// When Apple handed out `cursor` (Apple expires cursors after 7 days).
+    pub cursor_unix: Option<i64>,
+    pub last_cycle: Option<StoredCycle>,
+}
+
+impl Record for StoredSync {
+    const VERSION: u8 = 1;
+}
+
+/// One device of the inventory: the latest event Apple sent for its serial,
+/// as sent (JSON text, unknown keys included), plus depd's own fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredDevice {
+    pub serial: String,
+    /// The device object exactly as Apple sent it, as JSON text.
+    pub json: String,
+    /// `added`, `modified`, `deleted`, or empty (fetch).
+    pub op_type: String,
+    /// The event's `op_date`, else the page's `fetched_until`: the moment
+    /// this description was true, used to refuse stale events.
+    pub op_date_unix: Option<i64>,
+    pub profile_status: String,
+    pub profile_uuid: String,
+    pub first_seen_unix: i64,
+    pub last_event_unix: i64,
+    /// Apple reported the device deleted; the record stays for history.
+    pub deleted: bool,
+}
+
+impl Record for StoredDevice {
+    const VERSION: u8 = 1;
+}
+
+/// The result of the last assignment attempt of a serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AssignResult {
+    /// Queued, not tried yet (or to be tried again).
+    Pending,
+    Success,
+    NotAccessible,
+    Failed,
+    Throttled,
+}
+
+impl AssignResult {
+    /// The name Apple (and depd's API) uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignResult::Pending => "PENDING",
+            AssignResult::Success => "SUCCESS",
+            AssignResult::NotAccessible => "NOT_ACCESSIBLE",
+            AssignResult::Failed => "FAILED",
+            AssignResult::Throttled => "THROTTLED",
+        }
+    }
+}
+
+/// A serial's assignment state. `next_retry_unix` is set while work is due
+/// (now or later) and `None` when nothing more will be tried.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAssignment {
+    pub profile_uuid: String,
+    pub result: AssignResult,
+    /// Assignment calls made for this serial since it was queued.
+    pub attempts: u32,
+    /// Of those, answered `FAILED` (what the retry limit counts).
+    pub failures: u32,
+    pub last_attempt_unix: Option<i64>,
+    pub next_retry_unix: Option<i64>,
+    /// `FAILED` too often: no more automatic attempts (shown in status).
+    pub gave_up: bool,
+}
+
+impl Record for StoredAssignment {
+    const VERSION: u8 = 1;
+}
+
+/// One webhook event waiting for delivery: the body is built when the page
+/// is applied, so every retry sends the same bytes and `event_id`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredOutboxEntry {
+    pub event_id: String,
+    pub topic: String,
+    pub created_unix: i64,
+    pub body: String,
+}
+
+impl Record for StoredOutboxEntry {
+    const VERSION: u8 = 1;
+}
+
+/// A profile removal made through depd (its proxy or API), so the assigner
+/// does not undo it when Apple reports the device `removed`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRemoval {
+    pub removed_unix: i64,
+}
+
+impl Record for StoredRemoval {
+    const VERSION: u8 = 1;
+}
+
+/// The next outbox sequence number of a name (outbox keys must keep
+/// growing even after every entry was delivered and deleted).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredOutboxSeq {
+    pub next: u64,
+}
+
+impl Record for StoredOutboxSeq {
+    const VERSION: u8 = 1;
+}
+
+/// The value of a due-index key: the key itself says everything.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredDueMark;
+
+impl Record for StoredDueMark {
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,223 @@
+//! How long to wait: between regular cycles (the interval, jittered so that
+//! thousands of names do not fire together) and after a failure (exponential
+//! with jitter, never earlier than Apple's `Retry-After`, slow when the
+//! problem needs a person: unsigned terms, a rejected token).
+//!
+//! Randomness is injected ([`Jitter`]) so tests are deterministic.
+
+use crate::dep::DepError;
+use std::time::Duration;
+
+/// A source of uniform numbers in `[0, 1)`.
+pub trait Jitter {
+    fn unit(&mut self) -> f64;
+}
+
+impl<F: FnMut() -> f64> Jitter for F {
+    fn unit(&mut self) -> f64 {
+        self()
+    }
+}
+
+/// Jitter from the operating system's random generator (through openssl),
+/// for the daemon. Should the generator fail, no jitter is applied.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsJitter;
+
+impl Jitter for OsJitter {
+    fn unit(&mut self) -> f64 {
+        let mut bytes = [0u8; 8];
+        if openssl::rand::rand_bytes(&mut bytes).is_err() {
+            return 0.5;
+        }
+        // 53 random bits: exactly representable, uniform in [0, 1).
+        (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `base` moved by up to ±`fraction` of itself. Out-of-range random values
+/// are clamped, so a bad generator cannot produce a negative wait.
+pub fn jittered(base: Duration, fraction: f64, rng: &mut dyn Jitter) -> Duration {
+    let fraction = fraction.clamp(0.0, 1.0);
+    let u = rng.unit().clamp(0.0, 1.0);
+    base.mul_f64(1.0 + fraction * (2.0 * u - 1.0))
+}
+
+/// The wait before a name's next regular cycle.
+pub fn next_cycle(interval: Duration, fraction: f64, rng: &mut dyn Jitter) -> Duration {
+    jittered(interval, fraction, rng)
+}
+
+/// `first` doubled for each failure after the first, capped at `max`,
+/// jittered (never beyond `max`).
+pub fn exponential(
+    first: Duration,
+    max: Duration,
+    failures: u32,
+    fraction: f64,
+    rng: &mut dyn Jitter,
+) -> Duration {
+    let doublings = failures.saturating_sub(1).min(30);
+    let wait = first.saturating_mul(1u32 << doublings).min(max);
+    jittered(wait, fraction, rng).min(max)
+}
+
+/// Retry policy after failed cycles (and failed assignment calls).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// The wait after the first failure; doubled after each further one.
+    pub first: Duration,
+    /// The longest exponential wait.
+    pub max: Duration,
+    /// The wait while Apple refuses the name for a reason only a person can
+    /// fix (terms not accepted, token rejected or missing).
+    pub slow: Duration,
+    /// The longest `Retry-After` obeyed: a broken header cannot park a name
+    /// for months.
+    pub max_retry_after: Duration,
+    /// Jitter as a fraction of the wait (0.1 = ±10 %).
+    pub jitter: f64,
+}
+
+impl Backoff {
+    /// The wait after the `failures`-th consecutive failure (1 for the
+    /// first), caused by `error`.
+    ///
+    /// - terms not signed, token rejected or no token: `slow`, jittered;
+    /// - otherwise exponential from `first`, capped at `max`, jittered;
+    /// - with `Retry-After`: the larger of Apple's wait (capped at
+    ///   `max_retry_after`) and the exponential one, so no request goes out
+    ///   before Apple's deadline, and a server that keeps saying
+    ///   "retry after 0" still gets backed off from.
+    pub fn after_failure(&self, failures: u32, error: &DepError, rng: &mut dyn Jitter) -> Duration {
+        if needs_a_person(error) {
+            return jittered(self.slow, self.jitter, rng);
+        }
+        let exponential = exponential(self.first, self.max, failures, self.jitter, rng);
+        match error.retry_after() {
+            Some(asked) => asked.min(self.max_retry_after).max(exponential),
+            None => exponential,
+        }
+    }
+}
+
+/// Whether only a person can end the error (in Apple's portal or by
+/// uploading a token): retrying fast would only hammer Apple.
+pub fn needs_a_person(error: &DepError) -> bool {
+    matches!(
+        error,
+        DepError::TermsNotSigned | DepError::TokenRejected { .. } | DepError::NoCredentials
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(u: f64) -> impl FnMut() -> f64 {
+        move || u
+    }
+
+    fn policy() -> Backoff {
+        Backoff {
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(1800),
+            slow: Duration::from_secs(3600),
+            max_retry_after: Duration::from_secs(86_400),
+            jitter: 0.1,
+        }
+    }
+
+    #[test]
+    fn jitter_spans_plus_minus_the_fraction() {
+        let base = Duration::from_secs(1800);
+        assert_eq!(
+            jittered(base, 0.1, &mut fixed(0.0)),
+            Duration::from_secs(1620)
+        );
+        assert_eq!(jittered(base, 0.1, &mut fixed(0.5)), base);
+        assert_eq!(
+            jittered(base, 0.1, &mut fixed(1.0)),
+            Duration::from_secs(1980)
+        );
+        assert_eq!(
+            jittered(base, 0.1, &mut fixed(-5.0)),
+            Duration::from_secs(1620)
+        );
+        assert_eq!(jittered(base, 7.0, &mut fixed(0.0)), Duration::ZERO);
+        assert_eq!(next_cycle(base, 0.0, &mut fixed(0.9)), base);
+    }
+
+    #[test]
+    fn exponential_then_capped() {
+        let p = policy();
+        let err = DepError::Timeout;
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| p.after_failure(n, &err, &mut fixed(0.5)).as_secs())
+            .collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1800, 1800]);
+        // Jitter never pushes past the cap, and huge counts do not overflow.
+        assert_eq!(
+            p.after_failure(u32::MAX, &err, &mut fixed(1.0)).as_secs(),
+            1800
+        );
+        assert_eq!(p.after_failure(1, &err, &mut fixed(0.0)).as_secs(), 27);
+        assert_eq!(p.after_failure(0, &err, &mut fixed(0.5)).as_secs(), 30);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_with_a_cap() {
+        let p = policy();
+        let throttled = |secs| DepError::Throttled {
+            status: 503,
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert_eq!(
+            p.after_failure(1, &throttled(600), &mut fixed(1.0))
+                .as_secs(),
+            600
+        );
+        assert_eq!(
+            p.after_failure(5, &throttled(0), &mut fixed(0.5)).as_secs(),
+            480
+        );
+        assert_eq!(
+            p.after_failure(1, &throttled(10_000_000), &mut fixed(0.5))
+                .as_secs(),
+            86_400
+        );
+        let upstream = DepError::Upstream {
+            status: 500,
+            code: "x".into(),
+            retry_after: Some(Duration::from_secs(90)),
+        };
+        assert_eq!(p.after_failure(1, &upstream, &mut fixed(0.5)).as_secs(), 90);
+    }
+
+    #[test]
+    fn problems_for_a_person_retry_slowly() {
+        let p = policy();
+        for err in [
+            DepError::TermsNotSigned,
+            DepError::TokenRejected {
+                status: 403,
+                code: "token_rejected".into(),
+            },
+            DepError::NoCredentials,
+        ] {
+            assert!(needs_a_person(&err));
+            assert_eq!(p.after_failure(1, &err, &mut fixed(0.5)).as_secs(), 3600);
+            assert_eq!(p.after_failure(9, &err, &mut fixed(0.0)).as_secs(), 3240);
+        }
+        assert!(!needs_a_person(&DepError::Timeout));
+    }
+
+    #[test]
+    fn os_jitter_is_a_unit_interval() {
+        let mut j = OsJitter;
+        for _ in 0..100 {
+            let u = j.unit();
+            assert!((0.0..1.0).contains(&u), "{u}");
+        }
+    }
+}

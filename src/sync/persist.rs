@@ -1,0 +1,325 @@
+//! The storage side of the sync loop: what a page, an assignment answer and
+//! an assigner profile change write, combining the assigner's rules with
+//! the store. These calls block: the name's actor (the only writer of its
+//! name's records, so reading and then committing cannot race) runs them
+//! on the blocking pool with `Store::blocking`.
+
+use super::assigner::{self, AssignPolicy};
+use crate::dep::DepError;
+use crate::dep::wire::{AssignResponse, DevicePage};
+use crate::name::DepName;
+use crate::store::{
+    OutboxEntry, PageApply, PageSummary, Store, StoreError, StoredAssignment, StoredSync, SyncPhase,
+};
+use std::collections::BTreeMap;
+
+/// What applying a page needs besides the page.
+#[derive(Debug)]
+pub struct PageInput<'a> {
+    /// The phase of the request the page answers (`Cycle::pending`).
+    pub phase: SyncPhase,
+    /// The sync state after the page (`step.next.state()`).
+    pub state: &'a StoredSync,
+    /// The name's assigner profile; none or empty: nothing is queued.
+    pub profile: Option<&'a str>,
+    pub policy: &'a AssignPolicy,
+    /// The page's webhook event (`webhook::event`), when URLs are set.
+    pub webhook: Option<OutboxEntry>,
+    pub now_unix: i64,
+}
+
+/// Applies a page in one atomic batch: inventory, assignment work for the
+/// page's candidates, webhook event, sync state.
+pub fn apply_page(
+    store: &Store,
+    name: &DepName,
+    page: &DevicePage,
+    input: PageInput<'_>,
+) -> Result<PageSummary, StoreError> {
+    let mut assignments = BTreeMap::new();
+    if let Some(profile) = input.profile.filter(|p| !p.is_empty()) {
+        let removals = store.removals(name, assigner::removal_checks(&page.devices))?;
+        let candidates = assigner::candidates(
+            &page.devices,
+            input.phase,
+            profile,
+            &removals,
+            input.policy,
+            input.now_unix,
+        );
+        let existing = store.assignments(name, candidates.iter().map(String::as_str))?;
+        for serial in candidates {
+            if let Some(r) = assigner::enqueue(existing.get(&serial), profile, input.now_unix) {
+                assignments.insert(serial, r);
+            }
+        }
+    }
+    store.apply_page(
+        name,
+        PageApply {
+            devices: &page.devices,
+            fetched_until: Some(page.fetched_until.as_str()).filter(|s| !s.is_empty()),
+            sync: input.state,
+            outbox: input.webhook,
+            assignments,
+            now_unix: input.now_unix,
+        },
+    )
+}
+
+/// Records the outcome of one assignment call for `sent` (the answer, or
+/// the error of the whole call) and returns the records written.
+pub fn record_assignment(
+    store: &Store,
+    name: &DepName,
+    profile: &str,
+    sent: &[String],
+    answer: Result<&AssignResponse, &DepError>,
+    policy: &AssignPolicy,
+    now_unix: i64,
+) -> Result<BTreeMap<String, StoredAssignment>, StoreError> {
+    let records = store.assignments(name, sent.iter().map(String::as_str))?;
+    let next = match answer {
+        Ok(response) => {
+            assigner::apply_response(&records, profile, sent, response, policy, now_unix)
+        }
+        Err(error) => assigner::apply_call_error(&records, profile, sent, error, policy, now_unix),
+    };
+    store.put_assignments(name, &next)?;
+    Ok(next)
+}
+
+/// Queues the new assigner profile for the inventory's devices that should
+/// have it ([`assigner::should_get_new_profile`]), `chunk` devices per
+/// commit, without asking Apple. Returns how many were queued. Running it
+/// again is harmless: work already queued for `new` is left as it is.
+pub fn apply_profile_change(
+    store: &Store,
+    name: &DepName,
+    old: Option<&str>,
+    new: &str,
+    policy: &AssignPolicy,
+    now_unix: i64,
+    chunk: usize,
+) -> Result<usize, StoreError> {
+    let mut queued = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let devices = store.scan_devices(name, after.as_deref(), chunk.max(1))?;
+        let Some(last) = devices.last() else { break };
+        after = Some(last.serial.clone());
+        let removals = store.removals(
+            name,
+            devices
+                .iter()
+                .filter(|d| d.profile_status == "removed")
+                .map(|d| d.serial.as_str()),
+        )?;
+        let targets: Vec<&str> = devices
+            .iter()
+            .filter(|d| {
+                let removed_at = removals.get(&d.serial).copied();
+                assigner::should_get_new_profile(d, old, new, removed_at, policy, now_unix)
+            })
+            .map(|d| d.serial.as_str())
+            .collect();
+        let existing = store.assignments(name, targets.iter().copied())?;
+        let records: BTreeMap<String, StoredAssignment> = targets
+            .into_iter()
+            .filter_map(|s| {
+                assigner::enqueue(existing.get(s), new, now_unix).map(|r| (s.to_owned(), r))
+            })
+            .collect();
+        queued += records.len();
+        store.put_assignments(name, &records)?;
+    }
+    Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AssignResult;
+    use crate::sync::assigner::tests::{T, dev, policy};
+    use crate::sync::webhook;
+
+    fn name() -> DepName {
+        DepName::parse("acme").expect("name")
+    }
+
+    fn page(devices: Vec<crate::dep::wire::Device>, cursor: &str) -> DevicePage {
+        DevicePage {
+            cursor: cursor.into(),
+            devices,
+            fetched_until: "2023-11-14T22:13:20Z".into(),
+            more_to_follow: false,
+        }
+    }
+
+    #[test]
+    fn a_page_queues_candidates_and_its_event() {
+        let store = Store::memory();
+        let n = name();
+        let p = policy();
+        store
+            .record_removals(&n, ["MINE"], T - 60)
+            .expect("removal");
+        let pg = page(
+            vec![
+                dev("NEW", "added", "", ""),
+                dev("MINE", "modified", "removed", ""),
+                dev("THEIRS", "modified", "removed", ""),
+                dev("OTHER", "modified", "assigned", "X"),
+            ],
+            "c1",
+        );
+        let state = StoredSync {
+            phase: SyncPhase::Sync,
+            cursor: Some("c1".into()),
+            cursor_unix: Some(T),
+            last_cycle: None,
+        };
+        let at = time::OffsetDateTime::from_unix_timestamp(T).expect("time");
+        let event = webhook::event(&n, SyncPhase::Sync, &pg, "e1".into(), at).expect("event");
+        let summary = apply_page(
+            &store,
+            &n,
+            &pg,
+            PageInput {
+                phase: SyncPhase::Sync,
+                state: &state,
+                profile: Some("P"),
+                policy: &p,
+                webhook: Some(event),
+                now_unix: T,
+            },
+        )
+        .expect("apply");
+        assert_eq!((summary.upserted, summary.assignments), (4, 2));
+        assert_eq!(summary.outbox_seq, Some(0));
+        let due: Vec<String> = store
+            .due_assignments(&n, T, 10)
+            .expect("due")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(due, ["NEW", "THEIRS"]);
+        assert_eq!(store.load_name(&n).expect("load").sync, Some(state));
+        assert_eq!(store.outbox_backlog(&n).expect("backlog"), 1);
+
+        // Without a profile nothing is queued.
+        let n2 = DepName::parse("beta").expect("name");
+        let s = apply_page(
+            &store,
+            &n2,
+            &pg,
+            PageInput {
+                phase: SyncPhase::Sync,
+                state: &StoredSync::default(),
+                profile: None,
+                policy: &p,
+                webhook: None,
+                now_unix: T,
+            },
+        )
+        .expect("apply");
+        assert_eq!((s.assignments, s.outbox_seq), (0, None));
+    }
+
+    #[test]
+    fn assignment_answers_are_recorded_and_reschedule() {
+        let store = Store::memory();
+        let n = name();
+        let p = policy();
+        let queued = BTreeMap::from([
+            (
+                "A".to_string(),
+                assigner::enqueue(None, "P", T).expect("queued"),
+            ),
+            (
+                "B".to_string(),
+                assigner::enqueue(None, "P", T).expect("queued"),
+            ),
+        ]);
+        store.put_assignments(&n, &queued).expect("put");
+        let due = store.due_assignments(&n, T, 1000).expect("due");
+        let batch = assigner::batches(&due, p.batch_size(None));
+        assert_eq!(batch, vec![vec!["A", "B"]]);
+        let answer = AssignResponse {
+            profile_uuid: "P".into(),
+            devices: BTreeMap::from([
+                ("A".to_string(), "SUCCESS".to_string()),
+                ("B".to_string(), "FAILED".to_string()),
+            ]),
+            retry_after_seconds: None,
+        };
+        record_assignment(&store, &n, "P", &batch[0], Ok(&answer), &p, T).expect("record");
+        assert!(store.due_assignments(&n, T, 10).expect("due").is_empty());
+        let later = store.due_assignments(&n, T + 3600, 10).expect("due");
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].0, "B");
+        assert_eq!(later[0].1.result, AssignResult::Failed);
+        let a = store.assignment(&n, "A").expect("get").expect("record");
+        assert_eq!(a.result, AssignResult::Success);
+        // A transient call error leaves the records as they were.
+        let err = DepError::Timeout;
+        let none = record_assignment(&store, &n, "P", &["B".into()], Err(&err), &p, T + 3600)
+            .expect("record");
+        assert!(none.is_empty());
+        assert_eq!(
+            store.due_assignments(&n, T + 3600, 10).expect("due").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn profile_change_queues_from_the_inventory() {
+        let store = Store::memory();
+        let n = name();
+        let p = policy();
+        let pg = page(
+            vec![
+                dev("OLD1", "", "assigned", "OLD"),
+                dev("NONE", "", "empty", ""),
+                dev("OTHER", "", "assigned", "X"),
+                dev("GONE", "deleted", "", "OLD"),
+                dev("MINE", "modified", "removed", ""),
+                dev("OLD2", "", "pushed", "OLD"),
+            ],
+            "c",
+        );
+        apply_page(
+            &store,
+            &n,
+            &pg,
+            PageInput {
+                phase: SyncPhase::Fetch,
+                state: &StoredSync::default(),
+                profile: None,
+                policy: &p,
+                webhook: None,
+                now_unix: T,
+            },
+        )
+        .expect("apply");
+        store.record_removals(&n, ["MINE"], T).expect("removal");
+        let queued =
+            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 1, 2).expect("change");
+        assert_eq!(queued, 3);
+        let due: Vec<String> = store
+            .due_assignments(&n, T + 1, 10)
+            .expect("due")
+            .into_iter()
+            .map(|(s, r)| {
+                assert_eq!(r.profile_uuid, "NEW");
+                s
+            })
+            .collect();
+        assert_eq!(due, ["NONE", "OLD1", "OLD2"]);
+        // Again: nothing new.
+        assert_eq!(
+            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 2, 100).expect("again"),
+            0
+        );
+    }
+}
