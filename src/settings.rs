@@ -63,6 +63,9 @@ struct FileSettings {
     log_format: LogFormat,
     log_level: String,
     apple: AppleSettings,
+    sync: SyncSettings,
+    assigner: AssignerSettings,
+    webhook: WebhookSettings,
     names: BTreeMap<String, NameSettings>,
 }
 
@@ -76,6 +79,9 @@ impl Default for FileSettings {
             log_format: LogFormat::Human,
             log_level: "info".into(),
             apple: AppleSettings::default(),
+            sync: SyncSettings::default(),
+            assigner: AssignerSettings::default(),
+            webhook: WebhookSettings::default(),
             names: BTreeMap::new(),
         }
     }
@@ -122,6 +128,101 @@ impl Default for AppleSettings {
     }
 }
 
+/// The sync loop of every name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Seconds between the sync cycles of a name.
+    pub interval_secs: u64,
+    /// Jitter of the interval and of retry waits, in percent either way,
+    /// so that many names do not call Apple at the same moment.
+    pub jitter_percent: u8,
+    /// Devices per fetch/sync page (capped by what `/account` advertises).
+    pub page_limit: u32,
+    /// Wait after a failed cycle; doubled per further failure.
+    pub retry_first_secs: u64,
+    /// Longest wait after failures.
+    pub retry_max_secs: u64,
+    /// Wait while Apple refuses the name for a reason only a person can fix
+    /// (terms not accepted, token rejected).
+    pub slow_retry_secs: u64,
+    /// Longest `Retry-After` obeyed.
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            interval_secs: 30 * 60,
+            jitter_percent: 10,
+            page_limit: 1000,
+            retry_first_secs: 30,
+            retry_max_secs: 30 * 60,
+            slow_retry_secs: 60 * 60,
+            max_retry_after_secs: 24 * 60 * 60,
+        }
+    }
+}
+
+/// Automatic profile assignment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssignerSettings {
+    /// Assign again when Apple reports a device `modified` with its profile
+    /// `removed` (unless the removal was made through depd).
+    pub reassign_removed: bool,
+    /// How long a profile removal made through depd keeps the assigner away.
+    pub removal_window_secs: i64,
+    /// Wait after a `FAILED` answer.
+    pub failed_cooldown_secs: i64,
+    /// `FAILED` answers after which a serial is given up and flagged.
+    pub max_failures: u32,
+    /// Wait after `THROTTLED` when Apple gives no `retry_after_seconds`.
+    pub throttled_cooldown_secs: i64,
+    /// Serials per assignment call (Apple allows at most 1000).
+    pub batch_limit: usize,
+}
+
+impl Default for AssignerSettings {
+    fn default() -> Self {
+        AssignerSettings {
+            reassign_removed: true,
+            removal_window_secs: 60 * 60,
+            failed_cooldown_secs: 60 * 60,
+            max_failures: 3,
+            throttled_cooldown_secs: 24 * 60 * 60,
+            batch_limit: 1000,
+        }
+    }
+}
+
+/// Webhook delivery of sync events.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where every name's events go (a name's `webhook_urls` replaces it).
+    pub urls: Vec<String>,
+    /// When set, each delivery is signed with HMAC-SHA256 of the body.
+    pub secret: Option<Secret>,
+    /// Seconds for one delivery, connection to end of answer.
+    pub timeout_secs: u64,
+    /// Wait after a failed delivery; doubled per further failure.
+    pub retry_first_secs: u64,
+    pub retry_max_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            urls: Vec::new(),
+            secret: None,
+            timeout_secs: 30,
+            retry_first_secs: 5,
+            retry_max_secs: 15 * 60,
+        }
+    }
+}
+
 /// A DEP name declared in the configuration, with its overrides.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -131,6 +232,10 @@ pub struct NameSettings {
     pub protocol_version: Option<u32>,
     pub proxy_protocol_version: Option<u32>,
     pub user_agent: Option<String>,
+    /// Seconds between this name's sync cycles (`sync.interval_secs`).
+    pub sync_interval_secs: Option<u64>,
+    /// This name's webhook URLs instead of `webhook.urls` (empty: none).
+    pub webhook_urls: Option<Vec<String>>,
 }
 
 /// How one DEP name talks to Apple: the global `[apple]` settings with the
@@ -162,6 +267,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub apple: AppleSettings,
+    pub sync: SyncSettings,
+    pub assigner: AssignerSettings,
+    pub webhook: WebhookSettings,
     pub names: BTreeMap<DepName, NameSettings>,
     /// The file these settings were read from, if any (re-read on SIGHUP).
     pub source: Option<PathBuf>,
@@ -174,6 +282,24 @@ impl Settings {
             .get(name)
             .and_then(|n| n.base_url.as_deref())
             .unwrap_or(&self.apple.base_url)
+    }
+
+    /// The time between a name's sync cycles (before jitter).
+    pub fn sync_interval(&self, name: &DepName) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.names
+                .get(name)
+                .and_then(|n| n.sync_interval_secs)
+                .unwrap_or(self.sync.interval_secs),
+        )
+    }
+
+    /// Where a name's webhook events go (none: no events are queued).
+    pub fn webhook_urls(&self, name: &DepName) -> &[String] {
+        self.names
+            .get(name)
+            .and_then(|n| n.webhook_urls.as_deref())
+            .unwrap_or(&self.webhook.urls)
     }
 
     /// Protocol versions, user agent and timeouts of a name.
@@ -274,6 +400,9 @@ fn settings_env(
         "log_format",
         "log_level",
         "apple",
+        "sync",
+        "assigner",
+        "webhook",
     ];
     let mut map = config::Map::new();
     for (var, value) in env {
@@ -315,6 +444,9 @@ fn validate(
     validate_base_url(&raw.apple.base_url)
         .map_err(|m| SettingsError::Invalid(format!("apple.base_url: {m}")))?;
     validate_apple(&raw.apple)?;
+    validate_sync(&raw.sync)?;
+    validate_assigner(&raw.assigner)?;
+    validate_webhook(&raw.webhook)?;
     let mut names = BTreeMap::new();
     for (raw_name, settings) in raw.names {
         let name = DepName::parse(&raw_name)
@@ -332,6 +464,16 @@ fn validate(
                     SettingsError::Invalid(format!("names.{raw_name:?}.{key}: {m}"))
                 })?;
             }
+        }
+        if let Some(secs) = settings.sync_interval_secs {
+            check_range(secs, SYNC_INTERVAL_RANGE).map_err(|m| {
+                SettingsError::Invalid(format!("names.{raw_name:?}.sync_interval_secs: {m}"))
+            })?;
+        }
+        for url in settings.webhook_urls.iter().flatten() {
+            validate_webhook_url(url).map_err(|m| {
+                SettingsError::Invalid(format!("names.{raw_name:?}.webhook_urls: {m}"))
+            })?;
         }
         if let Some(ua) = &settings.user_agent {
             validate_user_agent(ua).map_err(|m| {
@@ -355,6 +497,9 @@ fn validate(
         log_format: flags.log_format.unwrap_or(raw.log_format),
         log_level: raw.log_level,
         apple: raw.apple,
+        sync: raw.sync,
+        assigner: raw.assigner,
+        webhook: raw.webhook,
         names,
         source: source.map(Path::to_path_buf),
     })
@@ -386,6 +531,77 @@ fn validate_apple(apple: &AppleSettings) -> Result<(), SettingsError> {
                 apple.proxy_body_limit
             ),
         ));
+    }
+    Ok(())
+}
+
+const DAY_SECS: u64 = 24 * 60 * 60;
+/// From a minute (tests, small fleets) to a week (Apple expires cursors
+/// after 7 days, so a longer interval would always fetch everything).
+const SYNC_INTERVAL_RANGE: (u64, u64) = (60, 7 * DAY_SECS);
+
+fn check_range<T: PartialOrd + fmt::Display>(value: T, (lo, hi): (T, T)) -> Result<(), String> {
+    if lo <= value && value <= hi {
+        Ok(())
+    } else {
+        Err(format!("{value} must be from {lo} to {hi}"))
+    }
+}
+
+fn validate_sync(sync: &SyncSettings) -> Result<(), SettingsError> {
+    let invalid = |key: &str, m: String| SettingsError::Invalid(format!("sync.{key}: {m}"));
+    check_range(sync.interval_secs, SYNC_INTERVAL_RANGE)
+        .map_err(|m| invalid("interval_secs", m))?;
+    check_range(sync.jitter_percent, (0, 50)).map_err(|m| invalid("jitter_percent", m))?;
+    check_range(sync.page_limit, (1, 1000)).map_err(|m| invalid("page_limit", m))?;
+    check_range(sync.retry_first_secs, (1, DAY_SECS))
+        .map_err(|m| invalid("retry_first_secs", m))?;
+    check_range(sync.retry_max_secs, (sync.retry_first_secs, DAY_SECS))
+        .map_err(|m| invalid("retry_max_secs", m))?;
+    check_range(sync.slow_retry_secs, (60, DAY_SECS)).map_err(|m| invalid("slow_retry_secs", m))?;
+    check_range(sync.max_retry_after_secs, (1, 7 * DAY_SECS))
+        .map_err(|m| invalid("max_retry_after_secs", m))
+}
+
+fn validate_assigner(a: &AssignerSettings) -> Result<(), SettingsError> {
+    let invalid = |key: &str, m: String| SettingsError::Invalid(format!("assigner.{key}: {m}"));
+    let day = DAY_SECS as i64;
+    check_range(a.removal_window_secs, (0, 30 * day))
+        .map_err(|m| invalid("removal_window_secs", m))?;
+    check_range(a.failed_cooldown_secs, (1, 7 * day))
+        .map_err(|m| invalid("failed_cooldown_secs", m))?;
+    check_range(a.throttled_cooldown_secs, (1, 7 * day))
+        .map_err(|m| invalid("throttled_cooldown_secs", m))?;
+    check_range(a.max_failures, (1, 100)).map_err(|m| invalid("max_failures", m))?;
+    check_range(a.batch_limit, (1, 1000)).map_err(|m| invalid("batch_limit", m))
+}
+
+fn validate_webhook(w: &WebhookSettings) -> Result<(), SettingsError> {
+    let invalid = |key: &str, m: String| SettingsError::Invalid(format!("webhook.{key}: {m}"));
+    for url in &w.urls {
+        validate_webhook_url(url).map_err(|m| invalid("urls", m))?;
+    }
+    if w.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+        return Err(invalid(
+            "secret",
+            "must not be empty (leave it out to not sign)".into(),
+        ));
+    }
+    check_range(w.timeout_secs, (1, 600)).map_err(|m| invalid("timeout_secs", m))?;
+    check_range(w.retry_first_secs, (1, DAY_SECS)).map_err(|m| invalid("retry_first_secs", m))?;
+    check_range(w.retry_max_secs, (w.retry_first_secs, DAY_SECS))
+        .map_err(|m| invalid("retry_max_secs", m))
+}
+
+/// A webhook URL: absolute http(s) with a host (a query is allowed).
+fn validate_webhook_url(url: &str) -> Result<(), String> {
+    let uri: actix_web::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
     }
     Ok(())
 }
@@ -597,6 +813,84 @@ mod tests {
             let err = load(Some(f.path()), env(&[]), &with_key()).expect_err(text);
             assert!(err.to_string().contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn sync_assigner_webhook_defaults_overrides_and_checks() {
+        let d = load(None, env(&[]), &with_key()).expect("defaults");
+        let x = DepName::parse("x").expect("name");
+        assert_eq!(d.sync_interval(&x).as_secs(), 1800);
+        assert_eq!((d.sync.page_limit, d.sync.jitter_percent), (1000, 10));
+        assert!(d.assigner.reassign_removed);
+        assert_eq!(
+            (d.assigner.max_failures, d.assigner.failed_cooldown_secs),
+            (3, 3600)
+        );
+        assert!(d.webhook_urls(&x).is_empty());
+        assert_eq!(d.webhook.secret, None);
+
+        let f = file(
+            "[sync]\ninterval_secs = 600\n[assigner]\nreassign_removed = false\n\
+             [webhook]\nurls = [\"http://127.0.0.1:7/hook?x=1\"]\nsecret = \"whs\"\n\
+             [names.acme]\nsync_interval_secs = 120\nwebhook_urls = [\"https://a.example/h\", \"http://b:9/\"]\n\
+             [names.quiet]\nwebhook_urls = []\n",
+        );
+        let s = load(Some(f.path()), env(&[]), &with_key()).expect("settings");
+        let acme = DepName::parse("acme").expect("name");
+        let quiet = DepName::parse("quiet").expect("name");
+        assert_eq!(s.sync_interval(&acme).as_secs(), 120);
+        assert_eq!(s.sync_interval(&x).as_secs(), 600);
+        assert_eq!(
+            s.webhook_urls(&acme),
+            ["https://a.example/h", "http://b:9/"]
+        );
+        assert_eq!(s.webhook_urls(&x), ["http://127.0.0.1:7/hook?x=1"]);
+        assert!(s.webhook_urls(&quiet).is_empty());
+        assert!(!s.assigner.reassign_removed);
+        assert_eq!(s.webhook.secret.as_ref().map(Secret::expose), Some("whs"));
+        assert!(!format!("{s:?}").contains("whs"));
+
+        let e = env(&[
+            ("DEPD_SYNC__PAGE_LIMIT", "500"),
+            ("DEPD_ASSIGNER__MAX_FAILURES", "5"),
+        ]);
+        let s = load(None, e, &with_key()).expect("env");
+        assert_eq!((s.sync.page_limit, s.assigner.max_failures), (500, 5));
+
+        for (text, needle) in [
+            ("[sync]\ninterval_secs = 5\n", "sync.interval_secs"),
+            ("[sync]\npage_limit = 1001\n", "sync.page_limit"),
+            ("[sync]\njitter_percent = 90\n", "sync.jitter_percent"),
+            (
+                "[sync]\nretry_first_secs = 100\nretry_max_secs = 10\n",
+                "sync.retry_max_secs",
+            ),
+            ("[sync]\nintervl = 5\n", "intervl"),
+            ("[assigner]\nbatch_limit = 0\n", "assigner.batch_limit"),
+            ("[assigner]\nmax_failures = 0\n", "assigner.max_failures"),
+            (
+                "[assigner]\nremoval_window_secs = -1\n",
+                "assigner.removal_window_secs",
+            ),
+            ("[webhook]\nurls = [\"ftp://x\"]\n", "webhook.urls"),
+            ("[webhook]\nsecret = \"\"\n", "webhook.secret"),
+            ("[webhook]\ntimeout_secs = 0\n", "webhook.timeout_secs"),
+            ("[names.a]\nsync_interval_secs = 1\n", "sync_interval_secs"),
+            ("[names.a]\nwebhook_urls = [\"nope\"]\n", "webhook_urls"),
+        ] {
+            let f = file(text);
+            let err = load(Some(f.path()), env(&[]), &with_key()).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn reference_config_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/depd.toml");
+        let s = load(Some(&path), env(&[]), &with_key()).expect("config/depd.toml");
+        assert_eq!(s.sync, SyncSettings::default());
+        assert_eq!(s.assigner, AssignerSettings::default());
+        assert_eq!(s.webhook, WebhookSettings::default());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::dep::DepError;
 use crate::dep::wire::{AssignResponse, Device};
+use crate::settings::AssignerSettings;
 use crate::store::{AssignResult, StoredAssignment, StoredDevice, SyncPhase};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +31,17 @@ pub struct AssignPolicy {
 }
 
 impl AssignPolicy {
+    pub fn from_settings(s: &AssignerSettings) -> Self {
+        AssignPolicy {
+            reassign_removed: s.reassign_removed,
+            removal_window_secs: s.removal_window_secs,
+            failed_cooldown_secs: s.failed_cooldown_secs,
+            max_failures: s.max_failures,
+            throttled_cooldown_secs: s.throttled_cooldown_secs,
+            batch_limit: s.batch_limit,
+        }
+    }
+
     /// Serials per call: the configured limit, Apple's 1000 and the limit
     /// `/account` advertises for `/profile/devices`, whichever is least.
     pub fn batch_size(&self, account_max: Option<u32>) -> usize {
@@ -299,6 +311,14 @@ pub(crate) mod tests {
             profile_uuid: some(uuid),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn policy_from_default_settings() {
+        assert_eq!(
+            AssignPolicy::from_settings(&AssignerSettings::default()),
+            policy()
+        );
     }
 
     #[test]

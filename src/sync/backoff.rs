@@ -6,6 +6,7 @@
 //! Randomness is injected ([`Jitter`]) so tests are deterministic.
 
 use crate::dep::DepError;
+use crate::settings::SyncSettings;
 use std::time::Duration;
 
 /// A source of uniform numbers in `[0, 1)`.
@@ -33,6 +34,11 @@ impl Jitter for OsJitter {
         // 53 random bits: exactly representable, uniform in [0, 1).
         (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// A jitter percentage from the settings as a fraction.
+pub fn jitter_fraction(percent: u8) -> f64 {
+    f64::from(percent) / 100.0
 }
 
 /// `base` moved by up to ±`fraction` of itself. Out-of-range random values
@@ -80,6 +86,16 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    pub fn from_settings(s: &SyncSettings) -> Self {
+        Backoff {
+            first: Duration::from_secs(s.retry_first_secs),
+            max: Duration::from_secs(s.retry_max_secs),
+            slow: Duration::from_secs(s.slow_retry_secs),
+            max_retry_after: Duration::from_secs(s.max_retry_after_secs),
+            jitter: jitter_fraction(s.jitter_percent),
+        }
+    }
+
     /// The wait after the `failures`-th consecutive failure (1 for the
     /// first), caused by `error`.
     ///
@@ -146,6 +162,12 @@ mod tests {
         );
         assert_eq!(jittered(base, 7.0, &mut fixed(0.0)), Duration::ZERO);
         assert_eq!(next_cycle(base, 0.0, &mut fixed(0.9)), base);
+    }
+
+    #[test]
+    fn policy_from_default_settings() {
+        assert_eq!(Backoff::from_settings(&SyncSettings::default()), policy());
+        assert_eq!(jitter_fraction(25), 0.25);
     }
 
     #[test]

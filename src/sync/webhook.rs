@@ -13,9 +13,10 @@
 //! [`SIGNATURE_HEADER`]` = sha256=<lowercase hex HMAC-SHA256 of the body>`
 //! (GitHub's convention, which many receivers already verify).
 
-use super::backoff::{Jitter, exponential};
+use super::backoff::{Jitter, exponential, jitter_fraction};
 use crate::dep::wire::DevicePage;
 use crate::name::DepName;
+use crate::settings::WebhookSettings;
 use crate::store::{OutboxEntry, SyncPhase};
 use openssl::error::ErrorStack;
 use std::time::Duration;
@@ -138,6 +139,17 @@ pub struct Delivery {
     seq: u64,
     delivered: Vec<bool>,
     failures: u32,
+}
+
+impl DeliveryPolicy {
+    pub fn from_settings(s: &WebhookSettings, jitter_percent: u8) -> Self {
+        DeliveryPolicy {
+            timeout: Duration::from_secs(s.timeout_secs),
+            first_retry: Duration::from_secs(s.retry_first_secs),
+            max_retry: Duration::from_secs(s.retry_max_secs),
+            jitter: jitter_fraction(jitter_percent),
+        }
+    }
 }
 
 impl Delivery {
@@ -277,6 +289,20 @@ mod tests {
             }
             Err(e) => eprintln!("openssl tool not available ({e}); RFC vector checked only"),
         }
+    }
+
+    #[test]
+    fn policy_from_default_settings() {
+        let p = DeliveryPolicy::from_settings(&WebhookSettings::default(), 10);
+        assert_eq!(
+            (
+                p.timeout.as_secs(),
+                p.first_retry.as_secs(),
+                p.max_retry.as_secs(),
+                p.jitter
+            ),
+            (30, 5, 900, 0.1)
+        );
     }
 
     #[test]
