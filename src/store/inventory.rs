@@ -482,14 +482,17 @@ impl Store {
                 let Some((due, serial)) = rest.split_first_chunk::<8>() else {
                     continue;
                 };
-                if u64::from_be_bytes(*due) > now || out.len() >= limit {
+                let due = u64::from_be_bytes(*due);
+                if due > now || out.len() >= limit {
                     return Ok(out);
                 }
                 let serial = String::from_utf8_lossy(serial).into_owned();
                 // The index and the records are written in the same batches;
-                // a mark without a due record would be a bug, so it is skipped.
+                // a mark that disagrees with its record would be a bug, and
+                // is skipped rather than trusted.
                 if let Some(a) = self.assignment(name, &serial)?
-                    && a.next_retry_unix.is_some()
+                    && a.next_retry_unix
+                        .is_some_and(|t| u64::try_from(t).unwrap_or(0) == due)
                 {
                     out.push((serial, a));
                 }
