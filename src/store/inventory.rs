@@ -74,7 +74,7 @@ fn suffix_str(key: &[u8], prefix_len: usize) -> String {
 
 /// An RFC 3339 time as unix seconds; `None` when absent or unparseable
 /// (such an event then counts as newest, as Apple's order says).
-pub(crate) fn parse_time(text: Option<&str>) -> Option<i64> {
+fn parse_time(text: Option<&str>) -> Option<i64> {
     let text = text?.trim();
     OffsetDateTime::parse(text, &Rfc3339)
         .ok()
