@@ -102,7 +102,7 @@ impl CursorCodec {
             return Err(CursorError::Invalid);
         }
         let mut std = text.replace('-', "+").replace('_', "/");
-        while std.len() % 4 != 0 {
+        while !std.len().is_multiple_of(4) {
             std.push('=');
         }
         let bytes = base64::decode_block(&std).map_err(|_| CursorError::Invalid)?;

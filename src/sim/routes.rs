@@ -397,7 +397,7 @@ fn serials(body: &SerialsBody) -> Result<&[String], Reply> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Detail<'a> {
-    Found(DeviceJson<'a>),
+    Found(Box<DeviceJson<'a>>),
     Missing { response_status: &'static str },
 }
 
@@ -411,7 +411,7 @@ fn details(ctx: Ctx<'_>, body: &[u8]) -> Answer {
                 Detail::Missing {
                     response_status: "NOT_FOUND",
                 },
-                Detail::Found,
+                |found| Detail::Found(Box::new(found)),
             );
             (s.as_str(), d)
         })
