@@ -5,6 +5,7 @@
 use actix_web::http::Method;
 use depd::app::Application;
 use depd::settings::{self, FlagOverrides, Secret};
+use depd::sim::{SimConfig, SimHandle, Simulator};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -15,6 +16,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 pub const KEY: &str = "test-api-key";
+/// The DEP name the simulator-backed tests use.
+pub const NAME: &str = "acme";
 
 /// A generous upper bound for a child process to say something; reaching it
 /// fails the test (it is not a timing assumption).
@@ -50,6 +53,11 @@ impl TestApp {
 
     /// Starts the application with `config` as its TOML file.
     pub async fn spawn_with_config(config: &str) -> TestApp {
+        TestApp::spawn_with(config, std::sync::Arc::new(depd::clock::SystemClock)).await
+    }
+
+    /// Starts the application with `config` and an injected clock.
+    pub async fn spawn_with(config: &str, clock: depd::clock::SharedClock) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("depd.toml");
         std::fs::write(&file, config).expect("write config");
@@ -60,7 +68,9 @@ impl TestApp {
             log_format: None,
         };
         let settings = settings::load(Some(&file), Vec::new(), &flags).expect("settings");
-        let app = Application::build(settings).await.expect("build");
+        let app = Application::build_with_clock(settings, clock)
+            .await
+            .expect("build");
         let addr = app.addr();
         actix_web::rt::spawn(app.run_until_stopped());
         TestApp {
@@ -74,6 +84,31 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The test's HTTP client, for requests with custom headers.
+    pub fn client(&self) -> &awc::Client {
+        &self.client
+    }
+
+    /// depd plus a simulator started with `sim`; DEP name `acme` holds the
+    /// simulator's tokens and points at it.
+    pub async fn with_sim(sim: SimConfig) -> (TestApp, SimHandle) {
+        let sim = Simulator::start(sim).expect("start depsim");
+        let app = TestApp::spawn().await;
+        app.point(NAME, &sim).await;
+        (app, sim)
+    }
+
+    /// Stores `sim`'s tokens and base URL for `name`.
+    pub async fn point(&self, name: &str, sim: &SimHandle) {
+        let r = self
+            .put(&format!("/v1/tokens/{name}"), &sim.tokens_json())
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let config = serde_json::json!({ "base_url": sim.base_url() }).to_string();
+        let r = self.put(&format!("/v1/config/{name}"), &config).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
 
     /// A request authenticated with the API key.

@@ -3,8 +3,11 @@
 mod helpers;
 
 mod auth;
+mod client;
 mod config_api;
 mod daemon;
+mod exchange;
 mod names;
 mod pki;
+mod proxy;
 mod tokens;

@@ -334,7 +334,7 @@ mod tests {
                 // Mostly ASCII (all of it, controls included), sometimes
                 // multi-byte characters.
                 let r = next(state);
-                if r % 5 == 0 {
+                if r.is_multiple_of(5) {
                     char::from_u32(0xA0 + (r >> 8) as u32 % 0x2000)
                 } else {
                     char::from_u32((r >> 8) as u32 % 128)

@@ -1,0 +1,257 @@
+//! Proxy overhead: `GET /account` straight to depsim against the same call
+//! through depd's proxy, in one run, with 64 concurrent connections.
+//!
+//!     cargo bench --bench proxy
+//!
+//! Environment: `PROXY_BENCH_SECS` (per phase, default 10),
+//! `PROXY_BENCH_CONNS` (default 64), `PROXY_BENCH_THREADS` (load-generator
+//! threads, default 2). depsim, depd and the load generator share the
+//! machine, so the figures are for the whole arrangement, as it would run
+//! on one host.
+
+use depd::app::Application;
+use depd::clock::{SharedClock, SystemClock};
+use depd::dep::client::{self, Target};
+use depd::dep::oauth1::Credentials;
+use depd::settings::{self, FlagOverrides, Secret};
+use depd::sim::{SimConfig, Simulator};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "bench-key";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What the servers' thread tells the load generator.
+struct Servers {
+    sim_url: String,
+    depd_url: String,
+    session: String,
+}
+
+fn start_servers(tx: mpsc::Sender<Servers>) {
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let sim = Simulator::start(SimConfig {
+            workers: 2,
+            ..SimConfig::default()
+        })
+        .expect("start depsim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flags = FlagOverrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().join("data")),
+            api_key: Some(Secret::new(KEY)),
+            log_format: None,
+        };
+        let settings = settings::load(None, Vec::new(), &flags).expect("settings");
+        let app = Application::build(settings).await.expect("depd");
+        let depd_url = format!("http://{}", app.addr());
+        actix_web::rt::spawn(app.run_until_stopped());
+
+        let http = awc::Client::new();
+        let put = |path: String, body: String| {
+            let req = http
+                .put(format!("{depd_url}{path}"))
+                .basic_auth("depserver", KEY);
+            async move {
+                let resp = req.send_body(body).await.expect("configure depd");
+                assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            }
+        };
+        put("/v1/tokens/bench".into(), sim.tokens_json()).await;
+        put(
+            "/v1/config/bench".into(),
+            format!(r#"{{"base_url":"{}"}}"#, sim.base_url()),
+        )
+        .await;
+
+        // A session of the direct client's own, as any DEP client has.
+        let t = sim.credentials().into_iter().next().expect("credentials");
+        let creds = Credentials {
+            consumer_key: t.consumer_key,
+            consumer_secret: t.consumer_secret,
+            access_token: t.access_token,
+            access_secret: t.access_secret,
+        };
+        let target = Target {
+            base_url: sim.base_url(),
+            protocol_version: 7,
+            user_agent: "bench/1".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        };
+        let clock: SharedClock = Arc::new(SystemClock);
+        let session = client::open_session(&target, &creds, &clock)
+            .await
+            .expect("session");
+        tx.send(Servers {
+            sim_url: sim.base_url(),
+            depd_url,
+            session,
+        })
+        .expect("report");
+        // Serve until the process exits.
+        std::future::pending::<()>().await;
+        drop((sim, dir));
+    });
+}
+
+struct Phase {
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    latencies_us: Vec<u32>,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// `conns` concurrent loops of GET `url` for `secs`, spread over `threads`
+/// load-generator threads.
+fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u64) -> Phase {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let url = url.to_owned();
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            let mine = conns / threads + u64::from(t < conns % threads);
+            std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let http = awc::Client::builder()
+                        .connector(awc::Connector::new().limit(0))
+                        .timeout(Duration::from_secs(30))
+                        .finish();
+                    let loops = (0..mine).map(|_| {
+                        let (http, url, headers) = (http.clone(), url.clone(), headers.clone());
+                        async move {
+                            let (mut n, mut errors, mut lat) = (0u64, 0u64, Vec::new());
+                            while Instant::now() < deadline {
+                                let mut req = http.get(&url);
+                                for (k, v) in &headers {
+                                    req = req.insert_header((k.as_str(), v.as_str()));
+                                }
+                                let t0 = Instant::now();
+                                match req.send().await {
+                                    Ok(mut resp) if resp.status().is_success() => {
+                                        if resp.body().await.is_ok() {
+                                            n += 1;
+                                            lat.push(t0.elapsed().as_micros() as u32);
+                                        } else {
+                                            errors += 1;
+                                        }
+                                    }
+                                    _ => errors += 1,
+                                }
+                            }
+                            (n, errors, lat)
+                        }
+                    });
+                    futures_util::future::join_all(loops).await
+                })
+            })
+        })
+        .collect();
+    let mut phase = Phase {
+        requests: 0,
+        errors: 0,
+        secs: 0.0,
+        latencies_us: Vec::new(),
+    };
+    for h in handles {
+        for (n, e, lat) in h.join().expect("load thread") {
+            phase.requests += n;
+            phase.errors += e;
+            phase.latencies_us.extend(lat);
+        }
+    }
+    phase.secs = start.elapsed().as_secs_f64();
+    phase.latencies_us.sort_unstable();
+    phase
+}
+
+fn report(label: &str, p: &Phase) {
+    println!(
+        "{label:<8} {:>9.0} req/s  {:>8} requests  {:>4} errors  p50 {:>6.2} ms  p99 {:>6.2} ms",
+        p.rate(),
+        p.requests,
+        p.errors,
+        p.percentile(0.50),
+        p.percentile(0.99)
+    );
+}
+
+fn main() {
+    let secs = env_or("PROXY_BENCH_SECS", 10);
+    let conns = env_or("PROXY_BENCH_CONNS", 64);
+    let threads = env_or("PROXY_BENCH_THREADS", 2).max(1);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || start_servers(tx));
+    let servers = rx.recv().expect("servers started");
+    let auth = format!(
+        "Basic {}",
+        openssl::base64::encode_block(format!("depserver:{KEY}").as_bytes())
+    );
+    println!("GET /account, {conns} connections, {threads} load threads, {secs} s per phase");
+    // Warm both paths (connections, the proxy's session) before measuring.
+    load(
+        &format!("{}/account", servers.sim_url),
+        &[
+            ("X-ADM-Auth-Session", servers.session.clone()),
+            ("User-Agent", "bench/1".into()),
+        ],
+        conns,
+        threads,
+        1,
+    );
+    load(
+        &format!("{}/proxy/bench/account", servers.depd_url),
+        &[("Authorization", auth.clone())],
+        conns,
+        threads,
+        1,
+    );
+    let direct = load(
+        &format!("{}/account", servers.sim_url),
+        &[
+            ("X-ADM-Auth-Session", servers.session.clone()),
+            ("User-Agent", "bench/1".into()),
+        ],
+        conns,
+        threads,
+        secs,
+    );
+    report("direct", &direct);
+    let proxied = load(
+        &format!("{}/proxy/bench/account", servers.depd_url),
+        &[("Authorization", auth)],
+        conns,
+        threads,
+        secs,
+    );
+    report("proxied", &proxied);
+    println!(
+        "proxied/direct throughput: {:.2}",
+        proxied.rate() / direct.rate().max(1.0)
+    );
+}
