@@ -2,7 +2,7 @@
 //! settings. `build` binds the listener (port 0 works) so tests run the real
 //! server; `run_until_stopped` serves until `AppHandle::shutdown`.
 
-use crate::actors::{Registry, Reload};
+use crate::actors::{Ping, Registry, Reload};
 use crate::api::{self, AppState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::settings::Settings;
@@ -151,6 +151,15 @@ impl AppHandle {
         });
         self.state.set_settings(new.clone());
         self.state.registry.do_send(Reload(new));
+    }
+
+    /// Whether the actors answer within `within` (the systemd watchdog's
+    /// health check: a stuck registry means a stuck daemon).
+    pub async fn actors_answer(&self, within: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.state.registry.send(Ping)).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Stops accepting and lets in-flight requests finish; `run_until_stopped`

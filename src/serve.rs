@@ -1,9 +1,11 @@
 //! `depd serve`: run the application and react to signals until stopped.
 
-use crate::app::{Application, StartError};
+use crate::app::{AppHandle, Application, StartError};
+use crate::notify::{self, Notifier, NotifyError};
 use crate::settings::{self, FlagOverrides, Settings};
 use crate::signals::{self, Signal};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -13,24 +15,35 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("HTTP server: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
 }
 
 /// Serves until SIGTERM/SIGINT; SIGHUP re-reads `config` (with the same
 /// environment and flags) and applies it, or keeps the running settings and
-/// logs why the new ones are invalid.
+/// logs why the new ones are invalid. Under systemd (`NOTIFY_SOCKET`), it
+/// reports readiness, reloads and stopping, and pings the watchdog.
 pub async fn run(
     settings: Settings,
     config: Option<PathBuf>,
     flags: FlagOverrides,
 ) -> Result<(), ServeError> {
     let mut signals = signals::listen().map_err(ServeError::Signals)?;
+    // Rc: the signal loop and the watchdog run on this thread's runtime.
+    let notifier = Rc::new(Notifier::from_env(std::env::vars())?);
     let app = Application::build(settings).await?;
     let handle = app.handle();
+    // build() returns once storage is open and the listener is bound.
+    notifier.ready();
+    if let Some(every) = notify::watchdog_interval(std::env::vars(), std::process::id()) {
+        actix_web::rt::spawn(watchdog(notifier.clone(), handle.clone(), every));
+    }
     actix_web::rt::spawn(async move {
         while let Some(signal) = signals.recv().await {
             match signal {
                 Signal::Reload => {
                     tracing::info!("SIGHUP: reloading configuration");
+                    notifier.reloading();
                     let path = config.clone();
                     let flags = flags.clone();
                     let loaded = tokio::task::spawn_blocking(move || {
@@ -48,9 +61,12 @@ pub async fn run(
                         ),
                         Err(e) => tracing::error!(error = %e, "configuration reload task failed"),
                     }
+                    // Ready again either way: a refused file keeps the old settings.
+                    notifier.ready();
                 }
                 Signal::Shutdown => {
                     tracing::info!("shutting down");
+                    notifier.stopping();
                     handle.shutdown().await;
                     break;
                 }
@@ -58,4 +74,20 @@ pub async fn run(
         }
     });
     app.run_until_stopped().await.map_err(ServeError::Server)
+}
+
+/// Pings systemd's watchdog every `every` (half its timeout) while the
+/// actors answer within that time; when they do not, the pings stop and
+/// systemd restarts the daemon.
+async fn watchdog(notifier: Rc<Notifier>, handle: AppHandle, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if handle.actors_answer(every).await {
+            notifier.watchdog();
+        } else {
+            tracing::warn!("actors did not answer in time; withholding the watchdog ping");
+        }
+    }
 }

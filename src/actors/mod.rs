@@ -15,6 +15,6 @@ pub use dep_name::{
 pub use dep_name::{
     GetPki, Now, PkiOpError, PkiSlot, PromoteStagingPki, PutStagingPki, ServerUuid, ServerUuidError,
 };
-pub use registry::{ListNames, Registry, Reload, Resolve};
+pub use registry::{ListNames, Ping, Registry, Reload, Resolve};
 pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated};
 pub use status::{GetStatus, LastError, NameStatus, SessionStatus, TokenHealth, TokenStatus};
