@@ -162,6 +162,37 @@ impl AppHandle {
         )
     }
 
+    /// Makes every DEP-name actor look at its schedule now (the actors do
+    /// so every second by themselves); answers how many started a cycle.
+    /// Tests move an injected clock, then tick.
+    pub async fn tick(&self) -> usize {
+        let names = self
+            .state
+            .registry
+            .send(crate::actors::ListNames)
+            .await
+            .unwrap_or_default();
+        let mut started = 0;
+        for name in names {
+            let addr = self
+                .state
+                .registry
+                .send(crate::actors::Resolve {
+                    name,
+                    create: false,
+                })
+                .await
+                .ok()
+                .flatten();
+            if let Some(addr) = addr
+                && addr.send(crate::actors::Tick).await.unwrap_or(false)
+            {
+                started += 1;
+            }
+        }
+        started
+    }
+
     /// Stops accepting and lets in-flight requests finish; `run_until_stopped`
     /// then flushes storage and returns.
     pub async fn shutdown(&self) {

@@ -11,6 +11,7 @@ pub mod dep;
 pub mod jwt;
 pub mod logging;
 pub mod name;
+pub mod oneshot;
 pub mod pki;
 pub mod serve;
 pub mod session;

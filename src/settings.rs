@@ -132,6 +132,9 @@ impl Default for AppleSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncSettings {
+    /// Run cycles on the timer. Off: only `POST /v1/sync` (or
+    /// `depd sync --once`) starts one.
+    pub auto: bool,
     /// Seconds between the sync cycles of a name.
     pub interval_secs: u64,
     /// Jitter of the interval and of retry waits, in percent either way,
@@ -153,6 +156,7 @@ pub struct SyncSettings {
 impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
+            auto: true,
             interval_secs: 30 * 60,
             jitter_percent: 10,
             page_limit: 1000,

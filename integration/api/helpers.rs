@@ -25,6 +25,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub handle: depd::app::AppHandle,
     client: awc::Client,
     _dir: TempDir,
 }
@@ -56,11 +57,13 @@ impl TestApp {
         TestApp::spawn_with(config, std::sync::Arc::new(depd::clock::SystemClock)).await
     }
 
-    /// Starts the application with `config` and an injected clock.
+    /// Starts the application with `config` and an injected clock. Unless
+    /// the config has a `[sync]` table, cycles run only when a test asks
+    /// (`sync.auto = false`): no test reaches beyond loopback by accident.
     pub async fn spawn_with(config: &str, clock: depd::clock::SharedClock) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("depd.toml");
-        std::fs::write(&file, config).expect("write config");
+        std::fs::write(&file, no_auto_sync(config)).expect("write config");
         let flags = FlagOverrides {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(dir.path().join("data")),
@@ -72,12 +75,14 @@ impl TestApp {
             .await
             .expect("build");
         let addr = app.addr();
+        let handle = app.handle();
         actix_web::rt::spawn(app.run_until_stopped());
         TestApp {
             addr,
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .finish(),
+            handle,
             _dir: dir,
         }
     }
@@ -257,10 +262,20 @@ impl Drop for Daemon {
     }
 }
 
-/// Writes a config file into `dir` and returns its path.
+/// Writes a config file into `dir` and returns its path (with automatic
+/// sync off unless `text` has a `[sync]` table).
 pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("depd.toml");
     let mut f = std::fs::File::create(&path).expect("create config");
-    f.write_all(text.as_bytes()).expect("write config");
+    f.write_all(no_auto_sync(text).as_bytes())
+        .expect("write config");
     path
+}
+
+fn no_auto_sync(config: &str) -> String {
+    if config.contains("[sync]") {
+        config.to_owned()
+    } else {
+        format!("{config}\n[sync]\nauto = false\n")
+    }
 }

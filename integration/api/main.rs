@@ -10,4 +10,5 @@ mod exchange;
 mod names;
 mod pki;
 mod proxy;
+mod sync;
 mod tokens;

@@ -58,7 +58,7 @@ async fn staging_cert(app: &TestApp, name: &str) -> X509 {
 /// A token file as Apple's portal makes it: the token JSON wrapped between
 /// the message markers under MIME headers, CMS-encrypted to `cert`, base64
 /// in S/MIME with CRLF line ends.
-fn p7m_for(cert: &X509, json: &str) -> Vec<u8> {
+pub fn p7m_for(cert: &X509, json: &str) -> Vec<u8> {
     let wrapped: Vec<String> = json
         .as_bytes()
         .chunks(64)
@@ -373,10 +373,18 @@ async fn maidjwt_headers_claims_and_errors() {
     let again = get_full(&app, "/v1/maidjwt/acme?server_uuid=ABC-123").await;
     assert_ne!(again.header("x-jwt-jti"), r.header("x-jwt-jti"));
 
+    // Without server_uuid it comes from Apple's /account; here "Apple" is a
+    // closed loopback port, so it cannot be had: 502 with the reason.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let config = format!(r#"{{"base_url":"http://127.0.0.1:{port}"}}"#);
+    assert_eq!(app.put("/v1/config/acme", &config).await.status, 200);
     let r = app.get("/v1/maidjwt/acme").await;
     assert_eq!(
         (r.status, r.code().as_str()),
-        (409, "server-uuid-unavailable")
+        (502, "server-uuid-unavailable")
     );
     for bad in ["server_uuid=", "server_uuid=a%20b", "other=1"] {
         let r = app.get(&format!("/v1/maidjwt/acme?{bad}")).await;

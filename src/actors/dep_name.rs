@@ -22,6 +22,8 @@ pub struct DepNameActor {
     /// The server UUID from Apple's `/account` (the MAID JWT's `iss`) and
     /// when it was fetched.
     pub(super) server_uuid: Option<(String, time::OffsetDateTime)>,
+    /// The sync loop's state: cycle, schedule, assigner and webhook work.
+    pub(super) syncer: super::sync::Syncer,
 }
 
 /// Why an operation on a name failed.
@@ -40,6 +42,7 @@ impl DepNameActor {
         settings: Arc<Settings>,
         clock: SharedClock,
     ) -> Self {
+        let sync_state = state.data().sync.clone().unwrap_or_default();
         DepNameActor {
             state,
             store,
@@ -48,14 +51,17 @@ impl DepNameActor {
             session: SessionRules::new(),
             waiters: Vec::new(),
             server_uuid: None,
+            syncer: super::sync::Syncer::new(sync_state),
         }
     }
 
     /// New OAuth tokens are in effect: the old session belongs to the old
     /// credentials, so it is dropped (and a `/session` call in flight with
     /// the old credentials becomes stale).
-    pub(super) fn on_tokens_replaced(&mut self) {
+    pub(super) fn on_tokens_replaced(&mut self, ctx: &mut Context<Self>) {
         self.session.reset();
+        // A name that could not sync for want of (good) tokens may now.
+        self.sync_tick(ctx);
         tracing::info!(dep_name = %self.state.name(), "OAuth tokens replaced; the Apple session will be reopened");
     }
 
@@ -67,7 +73,7 @@ impl DepNameActor {
         change: Change,
         reply: T,
     ) -> AtomicResponse<Self, Result<T, NameOpError>> {
-        self.commit_and(change, reply, |_| {})
+        self.commit_and(change, reply, |_, _| {})
     }
 
     /// [`Self::commit`], then `after` once the new state is adopted (still
@@ -76,17 +82,17 @@ impl DepNameActor {
         &mut self,
         change: Change,
         reply: T,
-        after: impl FnOnce(&mut Self) + 'static,
+        after: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) -> AtomicResponse<Self, Result<T, E>> {
         let store = self.store.clone();
         let Change { write, next } = change;
         AtomicResponse::new(Box::pin(
             async move { store.blocking(move |s| s.commit(write)).await }
                 .into_actor(self)
-                .map(move |res, act, _| {
+                .map(move |res, act, ctx| {
                     res?;
                     act.state.adopt(next);
-                    after(act);
+                    after(act, ctx);
                     Ok(reply)
                 }),
         ))
@@ -96,8 +102,9 @@ impl DepNameActor {
 impl Actor for DepNameActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(dep_name = %self.state.name(), "DEP name actor started");
+        self.start_sync_timer(ctx);
     }
 }
 
@@ -131,7 +138,7 @@ impl Handler<PutTokens> for DepNameActor {
         {
             Ok(change) => {
                 tracing::info!(dep_name = %self.state.name(), forced = msg.force, "storing OAuth tokens");
-                self.commit_and(change, reply, Self::on_tokens_replaced)
+                self.commit_and(change, reply, |act, ctx| act.on_tokens_replaced(ctx))
             }
             Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e.into())))),
         }
@@ -169,7 +176,7 @@ impl Handler<PutConfig> for DepNameActor {
         // A session belongs to the service that issued it: a new base URL
         // would only get it refused.
         let moved = before != reply;
-        self.commit_and(change, reply, move |act| {
+        self.commit_and(change, reply, move |act, _| {
             if moved {
                 act.session.reset();
             }
@@ -198,9 +205,17 @@ pub struct PutAssigner {
 impl Handler<PutAssigner> for DepNameActor {
     type Result = AtomicResponse<Self, Result<Option<StoredAssigner>, NameOpError>>;
     fn handle(&mut self, msg: PutAssigner, _: &mut Self::Context) -> Self::Result {
+        let old = self.state.data().assigner.clone().map(|a| a.profile_uuid);
         let change = self.state.put_assigner(msg.profile_uuid, self.clock.now());
         let reply = change.next.assigner.clone();
-        self.commit(change, reply)
+        let new = reply.clone().map(|a| a.profile_uuid);
+        self.commit_and(change, reply, move |act, ctx| {
+            if let Some(new) = new
+                && old.as_ref() != Some(&new)
+            {
+                act.on_profile_changed(old, new, ctx);
+            }
+        })
     }
 }
 
@@ -211,8 +226,9 @@ pub struct UpdateSettings(pub Arc<Settings>);
 
 impl Handler<UpdateSettings> for DepNameActor {
     type Result = ();
-    fn handle(&mut self, msg: UpdateSettings, _: &mut Self::Context) {
+    fn handle(&mut self, msg: UpdateSettings, ctx: &mut Self::Context) {
         self.settings = msg.0;
+        self.on_settings_changed(ctx);
     }
 }
 
@@ -288,7 +304,7 @@ impl Handler<PromoteStagingPki> for DepNameActor {
         ) {
             Ok(change) => {
                 tracing::info!(dep_name = %self.state.name(), forced = msg.force, "token file accepted; staging token PKI becomes current");
-                self.commit_and(change, reply, Self::on_tokens_replaced)
+                self.commit_and(change, reply, |act, ctx| act.on_tokens_replaced(ctx))
             }
             Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e.into())))),
         }

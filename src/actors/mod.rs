@@ -7,6 +7,7 @@ mod dep_name;
 mod registry;
 mod session;
 mod status;
+mod sync;
 
 pub use dep_name::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
@@ -18,3 +19,6 @@ pub use dep_name::{
 pub use registry::{ListNames, Ping, Registry, Reload, Resolve};
 pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated};
 pub use status::{GetStatus, LastError, NameStatus, SessionStatus, TokenHealth, TokenStatus};
+pub use sync::{
+    CycleReport, ListAssignments, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Syncer, Tick,
+};

@@ -54,6 +54,63 @@ pub struct LastError {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct CycleStatus {
+    pub started: String,
+    pub ended: String,
+    /// `complete`, `repeated_cursor` or `failed`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub pages: u64,
+    /// Devices by `op_type` (`none` on fetch).
+    pub devices: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncStatus {
+    /// Cycles run on the timer (`sync.auto`).
+    pub auto: bool,
+    /// `fetch` or `sync`: what the next cycle starts with.
+    pub phase: &'static str,
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor_age_secs: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_cycle: Option<CycleStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_sync: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InventoryStatus {
+    pub total: u64,
+    pub deleted: u64,
+    pub by_op_type: std::collections::BTreeMap<String, u64>,
+    pub by_profile_status: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AssignmentStatus {
+    pub by_result: std::collections::BTreeMap<String, u64>,
+    /// Serials waiting for a retry time (FAILED or THROTTLED cooldowns).
+    pub cooling_down: u64,
+    /// Serials that failed too often: no more automatic attempts.
+    pub gave_up: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_pass: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WebhookStatus {
+    pub urls: usize,
+    pub backlog: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_retry: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct NameStatus {
     pub dep_name: String,
     pub base_url: String,
@@ -63,6 +120,10 @@ pub struct NameStatus {
     pub session: SessionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    pub sync: SyncStatus,
+    pub devices: InventoryStatus,
+    pub assignments: AssignmentStatus,
+    pub webhook: WebhookStatus,
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -75,10 +136,52 @@ fn rfc3339(t: OffsetDateTime) -> String {
 pub struct GetStatus;
 
 impl Handler<GetStatus> for DepNameActor {
-    type Result = MessageResult<GetStatus>;
+    type Result = ResponseActFuture<Self, NameStatus>;
 
+    /// What the actor knows, plus the counts read from the store (which
+    /// walk the name's records: fine for status, not for a hot path).
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.status())
+        let mut status = self.status();
+        let (store, name) = (self.store.clone(), self.state.name().clone());
+        let now = self.clock.now().unix_timestamp();
+        Box::pin(
+            async move {
+                store
+                    .blocking(move |s| {
+                        Ok((
+                            s.device_counts(&name)?,
+                            s.assignment_counts(&name, now)?,
+                            s.outbox_backlog(&name)?,
+                        ))
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(move |counts, act, _| {
+                match counts {
+                    Ok((d, a, backlog)) => {
+                        status.devices = InventoryStatus {
+                            total: d.total,
+                            deleted: d.deleted,
+                            by_op_type: d.by_op_type,
+                            by_profile_status: d.by_profile_status,
+                        };
+                        status.assignments.by_result = a
+                            .by_result
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect();
+                        status.assignments.cooling_down = a.cooling_down;
+                        status.assignments.gave_up = a.gave_up;
+                        status.webhook.backlog = backlog;
+                    }
+                    Err(e) => {
+                        tracing::error!(dep_name = %act.state.name(), error = %e, "reading counts for status failed");
+                    }
+                }
+                status
+            }),
+        )
     }
 }
 
@@ -92,7 +195,16 @@ impl DepNameActor {
             days_left: (t.access_token_expiry_unix - now.unix_timestamp()).div_euclid(86_400),
         });
         let failure = self.session.failure();
-        let token_health = match (&tokens, failure.map(|f| &f.error)) {
+        // A refusal only a person can fix shows whether it came from
+        // `/session` or from a sync request.
+        let refusal = failure.map(|f| &f.error).or_else(|| {
+            self.syncer
+                .last_failure
+                .as_ref()
+                .map(|f| &f.error)
+                .filter(|e| crate::sync::backoff::needs_a_person(e))
+        });
+        let token_health = match (&tokens, refusal) {
             (None, _) => TokenHealth::Missing,
             (Some(t), _) if t.days_left < 0 => TokenHealth::Expired,
             (Some(_), Some(crate::dep::DepError::TermsNotSigned)) => TokenHealth::TermsNotSigned,
@@ -122,6 +234,55 @@ impl DepNameActor {
                 apple_status: f.error.apple_status(),
                 apple_code: f.error.apple_code().map(str::to_owned),
                 retry_at: Some(rfc3339(f.retry_at)),
+            }),
+            sync: self.sync_status(now),
+            devices: InventoryStatus::default(),
+            assignments: AssignmentStatus {
+                next_pass: self.syncer.assign_at.map(rfc3339),
+                ..AssignmentStatus::default()
+            },
+            webhook: WebhookStatus {
+                urls: self.settings.webhook_urls(self.state.name()).len(),
+                backlog: 0,
+                next_retry: self.syncer.deliver_at.map(rfc3339),
+            },
+        }
+    }
+
+    fn sync_status(&self, now: OffsetDateTime) -> SyncStatus {
+        let stored = self.syncer.cycle.state();
+        let unix = |t: i64| {
+            OffsetDateTime::from_unix_timestamp(t)
+                .map(rfc3339)
+                .unwrap_or_default()
+        };
+        SyncStatus {
+            auto: self.settings.sync.auto,
+            phase: match stored.phase {
+                crate::store::SyncPhase::Fetch => "fetch",
+                crate::store::SyncPhase::Sync => "sync",
+            },
+            running: self.syncer.cycle.is_running(),
+            cursor_age_secs: stored.cursor_unix.map(|t| now.unix_timestamp() - t),
+            last_cycle: stored.last_cycle.as_ref().map(|c| CycleStatus {
+                started: unix(c.started_unix),
+                ended: unix(c.ended_unix),
+                result: match c.outcome {
+                    crate::store::CycleOutcome::Complete => "complete",
+                    crate::store::CycleOutcome::RepeatedCursor => "repeated_cursor",
+                    crate::store::CycleOutcome::Failed => "failed",
+                },
+                error: c.error.clone(),
+                pages: c.pages,
+                devices: c.counts.clone(),
+            }),
+            next_sync: self.syncer.next_at.map(rfc3339),
+            last_error: self.syncer.last_failure.as_ref().map(|f| LastError {
+                at: rfc3339(f.at),
+                message: f.error.to_string(),
+                apple_status: f.error.apple_status(),
+                apple_code: f.error.apple_code().map(str::to_owned),
+                retry_at: self.syncer.next_at.map(rfc3339),
             }),
         }
     }

@@ -11,6 +11,7 @@ mod names;
 mod pki;
 mod proxy;
 mod status;
+mod sync;
 
 pub use error::ApiError;
 pub use log::request_log;
@@ -73,6 +74,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/dep_names").route(web::get().to(names::list)))
                 .service(resource("/status").route(web::get().to(status::all)))
                 .service(resource("/status/{name}").route(web::get().to(status::one)))
+                .service(resource("/sync").route(web::post().to(sync::sync_all)))
+                .service(resource("/sync/{name}").route(web::post().to(sync::sync_one)))
+                .service(resource("/resync/{name}").route(web::post().to(sync::resync)))
+                .service(resource("/devices/{name}").route(web::get().to(sync::devices)))
+                .service(resource("/assignments/{name}").route(web::get().to(sync::assignments)))
                 .service(
                     resource("/tokens/{name}")
                         .route(web::get().to(names::get_tokens))

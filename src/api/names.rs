@@ -81,7 +81,7 @@ pub(super) fn reject_unknown_params(
     }
 }
 
-fn parse_count(
+pub(super) fn parse_count(
     pairs: &[(String, String)],
     key: &str,
     default: usize,

@@ -145,6 +145,9 @@ pub async fn forward(
             }
             return Ok(respond_head(&resp).body(probe));
         }
+        if status.is_success() {
+            note_removals(&actor, &req, &path, &body);
+        }
         let length = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -206,6 +209,30 @@ async fn send(
             ),
         }
     })
+}
+
+/// A profile removal made through the proxy (`DELETE /profile/devices`)
+/// is remembered, so the assigner does not assign the profile again when
+/// Apple reports those devices `removed`.
+fn note_removals(
+    actor: &actix::Addr<crate::actors::DepNameActor>,
+    req: &HttpRequest,
+    path: &str,
+    body: &[u8],
+) {
+    if req.method() != Method::DELETE || path.split('?').next() != Some("/profile/devices") {
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct Removal {
+        #[serde(default)]
+        devices: Vec<String>,
+    }
+    if let Ok(r) = serde_json::from_slice::<Removal>(body)
+        && !r.devices.is_empty()
+    {
+        actor.do_send(crate::actors::RecordRemovals(r.devices));
+    }
 }
 
 fn respond_head(resp: &awc::ClientResponse) -> actix_web::HttpResponseBuilder {

@@ -115,11 +115,31 @@ pub fn apply_profile_change(
                 .filter(|d| d.profile_status == "removed")
                 .map(|d| d.serial.as_str()),
         )?;
+        // depd's own successful assignment is newer than the inventory's
+        // description (Apple reports it only with the next sync), so it
+        // decides which profile a device has, unless Apple has since
+        // reported the profile removed.
+        let assigned = store.assignments(name, devices.iter().map(|d| d.serial.as_str()))?;
         let targets: Vec<&str> = devices
             .iter()
             .filter(|d| {
                 let removed_at = removals.get(&d.serial).copied();
-                assigner::should_get_new_profile(d, old, new, removed_at, policy, now_unix)
+                match assigned.get(&d.serial) {
+                    Some(a)
+                        if a.result == crate::store::AssignResult::Success
+                            && d.profile_status != "removed" =>
+                    {
+                        let mut seen = (*d).clone();
+                        seen.profile_uuid = a.profile_uuid.clone();
+                        seen.profile_status = "assigned".into();
+                        assigner::should_get_new_profile(
+                            &seen, old, new, removed_at, policy, now_unix,
+                        )
+                    }
+                    _ => {
+                        assigner::should_get_new_profile(d, old, new, removed_at, policy, now_unix)
+                    }
+                }
             })
             .map(|d| d.serial.as_str())
             .collect();

@@ -1,0 +1,233 @@
+//! The sync extensions: start a cycle (`POST /v1/sync[/{name}]`), forget
+//! the cursor (`POST /v1/resync/{name}`), and read the inventory
+//! (`GET /v1/devices/{name}`) and the assignment records
+//! (`GET /v1/assignments/{name}`).
+
+use super::AppState;
+use super::body;
+use super::error::ApiError;
+use super::names::{actor, mailbox, parse_count, parse_name, reject_unknown_params};
+use crate::actors::{
+    CycleReport, ListAssignments, ListNames, QueryDevices, Resolve, SyncNow, SyncRefused,
+};
+use crate::store::{DeviceQuery, StoreError, StoredAssignment};
+use crate::tokens::format_unix;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+fn refused(name: &str, e: SyncRefused) -> ApiError {
+    match e {
+        SyncRefused::NoTokens => ApiError::new(
+            StatusCode::CONFLICT,
+            "no-tokens",
+            format!("DEP name {name:?} has no OAuth tokens, so it cannot sync"),
+        ),
+        SyncRefused::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "the DEP name's actor stopped; retry",
+        ),
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    ApiError::internal("reading the inventory failed", &e)
+}
+
+fn wait_flag(req: &HttpRequest) -> Result<bool, ApiError> {
+    let pairs = body::query_pairs(req.query_string())?;
+    reject_unknown_params(&pairs, &["wait"])?;
+    body::flag(&pairs, "wait")
+}
+
+fn report_json(report: Option<CycleReport>) -> HttpResponse {
+    match report {
+        Some(r) => HttpResponse::Ok().json(r),
+        None => HttpResponse::Accepted().json(json!({ "started": true })),
+    }
+}
+
+/// `POST /v1/sync/{name}[?wait=1]`
+pub async fn sync_one(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    start(req, path, state, false).await
+}
+
+/// `POST /v1/resync/{name}[?wait=1]`: forget the cursor, fetch everything.
+pub async fn resync(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    start(req, path, state, true).await
+}
+
+async fn start(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    resync: bool,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&path)?;
+    let wait = wait_flag(&req)?;
+    let report = actor(&state, &name, false)
+        .await?
+        .send(SyncNow { resync, wait })
+        .await
+        .map_err(mailbox)?
+        .map_err(|e| refused(name.as_str(), e))?;
+    Ok(report_json(report))
+}
+
+/// `POST /v1/sync[?wait=1]`: every name with tokens. Names without tokens
+/// are listed as skipped.
+pub async fn sync_all(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let wait = wait_flag(&req)?;
+    let names = state.registry.send(ListNames).await.map_err(mailbox)?;
+    let runs = names.into_iter().map(|name| {
+        let registry = state.registry.clone();
+        async move {
+            let outcome = match registry
+                .send(Resolve {
+                    name: name.clone(),
+                    create: false,
+                })
+                .await
+            {
+                Ok(Some(addr)) => addr
+                    .send(SyncNow {
+                        resync: false,
+                        wait,
+                    })
+                    .await
+                    .ok(),
+                _ => None,
+            };
+            (name, outcome)
+        }
+    });
+    let mut started = Vec::new();
+    let mut skipped = Vec::new();
+    let mut reports = Vec::new();
+    for (name, outcome) in join_all(runs).await {
+        match outcome {
+            Some(Ok(Some(report))) => reports.push(report),
+            Some(Ok(None)) => started.push(name.as_str().to_owned()),
+            _ => skipped.push(name.as_str().to_owned()),
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "started": started,
+        "reports": reports,
+        "skipped": skipped,
+    })))
+}
+
+fn assignment_json(serial: &str, a: &StoredAssignment) -> Value {
+    json!({
+        "serial_number": serial,
+        "profile_uuid": a.profile_uuid,
+        "result": a.result.as_str(),
+        "attempts": a.attempts,
+        "failures": a.failures,
+        "last_attempt": a.last_attempt_unix.map(format_unix),
+        "next_retry": a.next_retry_unix.map(format_unix),
+        "gave_up": a.gave_up,
+    })
+}
+
+/// `GET /v1/devices/{name}?serial=&op_type=&profile_status=&profile_uuid=&limit=&offset=`
+pub async fn devices(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&path)?;
+    let pairs = body::query_pairs(req.query_string())?;
+    reject_unknown_params(
+        &pairs,
+        &[
+            "serial",
+            "op_type",
+            "profile_status",
+            "profile_uuid",
+            "limit",
+            "offset",
+        ],
+    )?;
+    let text = |key| -> Result<Option<String>, ApiError> {
+        Ok(body::single(&pairs, key)?.map(str::to_owned))
+    };
+    let query = DeviceQuery {
+        serial: text("serial")?,
+        op_type: text("op_type")?,
+        profile_status: text("profile_status")?,
+        profile_uuid: text("profile_uuid")?,
+        offset: parse_count(&pairs, "offset", 0, usize::MAX)?,
+        limit: parse_count(&pairs, "limit", DEFAULT_PAGE, MAX_PAGE)?,
+    };
+    let (list, assignments) = actor(&state, &name, false)
+        .await?
+        .send(QueryDevices(query))
+        .await
+        .map_err(mailbox)?
+        .map_err(store_error)?;
+    let devices: Vec<Value> = list
+        .devices
+        .iter()
+        .map(|d| {
+            let mut device: Value =
+                serde_json::from_str(&d.json).unwrap_or_else(|_| json!({"serial_number": d.serial}));
+            if let Value::Object(map) = &mut device {
+                map.insert(
+                    "depd".into(),
+                    json!({
+                        "first_seen": format_unix(d.first_seen_unix),
+                        "last_event": format_unix(d.last_event_unix),
+                        "op_date": d.op_date_unix.map(format_unix),
+                        "deleted": d.deleted,
+                        "assignment": assignments.get(&d.serial).map(|a| assignment_json(&d.serial, a)),
+                    }),
+                );
+            }
+            device
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "total": list.total, "devices": devices })))
+}
+
+/// `GET /v1/assignments/{name}?after=SERIAL&limit=N`: assignment records in
+/// serial order; `next` is the `after` of the following page.
+pub async fn assignments(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&path)?;
+    let pairs = body::query_pairs(req.query_string())?;
+    reject_unknown_params(&pairs, &["after", "limit"])?;
+    let after = body::single(&pairs, "after")?.map(str::to_owned);
+    let limit = parse_count(&pairs, "limit", DEFAULT_PAGE, MAX_PAGE)?;
+    let records = actor(&state, &name, false)
+        .await?
+        .send(ListAssignments { after, limit })
+        .await
+        .map_err(mailbox)?
+        .map_err(store_error)?;
+    let next = (records.len() == limit && limit > 0)
+        .then(|| records.last().map(|(s, _)| s.clone()))
+        .flatten();
+    let items: Vec<Value> = records.iter().map(|(s, a)| assignment_json(s, a)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "assignments": items, "next": next })))
+}
