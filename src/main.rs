@@ -1,6 +1,6 @@
 //! The `depd` command line: parses arguments and calls the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use depd::settings::{self, FlagOverrides, LogFormat, Secret};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,15 @@ enum Command {
     },
     /// Make or convert an Activation Lock bypass code: prints raw, code and hash.
     Bypasscode(BypassArgs),
+    /// Import a NanoDEP filekv storage directory into a stopped daemon's store.
+    ImportNanodep(ImportArgs),
+    #[command(flatten)]
+    Client(depd::cli::Command),
+    /// Print a shell completion script (e.g. `depd completions bash > /etc/bash_completion.d/depd`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -35,6 +44,8 @@ enum TokensCommand {
     Keypair(KeypairArgs),
     /// Decrypt a .p7m token file from Apple's portal; prints the token JSON.
     Decrypt(DecryptArgs),
+    /// Upload raw OAuth token JSON to a running daemon.
+    Upload(depd::cli::TokensUploadArgs),
 }
 
 #[derive(clap::Args)]
@@ -83,6 +94,22 @@ struct BypassArgs {
     /// The dashed code, XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX.
     #[arg(long)]
     code: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// NanoDEP's storage directory (the one holding dep_names/).
+    #[arg(long, value_name = "DIR")]
+    filekv: PathBuf,
+    /// depd's storage directory [default: data_dir of the configuration].
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+    /// Take data_dir from this configuration file [default: /etc/depd/depd.toml when it exists].
+    #[arg(long, env = "DEPD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Report what would be imported; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +169,27 @@ fn main() -> ExitCode {
             depd::tools::bypasscode(args.raw.as_deref(), args.code.as_deref())
                 .map(|text| println!("{text}")),
         ),
+        Command::Tokens {
+            command: TokensCommand::Upload(args),
+        } => client(depd::cli::run_tokens_upload(args)),
+        Command::ImportNanodep(args) => import_nanodep(args),
+        Command::Client(command) => client(depd::cli::run(command)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "depd", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// A client command's outcome: one line on stderr when it failed, exit
+/// status 2 for usage errors and 1 for failures.
+fn client(result: Result<(), depd::cli::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("depd: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 
@@ -149,6 +197,31 @@ fn main() -> ExitCode {
 fn tool(result: Result<(), depd::tools::ToolError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("depd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_nanodep(args: ImportArgs) -> ExitCode {
+    let data_dir = match args.data_dir {
+        Some(dir) => Ok(dir),
+        None => depd::import::data_dir_from_config(args.config.as_deref()),
+    };
+    let report = data_dir.and_then(|dir| {
+        depd::import::import_nanodep(
+            &args.filekv,
+            &dir,
+            args.dry_run,
+            time::OffsetDateTime::now_utc(),
+        )
+    });
+    match report {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("depd: {e}");
             ExitCode::FAILURE

@@ -7,7 +7,8 @@
 use crate::name::DepName;
 use crate::settings::Settings;
 use crate::store::{
-    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredTokens,
+    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredSync,
+    StoredTokens, SyncPhase,
 };
 use time::OffsetDateTime;
 
@@ -193,6 +194,54 @@ impl NameState {
         change.next.pki_current = Some(staging.clone());
         change.next.pki_staging = None;
         Ok(change)
+    }
+}
+
+/// Carrying state over from NanoDEP (`depd import-nanodep`): values that
+/// the API cannot set directly because, in NanoDEP, they were already the
+/// result of an API flow.
+impl NameState {
+    /// Stores a current key pair as is: NanoDEP promoted it already.
+    pub fn import_pki_current(&self, pki: StoredPki, now: OffsetDateTime) -> Change {
+        let mut change = self.begin(now);
+        change.write.put(&self.name, Field::PkiCurrent, &pki);
+        change.next.pki_current = Some(pki);
+        change
+    }
+
+    /// Sets the assigner with NanoDEP's modification time (which decides
+    /// which devices count as new to it), not the time of the import.
+    pub fn import_assigner(
+        &self,
+        profile_uuid: String,
+        modified: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Change {
+        let mut change = self.begin(now);
+        let assigner = StoredAssigner {
+            profile_uuid,
+            modified_unix: modified.unix_timestamp(),
+        };
+        change.write.put(&self.name, Field::Assigner, &assigner);
+        change.next.assigner = Some(assigner);
+        change
+    }
+
+    /// Continues from NanoDEP's cursor: the next cycle asks Apple for the
+    /// changes since it (`/devices/sync`) instead of fetching everything.
+    /// The last cycle's record, if any, stays.
+    pub fn import_sync_cursor(&self, cursor: String, now: OffsetDateTime) -> Change {
+        let mut change = self.begin(now);
+        let sync = StoredSync {
+            phase: SyncPhase::Sync,
+            cursor: Some(cursor),
+            // NanoDEP does not record when Apple handed the cursor out.
+            cursor_unix: None,
+            last_cycle: self.data.sync.as_ref().and_then(|s| s.last_cycle.clone()),
+        };
+        change.write.put(&self.name, Field::Sync, &sync);
+        change.next.sync = Some(sync);
+        change
     }
 }
 

@@ -1,0 +1,208 @@
+//! Apple's DEP calls through the daemon's authenticating proxy,
+//! `/proxy/{name}/…` (NanoDEP's `dep-*` scripts): depd adds the session,
+//! so these need only the API key.
+
+use super::admin::read_file;
+use super::client::{APPLE_JSON, CliError, Client, encode};
+use super::output;
+use super::{Connection, NameArg};
+use actix_web::http::Method;
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// One proxied call; a JSON body goes with Apple's content type.
+async fn call(
+    conn: &Connection,
+    name: &str,
+    method: Method,
+    apple_path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(), CliError> {
+    let client = Client::new(conn)?;
+    let path = format!("/proxy/{}{apple_path}", encode(name));
+    let answer = client
+        .send(method, &path, body.map(|b| (APPLE_JSON, b)))
+        .await?;
+    match serde_json::from_slice::<Value>(&answer.body) {
+        Ok(value) => output::print(conn.json, &answer.body, &value),
+        // Apple answers some calls with plain text; show it as it came.
+        Err(_) => println!("{}", String::from_utf8_lossy(&answer.body).trim_end()),
+    }
+    Ok(())
+}
+
+fn body(value: Value) -> Option<Vec<u8>> {
+    Some(value.to_string().into_bytes())
+}
+
+pub async fn account(name: &str, conn: &Connection) -> Result<(), CliError> {
+    call(conn, name, Method::GET, "/account", None).await
+}
+
+#[derive(Subcommand)]
+pub enum DevicesCommand {
+    /// Apple's details of devices by serial number.
+    Details {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(value_name = "SERIAL", required = true)]
+        serials: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+pub async fn devices(command: DevicesCommand) -> Result<(), CliError> {
+    let DevicesCommand::Details {
+        name,
+        serials,
+        conn,
+    } = command;
+    let request = body(json!({ "devices": serials }));
+    call(&conn, &name.name, Method::POST, "/devices", request).await
+}
+
+#[derive(Subcommand)]
+pub enum ProfileCommand {
+    /// Define a profile from a JSON file; prints its new UUID.
+    Define {
+        #[command(flatten)]
+        name: NameArg,
+        /// The profile JSON as Apple documents it.
+        #[arg(value_name = "FILE.json")]
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show a profile.
+    Get {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(value_name = "PROFILE_UUID")]
+        profile_uuid: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Assign a profile to devices.
+    Assign {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(value_name = "PROFILE_UUID")]
+        profile_uuid: String,
+        #[arg(value_name = "SERIAL", required = true)]
+        serials: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Remove the profile of devices.
+    Remove {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(value_name = "SERIAL", required = true)]
+        serials: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+pub async fn profile(command: ProfileCommand) -> Result<(), CliError> {
+    match command {
+        ProfileCommand::Define { name, file, conn } => {
+            let profile = read_file(&file)?;
+            // Checked here so a typo fails with the file's name, not Apple's code.
+            serde_json::from_slice::<Value>(&profile)
+                .map_err(|e| CliError::Failed(format!("{}: not JSON: {e}", file.display())))?;
+            call(&conn, &name.name, Method::POST, "/profile", Some(profile)).await
+        }
+        ProfileCommand::Get {
+            name,
+            profile_uuid,
+            conn,
+        } => {
+            let path = format!("/profile?profile_uuid={}", encode(&profile_uuid));
+            call(&conn, &name.name, Method::GET, &path, None).await
+        }
+        ProfileCommand::Assign {
+            name,
+            profile_uuid,
+            serials,
+            conn,
+        } => {
+            let request = body(json!({ "profile_uuid": profile_uuid, "devices": serials }));
+            call(&conn, &name.name, Method::PUT, "/profile/devices", request).await
+        }
+        ProfileCommand::Remove {
+            name,
+            serials,
+            conn,
+        } => {
+            let request = body(json!({ "devices": serials }));
+            call(
+                &conn,
+                &name.name,
+                Method::DELETE,
+                "/profile/devices",
+                request,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ActivationLockArgs {
+    #[command(flatten)]
+    name: NameArg,
+    #[arg(value_name = "SERIAL")]
+    serial: String,
+    /// The escrow key (hash of a bypass code; see `depd bypasscode`).
+    #[arg(long, value_name = "KEY")]
+    escrow_key: Option<String>,
+    /// A message shown on the locked device.
+    #[arg(long, value_name = "TEXT")]
+    lost_message: Option<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+pub async fn activation_lock(args: ActivationLockArgs) -> Result<(), CliError> {
+    let mut request = json!({ "device": args.serial });
+    // Only when given, as NanoDEP's script: Apple treats empty as a value.
+    if let Some(key) = args.escrow_key.filter(|k| !k.is_empty()) {
+        request["escrow_key"] = Value::String(key);
+    }
+    if let Some(message) = args.lost_message.filter(|m| !m.is_empty()) {
+        request["lost_message"] = Value::String(message);
+    }
+    call(
+        &args.conn,
+        &args.name.name,
+        Method::POST,
+        "/device/activationlock",
+        body(request),
+    )
+    .await
+}
+
+#[derive(clap::Args)]
+pub struct DisownArgs {
+    #[command(flatten)]
+    name: NameArg,
+    #[arg(value_name = "SERIAL", required = true)]
+    serials: Vec<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+pub async fn disown(args: DisownArgs) -> Result<(), CliError> {
+    let request = body(json!({ "devices": args.serials }));
+    call(
+        &args.conn,
+        &args.name.name,
+        Method::POST,
+        "/devices/disown",
+        request,
+    )
+    .await
+}
