@@ -1,0 +1,43 @@
+//! `GET /metrics` and the middleware that counts every request by route
+//! pattern, method and status.
+//!
+//! `/metrics` needs no auth, like `/healthz`: Prometheus scrapers rarely
+//! carry credentials, and the text holds counts, DEP names, Apple endpoint
+//! paths and token expiry in days, never a secret, a serial number or a
+//! header. Operators who want it private firewall the port or the path.
+
+use crate::metrics;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpResponse};
+
+/// The Prometheus text exposition format, version 0.0.4.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Counts the request under its matched route pattern, never the raw path:
+/// paths carry DEP names and Apple paths, an unbounded set of series.
+pub async fn request_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let route = req.match_pattern();
+    let method = req.method().clone();
+    let result = next.call(req).await;
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(e) => e.as_response_error().status_code(),
+    };
+    metrics::http_request(
+        route.as_deref().unwrap_or("unmatched"),
+        method.as_str(),
+        status.as_u16(),
+    );
+    result
+}
+
+pub async fn render() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(CONTENT_TYPE)
+        .body(metrics::render())
+}
