@@ -343,6 +343,35 @@ async fn sync_commands() {
     assert!(text.ok().contains("started: acme\n"), "{}", text.stdout);
     assert_eq!(json.json()["started"][0], "acme");
 
+    let (text, json) = both(&app, &["devices", "list", "-n", "acme", "--limit", "3"]).await;
+    let lines: Vec<&str> = text.ok().lines().collect();
+    assert!(lines[0].starts_with("SERIAL  "), "{}", text.stdout);
+    assert_eq!(
+        (lines.len(), lines[4]),
+        (5, "3 of 100 devices"),
+        "{}",
+        text.stdout
+    );
+    let list = json.json();
+    assert_eq!(list["total"], 100);
+    let serial = list["devices"][0]["serial_number"]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    let (text, _) = both(
+        &app,
+        &["devices", "list", "-n", "acme", "--serial", &serial],
+    )
+    .await;
+    assert!(
+        text.ok()
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with(&serial)),
+        "{}",
+        text.stdout
+    );
+
     let (text, json) = both(&app, &["status"]).await;
     let row = text.ok().lines().nth(1).unwrap_or_default().to_owned();
     let cells: Vec<&str> = row.split_whitespace().collect();

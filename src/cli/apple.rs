@@ -42,6 +42,8 @@ pub async fn account(name: &str, conn: &Connection) -> Result<(), CliError> {
 
 #[derive(Subcommand)]
 pub enum DevicesCommand {
+    /// depd's inventory of synced devices (NanoDEP's cfg-get-devices.sh).
+    List(DeviceListArgs),
     /// Apple's details of devices by serial number.
     Details {
         #[command(flatten)]
@@ -54,13 +56,109 @@ pub enum DevicesCommand {
 }
 
 pub async fn devices(command: DevicesCommand) -> Result<(), CliError> {
-    let DevicesCommand::Details {
-        name,
-        serials,
-        conn,
-    } = command;
-    let request = body(json!({ "devices": serials }));
-    call(&conn, &name.name, Method::POST, "/devices", request).await
+    match command {
+        DevicesCommand::List(args) => list(args).await,
+        DevicesCommand::Details {
+            name,
+            serials,
+            conn,
+        } => {
+            let request = body(json!({ "devices": serials }));
+            call(&conn, &name.name, Method::POST, "/devices", request).await
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct DeviceListArgs {
+    #[command(flatten)]
+    name: NameArg,
+    /// Only this serial number.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Only devices with this profile status (empty, assigned, pushed, removed).
+    #[arg(long)]
+    profile_status: Option<String>,
+    /// Only devices whose last event had this op_type (added, modified, deleted).
+    #[arg(long)]
+    op_type: Option<String>,
+    /// Only devices with this profile.
+    #[arg(long)]
+    profile_uuid: Option<String>,
+    /// Devices per page (1-1000) [daemon's default: 100].
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Devices to skip.
+    #[arg(long)]
+    offset: Option<usize>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+async fn list(args: DeviceListArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.conn)?;
+    let filters = [
+        ("serial", args.serial),
+        ("profile_status", args.profile_status),
+        ("op_type", args.op_type),
+        ("profile_uuid", args.profile_uuid),
+        ("limit", args.limit.map(|n| n.to_string())),
+        ("offset", args.offset.map(|n| n.to_string())),
+    ];
+    let query: Vec<String> = filters
+        .iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    let path = format!("/v1/devices/{}{query}", encode(&args.name.name));
+    let answer = client.get(&path).await?;
+    let value = answer.json()?;
+    if args.conn.json {
+        output::print(true, &answer.body, &value);
+        return Ok(());
+    }
+    let devices = value["devices"].as_array().cloned().unwrap_or_default();
+    print!("{}", output::table(&device_rows(&devices)));
+    println!("{} of {} devices", devices.len(), value["total"]);
+    Ok(())
+}
+
+/// The columns an operator looks at; `--json` has everything.
+fn device_rows(devices: &[Value]) -> output::Rows {
+    let header = [
+        "serial",
+        "model",
+        "os",
+        "profile status",
+        "profile uuid",
+        "assignment",
+        "last event",
+    ];
+    let cell = |v: &Value| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let rows = devices
+        .iter()
+        .map(|d| {
+            vec![
+                cell(&d["serial_number"]),
+                cell(&d["model"]),
+                cell(&d["os"]),
+                cell(&d["profile_status"]),
+                cell(&d["profile_uuid"]),
+                cell(&d["depd"]["assignment"]["result"]),
+                cell(&d["depd"]["last_event"]),
+            ]
+        })
+        .collect();
+    (header.iter().map(|h| (*h).to_owned()).collect(), rows)
 }
 
 #[derive(Subcommand)]

@@ -36,7 +36,7 @@ pub struct Connection {
 /// The DEP name a command works on.
 #[derive(clap::Args, Clone)]
 pub struct NameArg {
-    /// The DEP name [env: DEP_NAME, as NanoDEP's scripts].
+    /// The DEP name (DEP_NAME, as in NanoDEP's scripts).
     #[arg(short = 'n', long = "name", env = "DEP_NAME", value_name = "NAME")]
     pub name: String,
 }
@@ -51,7 +51,7 @@ pub enum Command {
     },
     /// Token health, session and last error of one name (-n) or of all.
     Status {
-        /// Only this DEP name [env: DEP_NAME].
+        /// Only this DEP name.
         #[arg(short = 'n', long = "name", env = "DEP_NAME", value_name = "NAME")]
         name: Option<String>,
         #[command(flatten)]
@@ -59,7 +59,7 @@ pub enum Command {
     },
     /// Run a sync cycle now for one name (-n) or for every name (--all).
     Sync {
-        /// The DEP name [env: DEP_NAME].
+        /// The DEP name.
         #[arg(short = 'n', long = "name", env = "DEP_NAME", value_name = "NAME")]
         name: Option<String>,
         /// Every name.
