@@ -363,6 +363,56 @@ mod tests {
 }
 
 #[cfg(test)]
+mod import_tests {
+    use super::*;
+    use crate::store::{CycleOutcome, Store, StoredCycle};
+    use time::macros::datetime;
+
+    #[test]
+    fn imported_values_keep_nanodeps_times_and_the_last_cycle() {
+        let store = Store::memory();
+        let now = datetime!(2026-03-01 0:00 UTC);
+        let modified = datetime!(2025-01-01 0:00 UTC);
+        let cycle = StoredCycle {
+            started_unix: 1,
+            ended_unix: 2,
+            outcome: CycleOutcome::Complete,
+            error: None,
+            pages: 1,
+            counts: Default::default(),
+        };
+        let data = NameData {
+            sync: Some(StoredSync {
+                last_cycle: Some(cycle.clone()),
+                ..StoredSync::default()
+            }),
+            ..NameData::default()
+        };
+        let mut s = NameState::new(DepName::parse("acme").expect("name"), data);
+        let c = s.import_assigner("P1".into(), modified, now);
+        store.commit(c.write).expect("commit");
+        s.adopt(c.next);
+        let c = s.import_sync_cursor("CUR".into(), now);
+        store.commit(c.write).expect("commit");
+        s.adopt(c.next);
+        let stored = store.load_name(s.name()).expect("load");
+        assert_eq!(
+            stored.meta.map(|m| m.created_unix),
+            Some(now.unix_timestamp())
+        );
+        assert_eq!(
+            stored.assigner.map(|a| a.modified_unix),
+            Some(modified.unix_timestamp())
+        );
+        let sync = stored.sync.expect("sync");
+        assert_eq!(
+            (sync.phase, sync.cursor.as_deref(), sync.last_cycle),
+            (SyncPhase::Sync, Some("CUR"), Some(cycle))
+        );
+    }
+}
+
+#[cfg(test)]
 mod pki_tests {
     use super::*;
     use crate::store::Store;
