@@ -86,6 +86,7 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(from_fn(api::request_log))
+                .wrap(from_fn(api::request_metrics))
                 .configure(api::configure)
         })
         .listen(listener)

@@ -38,7 +38,7 @@ async fn exchange(app: &TestApp, sim: &SimHandle, cipher: Cipher) {
 fn jwt_claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("payload");
     let mut b64 = payload.replace('-', "+").replace('_', "/");
-    while b64.len() % 4 != 0 {
+    while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
     let bytes = openssl::base64::decode_block(&b64).expect("base64url");

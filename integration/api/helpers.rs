@@ -250,6 +250,12 @@ impl Daemon {
         self.child.wait().expect("wait")
     }
 
+    /// SIGKILL: the process dies wherever it is, with no chance to flush.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

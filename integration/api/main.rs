@@ -3,11 +3,16 @@
 mod helpers;
 
 mod auth;
+mod cli;
 mod client;
 mod config_api;
+mod crash;
 mod daemon;
 mod exchange;
+mod import;
+mod metrics;
 mod names;
+mod notify;
 mod pki;
 mod proxy;
 mod sync;

@@ -507,3 +507,77 @@ async fn sync_requests_are_checked() {
     assert_eq!(body["reports"][0]["dep_name"], NAME);
     assert_eq!(body["skipped"], json!(["bare"]));
 }
+
+/// The value of one series in `/metrics` text (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[actix_web::test]
+async fn metrics_count_apple_calls_cycles_devices_and_assignments() {
+    // Other tests use other DEP names' series; this one uses its own name.
+    let clock = ManualClock::new(OffsetDateTime::now_utc());
+    let sim = Simulator::start(SimConfig {
+        devices: 12,
+        timestamp_window: None,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let app = TestApp::spawn_with("[sync]\nauto = false\n", Arc::new(clock)).await;
+    let name = "metered";
+    app.point(name, &sim).await;
+    let body = json!({"profile_name": "M", "url": "https://mdm.example/e"}).to_string();
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/proxy/{name}/profile"),
+            body.as_bytes(),
+        )
+        .await;
+    let uuid = r.json()["profile_uuid"].as_str().expect("uuid").to_owned();
+    assert_eq!(
+        app.put(&format!("/v1/assigner/{name}?profile_uuid={uuid}"), "")
+            .await
+            .status,
+        200
+    );
+    let r = app
+        .call(Method::POST, &format!("/v1/sync/{name}?wait=1"), b"")
+        .await;
+    assert_eq!(r.json()["outcome"], "complete");
+    // The tick refreshes gauges such as the token's days left.
+    app.handle.tick().await;
+    let text = String::from_utf8(app.get("/metrics").await.body).expect("text");
+    let l = |series: &str| metric(&text, series);
+    assert_eq!(
+        l(r#"depd_apple_sessions_total{dep_name="metered",result="ok"}"#),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        l(r#"depd_apple_requests_total{dep_name="metered",endpoint="/profile",status="200"}"#),
+        1
+    );
+    assert_eq!(
+        l(
+            r#"depd_apple_requests_total{dep_name="metered",endpoint="/server/devices",status="200"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        l(r#"depd_sync_cycles_total{dep_name="metered",outcome="complete"}"#),
+        1
+    );
+    assert_eq!(
+        l(r#"depd_sync_devices_total{dep_name="metered",op_type="none"}"#),
+        12
+    );
+    assert_eq!(
+        l(r#"depd_assignments_total{dep_name="metered",result="SUCCESS"}"#),
+        12
+    );
+    assert!(l(r#"depd_token_days_to_expiry{dep_name="metered"}"#) > 300);
+}

@@ -344,7 +344,8 @@ impl Handler<ServerUuid> for DepNameActor {
             self.target(),
             super::session::ActorSession(ctx.address()),
             self.clock.clone(),
-        );
+        )
+        .named(self.state.name().as_str());
         Box::pin(async move { client.account().await }.into_actor(self).map(
             move |answer, act, _| match answer {
                 Ok(account) if !account.server_uuid.is_empty() => {

@@ -125,6 +125,7 @@ impl Handler<Reload> for Registry {
             let keep = entry.stored || settings.names.contains_key(name);
             if !keep {
                 tracing::info!(dep_name = %name, "DEP name no longer configured; its actor stops");
+                crate::metrics::remove_name(name.as_str());
             }
             keep
         });

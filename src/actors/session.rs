@@ -108,12 +108,14 @@ impl DepNameActor {
         let name = self.state.name().clone();
         match self.session.opened(generation, result, self.clock.now()) {
             Outcome::Done(Ok(token)) => {
+                crate::metrics::session_opened(name.as_str(), true);
                 tracing::info!(dep_name = %name, "Apple session opened");
                 for w in self.waiters.drain(..) {
                     let _ = w.send(Ok(token.clone()));
                 }
             }
             Outcome::Done(Err(failure)) => {
+                crate::metrics::session_opened(name.as_str(), false);
                 tracing::warn!(
                     dep_name = %name,
                     error = %failure.error,

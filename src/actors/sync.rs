@@ -190,6 +190,10 @@ impl DepNameActor {
     /// Starts what is due. Returns whether a cycle started.
     pub(super) fn sync_tick(&mut self, ctx: &mut Context<Self>) -> bool {
         let now = self.clock.now();
+        if let Some(t) = &self.state.data().tokens {
+            let days = (t.access_token_expiry_unix - now.unix_timestamp()).div_euclid(86_400);
+            crate::metrics::set_token_days_left(self.state.name().as_str(), days);
+        }
         let due = |t: Option<OffsetDateTime>| t.is_some_and(|t| t <= now);
         let mut started = false;
         if self.settings.sync.auto
@@ -263,6 +267,7 @@ impl DepNameActor {
             ActorSession(ctx.address()),
             self.clock.clone(),
         )
+        .named(self.state.name().as_str())
     }
 
     fn start_cycle(&mut self, resync: bool, ctx: &mut Context<Self>) {
@@ -520,6 +525,10 @@ impl DepNameActor {
         } else {
             tracing::info!(dep_name = %name, outcome = outcome_str(report.outcome), pages = report.pages, devices = ?report.counts, next_in_secs = wait.as_secs(), "sync cycle finished");
         }
+        crate::metrics::sync_cycle(name.as_str(), outcome_str(report.outcome));
+        for (op_type, n) in &report.counts {
+            crate::metrics::synced_devices(name.as_str(), op_type, *n);
+        }
         self.syncer.finishing = Some(CycleReport {
             dep_name: name.as_str().to_owned(),
             outcome: outcome_str(report.outcome),
@@ -533,13 +542,21 @@ impl DepNameActor {
         let window = self.settings.assigner.removal_window_secs;
         let before = now.unix_timestamp() - window;
         ctx.spawn(
-            async move { store.blocking(move |s| s.prune_removals(&name, before)).await }
-                .into_actor(self)
-                .map(|res, act, _| {
-                    if let Err(e) = res {
-                        tracing::warn!(dep_name = %act.state.name(), error = %e, "pruning old profile removals failed");
-                    }
-                }),
+            async move {
+                store
+                    .blocking(move |s| {
+                        s.prune_removals(&name, before)?;
+                        s.device_counts(&name)
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(|res, act, _| match res {
+                Ok(counts) => crate::metrics::set_devices(act.state.name().as_str(), counts.total),
+                Err(e) => {
+                    tracing::warn!(dep_name = %act.state.name(), error = %e, "pruning removals or counting devices failed")
+                }
+            }),
         );
         self.run_assigner(ctx);
     }
@@ -615,6 +632,12 @@ impl DepNameActor {
     /// Delivers the outbox in order until it is empty or a URL fails.
     fn kick_delivery(&mut self, ctx: &mut Context<Self>) {
         if self.syncer.delivering {
+            return;
+        }
+        // A failed delivery waits for its retry time (the tick starts it);
+        // new events queue behind it rather than hurry it.
+        if self.syncer.deliver_at.is_some_and(|t| t > self.clock.now()) {
+            self.maybe_notify(ctx);
             return;
         }
         let urls = self.settings.webhook_urls(self.state.name()).to_vec();
@@ -757,6 +780,7 @@ impl AssignJob {
                     .results
                     .entry(r.result.as_str().to_owned())
                     .or_default() += 1;
+                crate::metrics::assignment_results(self.name.as_str(), r.result.as_str(), 1);
             }
             if let Err(e) = answer {
                 pass.error = Some(e);
@@ -799,6 +823,7 @@ impl DeliverJob {
             let n = self.name.clone();
             let next = self.store.blocking(move |s| s.outbox_peek(&n, 1)).await?;
             let Some((seq, entry)) = next.into_iter().next() else {
+                crate::metrics::set_webhook_backlog(self.name.as_str(), 0);
                 return Ok(Delivered {
                     pending: None,
                     retry_at: None,
@@ -813,6 +838,10 @@ impl DeliverJob {
                 if !status.is_some_and(webhook::is_delivered) {
                     tracing::warn!(dep_name = %self.name, url = %self.urls[i], status = ?status, event_id = %entry.event_id, "webhook delivery failed");
                 }
+                crate::metrics::webhook_delivery(
+                    self.name.as_str(),
+                    status.is_some_and(webhook::is_delivered),
+                );
                 delivery.record(i, status);
             }
             if delivery.is_complete() {
@@ -823,6 +852,9 @@ impl DeliverJob {
                 continue;
             }
             let wait = delivery.retry_in(&self.policy, &mut OsJitter);
+            let n = self.name.clone();
+            let backlog = self.store.blocking(move |s| s.outbox_backlog(&n)).await?;
+            crate::metrics::set_webhook_backlog(self.name.as_str(), backlog);
             return Ok(Delivered {
                 pending: Some(delivery),
                 retry_at: Some(self.clock.now() + wait),

@@ -7,6 +7,7 @@ mod body;
 mod error;
 mod health;
 mod log;
+mod metrics;
 mod names;
 mod pki;
 mod proxy;
@@ -15,6 +16,7 @@ mod sync;
 
 pub use error::ApiError;
 pub use log::request_log;
+pub use metrics::request_metrics;
 
 use crate::actors::Registry;
 use crate::settings::Settings;
@@ -68,6 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/version", web::get().to(health::version))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(metrics::render))
         .service(
             web::scope("/v1")
                 .wrap(from_fn(auth::require))

@@ -114,7 +114,15 @@ pub async fn forward(
             .await
             .map_err(|e| ApiError::internal("the DEP name's actor did not answer", &e))?
             .map_err(|e| session_error(&name, e))?;
-        let mut resp = send(&req, &grant, &path, body.clone()).await?;
+        let endpoint = path.split('?').next().unwrap_or("/");
+        let mut resp = match send(&req, &grant, &path, body.clone()).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                crate::metrics::apple_call(name.as_str(), endpoint, 0);
+                return Err(e);
+            }
+        };
+        crate::metrics::apple_call(name.as_str(), endpoint, resp.status().as_u16());
         if let Some(new) = resp
             .headers()
             .get(SESSION_HEADER)

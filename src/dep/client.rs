@@ -207,6 +207,8 @@ pub struct DepClient<S> {
     target: Target,
     session: S,
     clock: SharedClock,
+    /// The DEP name its calls are counted under in the metrics.
+    metrics_name: Option<String>,
 }
 
 impl<S: SessionSource> DepClient<S> {
@@ -215,6 +217,20 @@ impl<S: SessionSource> DepClient<S> {
             target,
             session,
             clock,
+            metrics_name: None,
+        }
+    }
+
+    /// Counts this client's Apple calls under `name` in the metrics.
+    pub fn named(mut self, name: &str) -> Self {
+        self.metrics_name = Some(name.to_owned());
+        self
+    }
+
+    fn count(&self, path_and_query: &str, status: u16) {
+        if let Some(name) = &self.metrics_name {
+            let endpoint = path_and_query.split('?').next().unwrap_or(path_and_query);
+            crate::metrics::apple_call(name, endpoint, status);
         }
     }
 
@@ -279,7 +295,11 @@ impl<S: SessionSource> DepClient<S> {
             }
             None => req.send().await,
         };
-        let mut resp = sent.map_err(send_error)?;
+        let mut resp = sent.map_err(|e| {
+            self.count(path_and_query, 0);
+            send_error(e)
+        })?;
+        self.count(path_and_query, resp.status().as_u16());
         if let Some(new) = resp
             .headers()
             .get(SESSION_HEADER)
