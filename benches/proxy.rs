@@ -48,6 +48,7 @@ fn start_servers(tx: mpsc::Sender<Servers>) {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(dir.path().join("data")),
             api_key: Some(Secret::new(KEY)),
+            webhook_url: None,
             log_format: None,
         };
         let settings = settings::load(None, Vec::new(), &flags).expect("settings");

@@ -129,6 +129,10 @@ struct ServeArgs {
     /// Log format [default: human].
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Webhook URL for every DEP name's sync events (as NanoDEP's depsyncer
+    /// -webhook-url); replaces webhook.urls of the configuration.
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -238,6 +242,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             LogFormatArg::Human => LogFormat::Human,
             LogFormatArg::Json => LogFormat::Json,
         }),
+        webhook_url: args.webhook_url,
     };
     let config = settings::resolve_config_path(args.config.as_deref());
     let settings = match settings::load(config.as_deref(), std::env::vars(), &flags) {

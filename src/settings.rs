@@ -260,6 +260,8 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     pub api_key: Option<Secret>,
     pub log_format: Option<LogFormat>,
+    /// `--webhook-url` (as NanoDEP's depsyncer): replaces `webhook.urls`.
+    pub webhook_url: Option<String>,
 }
 
 /// The validated configuration the daemon runs on.
@@ -429,7 +431,7 @@ fn settings_env(
 }
 
 fn validate(
-    raw: FileSettings,
+    mut raw: FileSettings,
     flags: &FlagOverrides,
     source: Option<&Path>,
 ) -> Result<Settings, SettingsError> {
@@ -450,6 +452,11 @@ fn validate(
     validate_apple(&raw.apple)?;
     validate_sync(&raw.sync)?;
     validate_assigner(&raw.assigner)?;
+    if let Some(url) = &flags.webhook_url {
+        validate_webhook_url(url)
+            .map_err(|m| SettingsError::Invalid(format!("--webhook-url: {m}")))?;
+        raw.webhook.urls = vec![url.clone()];
+    }
     validate_webhook(&raw.webhook)?;
     let mut names = BTreeMap::new();
     for (raw_name, settings) in raw.names {
@@ -733,6 +740,7 @@ mod tests {
             listen: Some("127.0.0.1:3000".into()),
             data_dir: Some("/from/flag".into()),
             api_key: Some(Secret::new("flag")),
+            webhook_url: None,
             log_format: Some(LogFormat::Json),
         };
         let s = load(Some(f.path()), e, &flags).expect("flags");
@@ -740,6 +748,25 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(s.api_key.expose(), "flag");
         assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn webhook_url_flag_replaces_the_configured_urls() {
+        let f = file(
+            "api_key = \"k\"\n[webhook]\nurls = [\"http://127.0.0.1:1/a\", \"http://127.0.0.1:1/b\"]\n",
+        );
+        let flags = FlagOverrides {
+            webhook_url: Some("http://127.0.0.1:2/hook".into()),
+            ..FlagOverrides::default()
+        };
+        let s = load(Some(f.path()), env(&[]), &flags).expect("settings");
+        assert_eq!(s.webhook.urls, vec!["http://127.0.0.1:2/hook".to_owned()]);
+        let bad = FlagOverrides {
+            webhook_url: Some("ftp://x".into()),
+            ..FlagOverrides::default()
+        };
+        let err = load(Some(f.path()), env(&[]), &bad).expect_err("bad URL");
+        assert!(err.to_string().contains("--webhook-url"), "{err}");
     }
 
     #[test]

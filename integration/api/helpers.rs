@@ -68,6 +68,7 @@ impl TestApp {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(dir.path().join("data")),
             api_key: Some(Secret::new(KEY)),
+            webhook_url: None,
             log_format: None,
         };
         let settings = settings::load(Some(&file), Vec::new(), &flags).expect("settings");

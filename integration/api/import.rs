@@ -160,6 +160,7 @@ async fn imports_a_filekv_directory_and_the_daemon_uses_it() {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(data.clone()),
         api_key: Some(Secret::new(KEY)),
+        webhook_url: None,
         log_format: None,
     };
     let settings = settings::load(None, Vec::new(), &flags).expect("settings");

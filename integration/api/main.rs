@@ -13,6 +13,7 @@ mod import;
 mod metrics;
 mod names;
 mod notify;
+mod once;
 mod pki;
 mod proxy;
 mod sync;

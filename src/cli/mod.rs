@@ -9,6 +9,7 @@
 mod admin;
 mod apple;
 mod client;
+mod once;
 mod output;
 mod pki;
 
@@ -68,6 +69,16 @@ pub enum Command {
         /// Wait for the cycle to finish and print its report.
         #[arg(long)]
         wait: bool,
+        /// No daemon: run one cycle per name on a stopped daemon's store
+        /// (like NanoDEP's depsyncer -duration 0), wait for its assignments
+        /// and webhook deliveries, exit 1 if any name failed.
+        #[arg(long)]
+        once: bool,
+        /// With --once: the names (default: every name with tokens).
+        #[arg(value_name = "NAME", requires = "once")]
+        names: Vec<String>,
+        #[command(flatten)]
+        local: once::LocalArgs,
         #[command(flatten)]
         conn: Connection,
     },
@@ -135,10 +146,18 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Names { conn } => admin::names(&conn).await,
         Command::Status { name, conn } => admin::status(name.as_deref(), &conn).await,
         Command::Sync {
+            once: true,
+            names,
+            local,
+            conn,
+            ..
+        } => once::sync_once(names, local, conn.json).await,
+        Command::Sync {
             name,
             all,
             wait,
             conn,
+            ..
         } => admin::sync(name.as_deref(), all, wait, &conn).await,
         Command::Resync { name, wait, conn } => admin::resync(&name.name, wait, &conn).await,
         Command::Assigner { command } => admin::assigner(command).await,
