@@ -70,8 +70,10 @@ impl Application {
         tracing::info!(names = stored.len(), dir = %dir.display(), "storage open");
 
         let settings = Arc::new(settings);
-        let registry = Registry::new(store.clone(), settings.clone(), clock, stored).start();
-        let state = web::Data::new(AppState::new(registry, settings.clone()));
+        let registry = Registry::new(store.clone(), settings.clone(), clock, stored);
+        let directory = registry.directory();
+        let registry = registry.start();
+        let state = web::Data::new(AppState::new(registry, directory, settings.clone()));
 
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartError::Bind {
             addr: settings.listen,
@@ -161,6 +163,11 @@ impl AppHandle {
             tokio::time::timeout(within, self.state.registry.send(Ping)).await,
             Ok(Ok(()))
         )
+    }
+
+    /// The registry of DEP-name actors.
+    pub fn registry(&self) -> &actix::Addr<Registry> {
+        &self.state.registry
     }
 
     /// Makes every DEP-name actor look at its schedule now (the actors do

@@ -8,6 +8,7 @@ pub mod app;
 pub mod bypass;
 pub mod cli;
 pub mod clock;
+pub mod demo;
 pub mod dep;
 pub mod import;
 pub mod jwt;

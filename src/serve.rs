@@ -11,6 +11,8 @@ use std::rc::Rc;
 pub enum ServeError {
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("HTTP server: {0}")]
@@ -31,8 +33,14 @@ pub async fn run(
     let mut signals = signals::listen().map_err(ServeError::Signals)?;
     // Rc: the signal loop and the watchdog run on this thread's runtime.
     let notifier = Rc::new(Notifier::from_env(std::env::vars())?);
+    let demo = settings.demo.clone();
     let app = Application::build(settings).await?;
     let handle = app.handle();
+    // Kept for the life of the process: the demo's simulator serves until then.
+    let _demo_sim = match &demo {
+        Some(d) => Some(crate::demo::start(&handle, d).await?),
+        None => None,
+    };
     // build() returns once storage is open and the listener is bound.
     notifier.ready();
     if let Some(every) = notify::watchdog_interval(std::env::vars(), std::process::id()) {

@@ -187,6 +187,11 @@ impl SessionRules {
         }
     }
 
+    /// The token handed out now, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The last `/session` failure, until a session opens.
     pub fn failure(&self) -> Option<&SessionFailure> {
         self.failure.as_ref()

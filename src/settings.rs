@@ -67,6 +67,7 @@ struct FileSettings {
     assigner: AssignerSettings,
     webhook: WebhookSettings,
     names: BTreeMap<String, NameSettings>,
+    demo: Option<DemoSettings>,
 }
 
 impl Default for FileSettings {
@@ -83,6 +84,7 @@ impl Default for FileSettings {
             assigner: AssignerSettings::default(),
             webhook: WebhookSettings::default(),
             names: BTreeMap::new(),
+            demo: None,
         }
     }
 }
@@ -227,6 +229,29 @@ impl Default for WebhookSettings {
     }
 }
 
+/// The demo (`config/demo.toml`): a DEP name backed by a depsim started
+/// inside depd, so depd can be tried without Apple.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoSettings {
+    /// The DEP name wired to the simulator.
+    pub name: String,
+    /// Devices the simulator has.
+    pub devices: usize,
+    /// The simulator's seed: the same devices and credentials every start.
+    pub seed: u64,
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        DemoSettings {
+            name: "demo".into(),
+            devices: 300,
+            seed: 1,
+        }
+    }
+}
+
 /// A DEP name declared in the configuration, with its overrides.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -277,6 +302,8 @@ pub struct Settings {
     pub assigner: AssignerSettings,
     pub webhook: WebhookSettings,
     pub names: BTreeMap<DepName, NameSettings>,
+    /// The demo simulator, when `[demo]` is present.
+    pub demo: Option<DemoSettings>,
     /// The file these settings were read from, if any (re-read on SIGHUP).
     pub source: Option<PathBuf>,
 }
@@ -452,6 +479,16 @@ fn validate(
     validate_apple(&raw.apple)?;
     validate_sync(&raw.sync)?;
     validate_assigner(&raw.assigner)?;
+    if let Some(demo) = &raw.demo {
+        DepName::parse(&demo.name)
+            .map_err(|e| SettingsError::Invalid(format!("demo.name: {e}")))?;
+        if !(1..=1_000_000).contains(&demo.devices) {
+            return Err(SettingsError::Invalid(format!(
+                "demo.devices: {} must be from 1 to 1000000",
+                demo.devices
+            )));
+        }
+    }
     if let Some(url) = &flags.webhook_url {
         validate_webhook_url(url)
             .map_err(|m| SettingsError::Invalid(format!("--webhook-url: {m}")))?;
@@ -512,6 +549,7 @@ fn validate(
         assigner: raw.assigner,
         webhook: raw.webhook,
         names,
+        demo: raw.demo,
         source: source.map(Path::to_path_buf),
     })
 }

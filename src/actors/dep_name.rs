@@ -19,6 +19,8 @@ pub struct DepNameActor {
     pub(super) session: SessionRules,
     /// Requests waiting for the `/session` call in flight.
     pub(super) waiters: Vec<Waiter>,
+    /// The current grant, published for the proxy's hot path.
+    pub(super) published: super::session::SharedGrant,
     /// The server UUID from Apple's `/account` (the MAID JWT's `iss`) and
     /// when it was fetched.
     pub(super) server_uuid: Option<(String, time::OffsetDateTime)>,
@@ -41,6 +43,7 @@ impl DepNameActor {
         store: Store,
         settings: Arc<Settings>,
         clock: SharedClock,
+        published: super::session::SharedGrant,
     ) -> Self {
         let sync_state = state.data().sync.clone().unwrap_or_default();
         DepNameActor {
@@ -50,6 +53,7 @@ impl DepNameActor {
             clock,
             session: SessionRules::new(),
             waiters: Vec::new(),
+            published,
             server_uuid: None,
             syncer: super::sync::Syncer::new(sync_state),
         }
@@ -60,6 +64,7 @@ impl DepNameActor {
     /// the old credentials becomes stale).
     pub(super) fn on_tokens_replaced(&mut self, ctx: &mut Context<Self>) {
         self.session.reset();
+        self.publish_grant();
         // A name that could not sync for want of (good) tokens may now.
         self.sync_tick(ctx);
         tracing::info!(dep_name = %self.state.name(), "OAuth tokens replaced; the Apple session will be reopened");
@@ -180,6 +185,7 @@ impl Handler<PutConfig> for DepNameActor {
             if moved {
                 act.session.reset();
             }
+            act.publish_grant();
         })
     }
 }
@@ -228,6 +234,7 @@ impl Handler<UpdateSettings> for DepNameActor {
     type Result = ();
     fn handle(&mut self, msg: UpdateSettings, ctx: &mut Self::Context) {
         self.settings = msg.0;
+        self.publish_grant();
         self.on_settings_changed(ctx);
     }
 }

@@ -16,8 +16,8 @@ pub use dep_name::{
 pub use dep_name::{
     GetPki, Now, PkiOpError, PkiSlot, PromoteStagingPki, PutStagingPki, ServerUuid, ServerUuidError,
 };
-pub use registry::{ListNames, Ping, Registry, Reload, Resolve};
-pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated};
+pub use registry::{Directory, ListNames, Ping, Published, Registry, Reload, Resolve};
+pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated, SharedGrant};
 pub use status::{GetStatus, LastError, NameStatus, SessionStatus, TokenHealth, TokenStatus};
 pub use sync::{
     CycleReport, ListAssignments, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Syncer, Tick,

@@ -19,11 +19,24 @@ struct Entry {
     stored: bool,
 }
 
+/// What the proxy's hot path reads about a name without a mailbox round
+/// trip: its actor and the grant the actor publishes.
+#[derive(Clone)]
+pub struct Published {
+    pub addr: Addr<DepNameActor>,
+    pub grant: super::session::SharedGrant,
+}
+
+/// Every running name's [`Published`] entry. Only the registry writes it,
+/// as it starts and stops actors.
+pub type Directory = Arc<std::sync::RwLock<std::collections::HashMap<DepName, Published>>>;
+
 pub struct Registry {
     store: Store,
     settings: Arc<Settings>,
     clock: SharedClock,
     names: BTreeMap<DepName, Entry>,
+    directory: Directory,
 }
 
 impl Registry {
@@ -39,6 +52,7 @@ impl Registry {
             settings,
             clock,
             names: BTreeMap::new(),
+            directory: Directory::default(),
         };
         for (name, data) in stored {
             registry.spawn_name(name, data, true);
@@ -52,14 +66,31 @@ impl Registry {
         registry
     }
 
+    /// The directory of running names, for readers outside the actors.
+    pub fn directory(&self) -> Directory {
+        self.directory.clone()
+    }
+
     fn spawn_name(&mut self, name: DepName, data: NameData, stored: bool) -> Addr<DepNameActor> {
+        let grant = super::session::SharedGrant::default();
         let actor = DepNameActor::new(
             NameState::new(name.clone(), data),
             self.store.clone(),
             self.settings.clone(),
             self.clock.clone(),
+            grant.clone(),
         );
         let addr = actor.start();
+        self.directory
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                name.clone(),
+                Published {
+                    addr: addr.clone(),
+                    grant,
+                },
+            );
         self.names.insert(
             name,
             Entry {
@@ -121,11 +152,16 @@ impl Handler<Reload> for Registry {
     fn handle(&mut self, msg: Reload, _: &mut Self::Context) {
         self.settings = msg.0;
         let settings = self.settings.clone();
+        let directory = self.directory.clone();
         self.names.retain(|name, entry| {
             let keep = entry.stored || settings.names.contains_key(name);
             if !keep {
                 tracing::info!(dep_name = %name, "DEP name no longer configured; its actor stops");
                 crate::metrics::remove_name(name.as_str());
+                directory
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(name);
             }
             keep
         });

@@ -35,6 +35,11 @@ pub struct Grant {
     pub token: String,
 }
 
+/// The grant a name's actor publishes for readers that must not wait for
+/// its mailbox (the proxy's hot path). Only the actor writes it; it is
+/// `None` whenever the actor has no session to give out.
+pub type SharedGrant = std::sync::Arc<std::sync::RwLock<Option<Grant>>>;
+
 /// A session token for this name; `rejected` is a token Apple refused.
 #[derive(Message)]
 #[rtype(result = "Result<Grant, SessionError>")]
@@ -62,6 +67,16 @@ impl DepNameActor {
             connect_timeout: profile.connect_timeout,
             request_timeout: profile.request_timeout,
         }
+    }
+
+    /// Publishes the grant in effect now (after any change to the session,
+    /// the base URL or the settings).
+    pub(super) fn publish_grant(&self) {
+        let grant = self.session.token().map(|t| self.grant(t.to_owned()));
+        *self
+            .published
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = grant;
     }
 
     fn grant(&self, token: String) -> Grant {
@@ -108,6 +123,7 @@ impl DepNameActor {
         let name = self.state.name().clone();
         match self.session.opened(generation, result, self.clock.now()) {
             Outcome::Done(Ok(token)) => {
+                self.publish_grant();
                 crate::metrics::session_opened(name.as_str(), true);
                 tracing::info!(dep_name = %name, "Apple session opened");
                 for w in self.waiters.drain(..) {
@@ -180,6 +196,7 @@ impl Handler<SessionRotated> for DepNameActor {
 
     fn handle(&mut self, msg: SessionRotated, _: &mut Self::Context) {
         if self.session.rotated(&msg.old, msg.new, self.clock.now()) {
+            self.publish_grant();
             tracing::debug!(dep_name = %self.state.name(), "Apple rotated the session token");
         }
     }

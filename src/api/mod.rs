@@ -29,14 +29,21 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// What the handlers share.
 pub struct AppState {
     pub registry: Addr<Registry>,
+    /// Running names and their published grants (the proxy's hot path).
+    pub directory: crate::actors::Directory,
     settings: RwLock<Arc<Settings>>,
     ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(registry: Addr<Registry>, settings: Arc<Settings>) -> Self {
+    pub fn new(
+        registry: Addr<Registry>,
+        directory: crate::actors::Directory,
+        settings: Arc<Settings>,
+    ) -> Self {
         AppState {
             registry,
+            directory,
             settings: RwLock::new(settings),
             ready: AtomicBool::new(false),
         }

@@ -11,7 +11,7 @@
 use super::AppState;
 use super::body;
 use super::error::ApiError;
-use crate::actors::{Grant, Resolve, Session, SessionError, SessionRotated};
+use crate::actors::{Grant, Session, SessionError, SessionRotated};
 use crate::dep::DepError;
 use crate::dep::client::{self, PROTOCOL_HEADER, SESSION_HEADER};
 use crate::name::DepName;
@@ -88,32 +88,44 @@ pub async fn forward(
         .map_err(|e| ApiError::bad_request("invalid-dep-name", format!("invalid DEP name: {e}")))?;
     let limit = state.settings().apple.proxy_body_limit;
     let body = body::read(&req, payload, limit).await?;
-    let actor = state
-        .registry
-        .send(Resolve {
-            name: name.clone(),
-            create: false,
-        })
-        .await
-        .map_err(|e| ApiError::internal("the registry did not answer", &e))?
+    // The directory and the published grant spare two mailbox round trips
+    // per request; only when there is no session (or Apple rejected one)
+    // does the request go through the actor, which opens one single-flight.
+    let published = state
+        .directory
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&name)
+        .cloned()
         .ok_or_else(|| {
             ApiError::not_found(
                 "unknown-dep-name",
                 format!("unknown DEP name {:?}", name.as_str()),
             )
         })?;
-
+    let actor = published.addr;
     let path = upstream_path(&req);
     let mut rejected: Option<String> = None;
     let mut replayed = false;
     loop {
-        let grant = actor
-            .send(Session {
-                rejected: rejected.take(),
-            })
-            .await
-            .map_err(|e| ApiError::internal("the DEP name's actor did not answer", &e))?
-            .map_err(|e| session_error(&name, e))?;
+        let ready = match &rejected {
+            None => published
+                .grant
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            Some(_) => None,
+        };
+        let grant = match ready {
+            Some(grant) => grant,
+            None => actor
+                .send(Session {
+                    rejected: rejected.take(),
+                })
+                .await
+                .map_err(|e| ApiError::internal("the DEP name's actor did not answer", &e))?
+                .map_err(|e| session_error(&name, e))?,
+        };
         let endpoint = path.split('?').next().unwrap_or("/");
         let mut resp = match send(&req, &grant, &path, body.clone()).await {
             Ok(resp) => resp,

@@ -1,0 +1,279 @@
+//! End-to-end sync throughput and memory of the real `depd` binary
+//! against depsim (in this process), with the inventory, the assigner and
+//! a webhook receiver (also in this process) all on.
+//!
+//!     cargo bench --bench sync
+//!
+//! Two scenarios (choose with `SYNC_BENCH=full|names|both`, default both):
+//! - `full`: one DEP name, a full fetch of `SYNC_BENCH_DEVICES` devices
+//!   (default 1,000,000) at 1000 per page, every device assigned, every page
+//!   posted to the webhook;
+//! - `names`: `SYNC_BENCH_NAMES` names (default 10,000) with 100 devices
+//!   each, one full cycle for all of them.
+//!
+//! depd runs as its own process so its memory is measured alone (VmHWM,
+//! VmRSS from /proc/PID/status).
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use depd::name::DepName;
+use depd::sim::{SimConfig, SimHandle, Simulator};
+use depd::state::NameState;
+use depd::store::{NameData, Store};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "bench-key";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `(VmRSS, VmHWM)` of a process in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A store as a stopped daemon leaves it: `names` hold the simulator's
+/// tokens and point at it; one flush at the end.
+fn prepare(data: &Path, sim: &SimHandle, names: &[String], profile: Option<&str>) {
+    let store = Store::open_sled(data).expect("open store");
+    let now = time::OffsetDateTime::now_utc();
+    let tokens = depd::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
+    for raw in names {
+        let mut state = NameState::new(DepName::parse(raw).expect("name"), NameData::default());
+        let mut changes = vec![
+            state
+                .put_tokens(tokens.clone(), false, now)
+                .expect("tokens"),
+            state.put_base_url(sim.base_url(), now),
+        ];
+        if let Some(p) = profile {
+            changes.push(state.put_assigner(p.to_owned(), now));
+        }
+        for change in changes {
+            let next = change.next.clone();
+            store.commit(change.write).expect("commit");
+            state.adopt(next);
+        }
+    }
+    store.flush().expect("flush");
+}
+
+/// `depd serve` on a free port; returns the child and its address.
+fn serve(dir: &Path, webhook: Option<&str>) -> (Child, String) {
+    let mut config = format!(
+        "api_key = \"{KEY}\"\nlog_level = \"warn,depd::startup=info\"\n[sync]\nauto = false\n"
+    );
+    if let Some(url) = webhook {
+        config.push_str(&format!("[webhook]\nurls = [\"{url}\"]\n"));
+    }
+    let path = dir.join("depd.toml");
+    std::fs::write(&path, config).expect("config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_depd"))
+        .args(["serve", "--log-format", "json", "--listen", &addr])
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("DEPD_API_KEY")
+        .env_remove("DEPD_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn depd");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.map(|l| l.contains("\"listening\"")).unwrap_or(false) {
+            break;
+        }
+    }
+    // Keep draining so depd never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"))
+}
+
+async fn post(client: &awc::Client, url: &str) -> serde_json::Value {
+    let mut resp = client
+        .post(url)
+        .basic_auth("depserver", KEY)
+        .send()
+        .await
+        .expect("request");
+    let body = resp.body().limit(256 << 20).await.expect("body");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    serde_json::from_slice(&body).expect("JSON")
+}
+
+fn receiver() -> (String, Arc<AtomicU64>) {
+    let events = Arc::new(AtomicU64::new(0));
+    let e = events.clone();
+    let server = HttpServer::new(move || {
+        let e = e.clone();
+        App::new()
+            .app_data(web::PayloadConfig::new(64 << 20))
+            .default_service(web::to(move |_body: web::Bytes| {
+                e.fetch_add(1, Ordering::Relaxed);
+                async { HttpResponse::Ok().finish() }
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .expect("bind receiver");
+    let url = format!("http://{}/hook", server.addrs()[0]);
+    actix_web::rt::spawn(server.run());
+    (url, events)
+}
+
+/// A profile defined in the simulator, as an MDM would.
+async fn define_profile(sim: &SimHandle) -> String {
+    use depd::dep::client::{DepClient, DirectSession, Target};
+    let t = sim.credentials().into_iter().next().expect("credentials");
+    let creds = depd::dep::oauth1::Credentials {
+        consumer_key: t.consumer_key,
+        consumer_secret: t.consumer_secret,
+        access_token: t.access_token,
+        access_secret: t.access_secret,
+    };
+    let target = Target {
+        base_url: sim.base_url(),
+        protocol_version: 10,
+        user_agent: "bench/1".into(),
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(30),
+    };
+    let clock: depd::clock::SharedClock = Arc::new(depd::clock::SystemClock);
+    let dep = DepClient::new(
+        target.clone(),
+        DirectSession::new(target, creds, clock.clone()),
+        clock,
+    );
+    dep.define_profile(
+        &serde_json::json!({"profile_name": "Bench", "url": "https://mdm.example/e"}),
+    )
+    .await
+    .expect("define profile")
+    .profile_uuid
+}
+
+async fn full(devices: usize) {
+    let sim = Simulator::start(SimConfig {
+        devices,
+        workers: 1,
+        timestamp_window: None,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let profile = define_profile(&sim).await;
+    let (hook, events) = receiver();
+    let dir = tempfile::tempdir().expect("tempdir");
+    prepare(
+        &dir.path().join("data"),
+        &sim,
+        &["bench".into()],
+        Some(&profile),
+    );
+    let (mut child, url) = serve(dir.path(), Some(&hook));
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .finish();
+    let start = Instant::now();
+    let report = post(&client, &format!("{url}/v1/sync/bench?wait=1")).await;
+    let secs = start.elapsed().as_secs_f64();
+    let (rss, hwm) = memory(child.id());
+    println!("full fetch: {devices} devices, 1000 per page, inventory + assigner + webhook");
+    println!(
+        "  {secs:.1} s  {:.0} devices/s  pages {}  assigned {}  webhook events {}  backlog {}",
+        devices as f64 / secs,
+        report["pages"],
+        report["assignments"]["SUCCESS"],
+        events.load(Ordering::Relaxed),
+        report["webhook_backlog"]
+    );
+    println!("  depd memory: VmHWM {hwm:.0} MiB, VmRSS after {rss:.0} MiB");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn names(count: usize) {
+    let sim = Simulator::start(SimConfig {
+        devices: 100,
+        workers: 1,
+        timestamp_window: None,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = (0..count).map(|i| format!("name-{i:05}")).collect();
+    let t = Instant::now();
+    prepare(&dir.path().join("data"), &sim, &names, None);
+    println!(
+        "{count} names prepared in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (mut child, url) = serve(dir.path(), None);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .finish();
+    // Let start-up settle, then measure idle memory.
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let (idle_before, _) = memory(child.id());
+    let start = Instant::now();
+    let answer = post(&client, &format!("{url}/v1/sync?wait=1")).await;
+    let secs = start.elapsed().as_secs_f64();
+    let reports = answer["reports"].as_array().map_or(0, Vec::len);
+    let complete = answer["reports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["outcome"] == "complete")
+        .count();
+    let (_, hwm) = memory(child.id());
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let (idle_after, _) = memory(child.id());
+    println!("{count} names x 100 devices, one full cycle each");
+    println!(
+        "  {secs:.1} s  ({reports} reports, {complete} complete, {} /session calls)",
+        sim.stats().session_calls
+    );
+    println!(
+        "  depd memory: idle before {idle_before:.0} MiB, VmHWM {hwm:.0} MiB, idle after {idle_after:.0} MiB"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn main() {
+    let which = std::env::var("SYNC_BENCH").unwrap_or_else(|_| "both".into());
+    let devices = env_or("SYNC_BENCH_DEVICES", 1_000_000) as usize;
+    let count = env_or("SYNC_BENCH_NAMES", 10_000) as usize;
+    actix_web::rt::System::new().block_on(async move {
+        if which == "full" || which == "both" {
+            full(devices).await;
+        }
+        if which == "names" || which == "both" {
+            names(count).await;
+        }
+    });
+}
