@@ -104,6 +104,9 @@ pub struct Syncer {
     /// A finished cycle whose assignments and deliveries are under way.
     finishing: Option<CycleReport>,
     waiters: Vec<oneshot::Sender<CycleReport>>,
+    /// Assignment results since the running (or finishing) cycle started:
+    /// passes run during a cycle too, as its pages arrive.
+    assigned_in_cycle: BTreeMap<String, u64>,
 }
 
 impl Syncer {
@@ -121,6 +124,7 @@ impl Syncer {
             delivery: None,
             finishing: None,
             waiters: Vec::new(),
+            assigned_in_cycle: BTreeMap::new(),
         }
     }
 
@@ -279,6 +283,7 @@ impl DepNameActor {
         };
         self.syncer.generation += 1;
         self.syncer.next_at = None;
+        self.syncer.assigned_in_cycle.clear();
         tracing::info!(dep_name = %self.state.name(), resync, "sync cycle starting");
         let generation = self.syncer.generation;
         self.persist_step(generation, step, ctx);
@@ -605,9 +610,17 @@ impl DepNameActor {
                             let retry = act.clock.now() + e.retry_after().unwrap_or(Duration::from_secs(60));
                             act.syncer.assign_at = Some(act.syncer.assign_at.map_or(retry, |t| t.max(retry)));
                         }
-                        if let Some(report) = act.syncer.finishing.as_mut() {
-                            for (k, v) in &pass.results {
-                                *report.assignments.entry(k.clone()).or_default() += v;
+                        for (k, v) in &pass.results {
+                            *act.syncer.assigned_in_cycle.entry(k.clone()).or_default() += v;
+                        }
+                        if act.syncer.finishing.is_some() {
+                            // A pass started before the cycle ended (by the
+                            // tick) did not see the cycle's last pages: go
+                            // on while work is due and passes make progress.
+                            let due = act.syncer.assign_at.is_some_and(|t| t <= act.clock.now());
+                            if due && !pass.results.is_empty() {
+                                act.run_assigner(ctx);
+                                return;
                             }
                         }
                     }
@@ -694,6 +707,7 @@ impl DepNameActor {
         let Some(mut report) = self.syncer.finishing.take() else {
             return;
         };
+        report.assignments = std::mem::take(&mut self.syncer.assigned_in_cycle);
         let waiters = std::mem::take(&mut self.syncer.waiters);
         if waiters.is_empty() {
             return;

@@ -13,10 +13,19 @@ fn engine_err(e: sled::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// sled's page cache.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl SledEngine {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // HighThroughput: sled's default (LowSpace) rewrites leaf pages on
+        // nearly every update, which dominated applying a page of 1000
+        // devices. A bounded cache keeps memory flat with millions of
+        // devices (the default is 1 GiB).
         let db = sled::Config::new()
             .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Engine(format!("opening {}: {e}", path.display())))?;
         let tree = db.open_tree("depd").map_err(engine_err)?;
