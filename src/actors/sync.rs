@@ -45,6 +45,13 @@ const START_SPREAD: Duration = Duration::from_secs(5);
 /// Wait before trying again when the store failed under the assigner or
 /// the webhook (a fault of the host, not of Apple).
 const LOCAL_RETRY: time::Duration = time::Duration::seconds(60);
+/// Pages fetched from Apple but not yet stored, across every name. With
+/// thousands of names syncing at once, each holding a parsed page while it
+/// waits for the store, memory grew with the number of names; a name now
+/// waits for a slot before it asks Apple for a page.
+const PAGES_IN_FLIGHT: usize = 32;
+static PAGE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PAGES_IN_FLIGHT);
+
 /// Devices queued per commit when the assigner profile changes.
 const PROFILE_CHANGE_CHUNK: usize = 1000;
 
@@ -354,7 +361,7 @@ impl DepNameActor {
                             ));
                             act.send_request(generation, request, ctx);
                         }
-                        Err(e) => act.on_answer(generation, Err(e), ctx),
+                        Err(e) => act.on_answer(generation, Err(e), None, ctx),
                     }
                 },
             ));
@@ -366,23 +373,27 @@ impl DepNameActor {
             _ => configured,
         };
         let fut = async move {
-            match request {
+            let slot = PAGE_SLOTS.acquire().await.ok();
+            let answer = match request {
                 Request::Fetch { cursor } => {
                     client.fetch_devices(cursor.as_deref(), Some(limit)).await
                 }
                 Request::Sync { cursor } => client.sync_devices(&cursor, Some(limit)).await,
-            }
+            };
+            (answer, slot)
         };
         ctx.spawn(
             fut.into_actor(self)
-                .map(move |res, act, ctx| act.on_answer(generation, res, ctx)),
+                .map(move |(res, slot), act, ctx| act.on_answer(generation, res, slot, ctx)),
         );
     }
 
+    /// `slot` is held until the page is stored.
     fn on_answer(
         &mut self,
         generation: u64,
         answer: Result<DevicePage, DepError>,
+        slot: Option<tokio::sync::SemaphorePermit<'static>>,
         ctx: &mut Context<Self>,
     ) {
         if generation != self.syncer.generation {
@@ -436,6 +447,7 @@ impl DepNameActor {
         let now_unix = now.unix_timestamp();
         ctx.spawn(
             async move {
+                let _slot = slot;
                 store
                     .blocking(move |s| {
                         persist::apply_page(

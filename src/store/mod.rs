@@ -177,11 +177,22 @@ impl NameWrite {
 #[derive(Clone)]
 pub struct Store {
     engine: Arc<dyn Engine>,
+    /// Bounds the storage calls running at once. With thousands of names
+    /// syncing together, unbounded calls grew the blocking pool to hundreds
+    /// of threads (memory, contention in the engine) for no gain on a few
+    /// cores; waiting callers queue here instead.
+    permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Storage calls running at once.
+const CONCURRENT_CALLS: usize = 8;
 
 impl Store {
     pub fn new(engine: Arc<dyn Engine>) -> Self {
-        Store { engine }
+        Store {
+            engine,
+            permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
+        }
     }
 
     pub fn memory() -> Self {
@@ -198,10 +209,19 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&store)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// Every name with stored state, with its data, in name order.
