@@ -9,6 +9,7 @@ mod health;
 mod log;
 mod metrics;
 mod names;
+mod openapi;
 mod pki;
 mod proxy;
 mod status;
@@ -72,12 +73,42 @@ impl AppState {
     }
 }
 
-/// Registers every route.
+/// Every route `configure` registers: the path pattern (OpenAPI style) and
+/// its methods. The OpenAPI document is built from this table, and a test
+/// in `openapi.rs` checks it against `configure` in both directions.
+pub(crate) const ROUTES: &[(&str, &[&str])] = &[
+    ("/version", &["GET"]),
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/openapi.json", &["GET"]),
+    ("/v1/dep_names", &["GET"]),
+    ("/v1/status", &["GET"]),
+    ("/v1/status/{name}", &["GET"]),
+    ("/v1/sync", &["POST"]),
+    ("/v1/sync/{name}", &["POST"]),
+    ("/v1/resync/{name}", &["POST"]),
+    ("/v1/devices/{name}", &["GET"]),
+    ("/v1/assignments/{name}", &["GET"]),
+    ("/v1/tokens/{name}", &["GET", "PUT"]),
+    ("/v1/config/{name}", &["GET", "PUT"]),
+    ("/v1/assigner/{name}", &["GET", "PUT"]),
+    ("/v1/tokenpki/{name}", &["GET", "PUT"]),
+    ("/v1/maidjwt/{name}", &["GET"]),
+    ("/v1/bypasscode", &["GET"]),
+    (
+        "/proxy/{name}/{path}",
+        &["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"],
+    ),
+];
+
+/// Registers every route (those of `ROUTES`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/version", web::get().to(health::version))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::render))
+        .route("/openapi.json", web::get().to(openapi::serve))
         .service(
             web::scope("/v1")
                 .wrap(from_fn(auth::require))

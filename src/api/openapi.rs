@@ -1,0 +1,839 @@
+//! The OpenAPI 3.0.3 document of the HTTP API, built from the route table
+//! (`super::ROUTES`) and kept next to the handlers: parameters, bodies,
+//! answers and the error codes each route can answer (as in docs/api.md).
+//! Served at `GET /openapi.json`; the same document is committed as
+//! `docs/openapi.json` and a test fails when the two drift
+//! (`DEPD_WRITE_OPENAPI=1 cargo test --lib openapi` rewrites the file).
+
+use super::ROUTES;
+use actix_web::HttpResponse;
+use serde_json::{Map, Value, json};
+use std::sync::OnceLock;
+
+/// `GET /openapi.json` (no auth).
+pub async fn serve() -> HttpResponse {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    let text = TEXT.get_or_init(|| document().to_string());
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(text.as_str())
+}
+
+/// Errors every authenticated route can answer.
+const AUTH_ERRORS: &[(u16, &[&str])] = &[(401, &["unauthorized"]), (500, &["internal"])];
+
+/// One operation: what `operation` knows of a route and method.
+struct Op {
+    summary: &'static str,
+    description: &'static str,
+    params: Vec<Value>,
+    body: Option<Value>,
+    answers: Vec<(u16, Value)>,
+    errors: Vec<(u16, &'static [&'static str])>,
+}
+
+impl Op {
+    fn new(summary: &'static str, description: &'static str) -> Self {
+        Op {
+            summary,
+            description,
+            params: Vec::new(),
+            body: None,
+            answers: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn param(mut self, p: Value) -> Self {
+        self.params.push(p);
+        self
+    }
+
+    fn body(mut self, b: Value) -> Self {
+        self.body = Some(b);
+        self
+    }
+
+    fn answer(mut self, status: u16, a: Value) -> Self {
+        self.answers.push((status, a));
+        self
+    }
+
+    fn errors(mut self, e: &[(u16, &'static [&'static str])]) -> Self {
+        self.errors.extend_from_slice(e);
+        self
+    }
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn json_answer(description: &str, schema: Value) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": schema } },
+    })
+}
+
+fn text_answer(description: &str, media: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { media: { "schema": { "type": "string" } } },
+    })
+}
+
+fn name_param() -> Value {
+    json!({
+        "name": "name", "in": "path", "required": true,
+        "description": "The DEP name: 1 to 128 bytes, no `/`, `\\`, control characters or `..`.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": 128 },
+    })
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({
+        "name": name, "in": "query", "required": false,
+        "description": description, "schema": schema,
+    })
+}
+
+fn flag(name: &str, description: &str) -> Value {
+    query(
+        name,
+        description,
+        json!({ "type": "string", "enum": ["1", "0", "true", "false", "yes", "no", ""] }),
+    )
+}
+
+fn limit(max: u32) -> Value {
+    query(
+        "limit",
+        "Page size.",
+        json!({ "type": "integer", "minimum": 0, "maximum": max, "default": 100 }),
+    )
+}
+
+fn offset() -> Value {
+    query(
+        "offset",
+        "Items to skip.",
+        json!({ "type": "integer", "minimum": 0, "default": 0 }),
+    )
+}
+
+fn uuid_like(name: &str, description: &str, required: bool) -> Value {
+    json!({
+        "name": name, "in": "query", "required": required, "description": description,
+        "schema": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9-]+$" },
+    })
+}
+
+fn tokens_body() -> Value {
+    json!({
+        "required": true,
+        "description": "The token JSON (no `Content-Type` is required; at most 64 KiB).",
+        "content": { "application/json": { "schema": schema_ref("Tokens") } },
+    })
+}
+
+/// The operation for a route and method, or `None` when the builder does
+/// not know it (the tests then fail).
+fn operation(path: &str, method: &str) -> Option<Op> {
+    const NAME_400: (u16, &[&str]) = (400, &["invalid-dep-name"]);
+    const UNKNOWN: (u16, &[&str]) = (404, &["unknown-dep-name"]);
+    let op = match (path, method) {
+        ("/version", "GET") => Op::new("depd's version", "No auth.")
+            .answer(200, json_answer("The version", schema_ref("Version"))),
+        ("/healthz", "GET") => Op::new("Liveness", "No auth. The HTTP server answers.")
+            .answer(200, json_answer("Alive", schema_ref("Health"))),
+        ("/readyz", "GET") => Op::new(
+            "Readiness",
+            "No auth. Storage is open and the actors run; not while starting or shutting down.",
+        )
+        .answer(200, json_answer("Ready", schema_ref("Health")))
+        .answer(
+            503,
+            json_answer(
+                "Starting or shutting down (`code` = `not-ready`)",
+                schema_ref("NotReady"),
+            ),
+        ),
+        ("/metrics", "GET") => Op::new(
+            "Prometheus metrics",
+            "No auth. Text exposition format 0.0.4; every metric is listed in docs/operations.md.",
+        )
+        .answer(200, text_answer("The metrics", "text/plain")),
+        ("/openapi.json", "GET") => Op::new("This OpenAPI document", "No auth.").answer(
+            200,
+            json_answer("The OpenAPI 3.0.3 document", json!({ "type": "object" })),
+        ),
+        ("/v1/dep_names", "GET") => Op::new(
+            "List DEP names",
+            "Every known name (stored, declared in the configuration, or created by a write), sorted bytewise. Unknown query parameters are 400.",
+        )
+        .param(json!({
+            "name": "dep_name", "in": "query", "required": false,
+            "description": "Only these names (repeatable).",
+            "style": "form", "explode": true,
+            "schema": { "type": "array", "items": { "type": "string", "minLength": 1, "maxLength": 128 } },
+        }))
+        .param(limit(1000))
+        .param(offset())
+        .answer(200, json_answer("A page of names", schema_ref("DepNames")))
+        .errors(&[(400, &["bad-query", "invalid-dep-name"])]),
+        ("/v1/status", "GET") => Op::new("Status of every name", "")
+            .answer(200, json_answer("Every known name's status", schema_ref("StatusList"))),
+        ("/v1/status/{name}", "GET") => Op::new("Status of one name", "")
+            .param(name_param())
+            .answer(200, json_answer("The name's status", schema_ref("Status")))
+            .errors(&[NAME_400, UNKNOWN]),
+        ("/v1/sync", "POST") => Op::new(
+            "Sync every name now",
+            "Names without tokens are listed as skipped.",
+        )
+        .param(flag("wait", "Answer when the cycles are done, with their reports."))
+        .answer(200, json_answer("Started, done and skipped names", schema_ref("SyncAll")))
+        .errors(&[(400, &["bad-query"])]),
+        ("/v1/sync/{name}", "POST") | ("/v1/resync/{name}", "POST") => Op::new(
+            if path.starts_with("/v1/resync") {
+                "Forget the cursor and sync one name now (full fetch)"
+            } else {
+                "Sync one name now"
+            },
+            "A cycle already running is joined (except by resync).",
+        )
+        .param(name_param())
+        .param(flag(
+            "wait",
+            "Answer when the cycle, the assigner pass and the webhook deliveries are done.",
+        ))
+        .answer(200, json_answer("The cycle's report (with `wait`)", schema_ref("SyncReport")))
+        .answer(202, json_answer("Started (without `wait`)", schema_ref("SyncStarted")))
+        .errors(&[
+            (400, &["invalid-dep-name", "bad-query"]),
+            UNKNOWN,
+            (409, &["no-tokens"]),
+            (503, &["not-ready"]),
+        ]),
+        ("/v1/devices/{name}", "GET") => Op::new(
+            "The synced inventory",
+            "One record per serial: Apple's JSON as sent plus `depd`. Filters are exact matches.",
+        )
+        .param(name_param())
+        .param(query("serial", "Serial number.", json!({ "type": "string" })))
+        .param(query("op_type", "Apple's `op_type` (`added`, `modified`, `deleted`).", json!({ "type": "string" })))
+        .param(query("profile_status", "Apple's `profile_status`.", json!({ "type": "string" })))
+        .param(query("profile_uuid", "Apple's `profile_uuid`.", json!({ "type": "string" })))
+        .param(limit(1000))
+        .param(offset())
+        .answer(200, json_answer("Matching devices", schema_ref("Devices")))
+        .errors(&[(400, &["invalid-dep-name", "bad-query"]), UNKNOWN]),
+        ("/v1/assignments/{name}", "GET") => Op::new(
+            "The assigner's record per serial",
+            "In serial order; `next` is the `after` of the following page.",
+        )
+        .param(name_param())
+        .param(query("after", "Start after this serial.", json!({ "type": "string" })))
+        .param(limit(1000))
+        .answer(200, json_answer("A page of assignments", schema_ref("Assignments")))
+        .errors(&[(400, &["invalid-dep-name", "bad-query"]), UNKNOWN]),
+        ("/v1/tokens/{name}", "GET") => Op::new("The name's OAuth tokens", "")
+            .param(name_param())
+            .answer(200, json_answer("The token JSON", schema_ref("Tokens")))
+            .errors(&[NAME_400, (404, &["unknown-dep-name", "no-tokens"])]),
+        ("/v1/tokens/{name}", "PUT") => Op::new(
+            "Store OAuth tokens",
+            "Creates the name. A consumer key different from the stored one is 409 unless `force=1`.",
+        )
+        .param(name_param())
+        .param(flag("force", "Accept a different consumer key."))
+        .body(tokens_body())
+        .answer(200, json_answer("The stored tokens", schema_ref("Tokens")))
+        .errors(&[
+            (400, &["invalid-dep-name", "bad-query", "invalid-tokens", "bad-body"]),
+            (409, &["consumer-key-mismatch"]),
+            (413, &["body-too-large"]),
+        ]),
+        ("/v1/config/{name}", "GET") => Op::new("The base URL in effect", "")
+            .param(name_param())
+            .answer(200, json_answer("The base URL", schema_ref("Config")))
+            .errors(&[NAME_400, UNKNOWN]),
+        ("/v1/config/{name}", "PUT") => Op::new(
+            "Set the base URL",
+            "http(s) with a host and no query; a path prefix is kept. Empty: back to the configured default. Creates the name.",
+        )
+        .param(name_param())
+        .body(json!({
+            "required": true,
+            "content": { "application/json": { "schema": schema_ref("Config") } },
+        }))
+        .answer(200, json_answer("The base URL now in effect", schema_ref("Config")))
+        .errors(&[
+            (400, &["invalid-dep-name", "invalid-json", "invalid-base-url", "bad-body"]),
+            (413, &["body-too-large"]),
+        ]),
+        ("/v1/assigner/{name}", "GET") => Op::new("The assigner profile", "")
+            .param(name_param())
+            .answer(200, json_answer("The profile", schema_ref("Assigner")))
+            .errors(&[NAME_400, (404, &["unknown-dep-name", "no-assigner"])]),
+        ("/v1/assigner/{name}", "PUT") => Op::new(
+            "Set the assigner profile",
+            "`modified_at` changes only when the profile does. Creates the name.",
+        )
+        .param(name_param())
+        .param(uuid_like("profile_uuid", "The profile UUID.", true))
+        .answer(200, json_answer("The profile", schema_ref("Assigner")))
+        .errors(&[(
+            400,
+            &["invalid-dep-name", "bad-query", "missing-profile-uuid", "invalid-profile-uuid"],
+        )]),
+        ("/v1/tokenpki/{name}", "GET") => Op::new(
+            "New staging certificate",
+            "A new RSA-2048 key and self-signed certificate, stored as the name's staging pair (creating the name). Upload it to the MDM server in Apple Business/School Manager.",
+        )
+        .param(name_param())
+        .param(query(
+            "cn",
+            "Subject common name (no control characters).",
+            json!({ "type": "string", "minLength": 1, "maxLength": 64, "default": "depserver" }),
+        ))
+        .param(query(
+            "validity_days",
+            "Validity in days.",
+            json!({ "type": "integer", "minimum": 1, "maximum": 3650, "default": 1 }),
+        ))
+        .answer(
+            200,
+            json!({
+                "description": "The PEM certificate (`Content-Disposition: attachment; filename=\"<name>.pem\"`)",
+                "headers": { "Content-Disposition": { "schema": { "type": "string" } } },
+                "content": { "application/x-pem-file": { "schema": { "type": "string" } } },
+            }),
+        )
+        .errors(&[(
+            400,
+            &["invalid-dep-name", "bad-query", "invalid-cn", "invalid-validity-days"],
+        )]),
+        ("/v1/tokenpki/{name}", "PUT") => Op::new(
+            "Upload Apple's token file (.p7m)",
+            "Decrypted with the staging pair; then, atomically, the consumer-key check, the staging pair becomes current and the tokens are stored. Failures change nothing.",
+        )
+        .param(name_param())
+        .param(flag("force", "Accept a different consumer key."))
+        .body(json!({
+            "required": true,
+            "description": "The .p7m from Apple's portal (S/MIME, bare base64, PEM or binary CMS; at most 64 KiB).",
+            "content": {
+                "application/pkcs7-mime": { "schema": { "type": "string", "format": "binary" } },
+                "text/plain": { "schema": { "type": "string" } },
+                "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
+            },
+        }))
+        .answer(200, json_answer("The stored tokens", schema_ref("Tokens")))
+        .errors(&[
+            (
+                400,
+                &[
+                    "invalid-dep-name",
+                    "bad-query",
+                    "bad-body",
+                    "no-staging-pki",
+                    "p7m-not-token-file",
+                    "p7m-bad-base64",
+                    "p7m-truncated",
+                    "p7m-not-cms",
+                    "p7m-wrong-certificate",
+                    "p7m-decrypt-failed",
+                    "p7m-no-message",
+                    "p7m-bad-tokens",
+                ],
+            ),
+            (409, &["consumer-key-mismatch", "staging-pki-changed"]),
+            (413, &["body-too-large"]),
+        ]),
+        ("/v1/maidjwt/{name}", "GET") => Op::new(
+            "MAID JWT",
+            "RS256 JWT signed with the name's current key; claims `iss`, `iat`, `jti`, `service_type` = `com.apple.maid`.",
+        )
+        .param(name_param())
+        .param(uuid_like(
+            "server_uuid",
+            "Server UUID (default: the one known from Apple's `/account`).",
+            false,
+        ))
+        .answer(
+            200,
+            json!({
+                "description": "The JWT",
+                "headers": {
+                    "X-Server-Uuid": { "schema": { "type": "string" } },
+                    "X-Jwt-Jti": { "schema": { "type": "string" } },
+                },
+                "content": { "application/jwt": { "schema": { "type": "string" } } },
+            }),
+        )
+        .errors(&[
+            (400, &["invalid-dep-name", "bad-query", "invalid-server-uuid"]),
+            UNKNOWN,
+            (409, &["no-current-pki", "server-uuid-unavailable"]),
+        ]),
+        ("/v1/bypasscode", "GET") => Op::new(
+            "Activation Lock bypass code",
+            "Random without parameters, else `raw` or `code` converted (not both).",
+        )
+        .param(query(
+            "raw",
+            "32 hex digits.",
+            json!({ "type": "string", "pattern": "^[0-9A-Fa-f]{32}$" }),
+        ))
+        .param(query(
+            "code",
+            "`XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX`, either case, dashes optional.",
+            json!({ "type": "string" }),
+        ))
+        .answer(200, json_answer("The code", schema_ref("BypassCode")))
+        .errors(&[(400, &["bad-query", "invalid-bypass-code"])]),
+        ("/proxy/{name}/{path}", _) => Op::new(
+            "Apple's DEP API through depd's session",
+            "Forwards method, path, query, headers and body to the name's base URL with depd's `X-ADM-Auth-Session`; Apple's answer streams back. Replays once on a rejected session.",
+        )
+        .param(name_param())
+        .param(json!({
+            "name": "path", "in": "path", "required": true,
+            "description": "Apple's path, e.g. `account`, `server/devices`, `profile` (may contain `/`).",
+            "schema": { "type": "string" },
+        }))
+        .answer(200, json!({ "description": "Apple's answer, as sent (any status)" }))
+        .errors(&[
+            (400, &["invalid-dep-name", "bad-method"]),
+            UNKNOWN,
+            (409, &["no-tokens"]),
+            (413, &["body-too-large"]),
+            (502, &["session-failed", "upstream-unreachable", "upstream-failed"]),
+            (503, &["not-ready"]),
+            (504, &["upstream-timeout"]),
+        ]),
+        _ => return None,
+    };
+    Some(op)
+}
+
+fn authenticated(path: &str) -> bool {
+    path.starts_with("/v1/") || path.starts_with("/proxy/")
+}
+
+fn operation_json(path: &str, method: &str, op: Op) -> Value {
+    let mut errors = op.errors;
+    if authenticated(path) {
+        errors.extend_from_slice(AUTH_ERRORS);
+    }
+    // One response per status, its codes merged in order.
+    let mut merged: Vec<(u16, Vec<&str>)> = Vec::new();
+    for (status, codes) in errors {
+        match merged.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, list)) => {
+                for code in codes {
+                    if !list.contains(code) {
+                        list.push(code);
+                    }
+                }
+            }
+            None => merged.push((status, codes.to_vec())),
+        }
+    }
+    let mut responses = Map::new();
+    for (status, answer) in op.answers {
+        responses.insert(status.to_string(), answer);
+    }
+    for (status, codes) in merged {
+        responses.insert(
+            status.to_string(),
+            json!({
+                "description": format!("Error; `code` is one of: {}", codes.join(", ")),
+                "content": { "application/json": { "schema": {
+                    "allOf": [
+                        schema_ref("Error"),
+                        { "type": "object", "properties": { "code": { "type": "string", "enum": codes } } },
+                    ],
+                } } },
+            }),
+        );
+    }
+    let id_path: String = path
+        .split(['/', '{', '}', '.', '_'])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let mut c = s.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut out = Map::new();
+    out.insert(
+        "operationId".into(),
+        format!("{}{id_path}", method.to_ascii_lowercase()).into(),
+    );
+    out.insert("summary".into(), op.summary.into());
+    if !op.description.is_empty() {
+        out.insert("description".into(), op.description.into());
+    }
+    out.insert(
+        "tags".into(),
+        json!([if path.starts_with("/proxy/") {
+            "proxy"
+        } else if authenticated(path) {
+            "v1"
+        } else {
+            "service"
+        }]),
+    );
+    if !op.params.is_empty() {
+        out.insert("parameters".into(), Value::Array(op.params));
+    }
+    if let Some(body) = op.body {
+        out.insert("requestBody".into(), body);
+    }
+    out.insert("responses".into(), Value::Object(responses));
+    out.insert(
+        "security".into(),
+        if authenticated(path) {
+            json!([{ "basicAuth": [] }])
+        } else {
+            json!([])
+        },
+    );
+    Value::Object(out)
+}
+
+fn schemas() -> Value {
+    let count_map = json!({ "type": "object", "additionalProperties": { "type": "integer" } });
+    let text = json!({ "type": "string" });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let time_or_null = json!({ "type": "string", "format": "date-time", "nullable": true });
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error", "code"],
+            "properties": {
+                "error": { "type": "string", "description": "A message for people." },
+                "code": { "type": "string", "description": "A stable kebab-case code." },
+                "apple_status": { "type": "integer", "description": "session-failed: Apple's status." },
+                "apple_body": { "description": "session-failed: Apple's answer." },
+            },
+        },
+        "Version": { "type": "object", "required": ["version"], "properties": { "version": text } },
+        "Health": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string", "enum": ["ok", "ready"] } } },
+        "NotReady": {
+            "type": "object",
+            "properties": { "status": { "type": "string", "enum": ["not-ready"] }, "error": text, "code": text },
+        },
+        "DepNames": {
+            "type": "object", "required": ["dep_names"],
+            "properties": { "dep_names": { "type": "array", "items": text } },
+        },
+        "Tokens": {
+            "type": "object",
+            "required": ["consumer_key", "consumer_secret", "access_token", "access_secret", "access_token_expiry"],
+            "properties": {
+                "consumer_key": text, "consumer_secret": text, "access_token": text,
+                "access_secret": text, "access_token_expiry": time,
+            },
+        },
+        "Config": { "type": "object", "properties": { "base_url": { "type": "string", "description": "http(s) URL; empty: the configured default." } } },
+        "Assigner": {
+            "type": "object", "required": ["profile_uuid", "modified_at"],
+            "properties": { "profile_uuid": text, "modified_at": time },
+        },
+        "BypassCode": {
+            "type": "object", "required": ["raw", "code", "hash"],
+            "properties": { "raw": text, "code": text, "hash": { "type": "string", "description": "The escrow key, hex." } },
+        },
+        "Status": {
+            "type": "object",
+            "required": ["dep_name", "token_health"],
+            "properties": {
+                "dep_name": text,
+                "base_url": text,
+                "token_health": { "type": "string", "enum": ["missing", "ok", "terms-not-signed", "token-rejected", "expired"] },
+                "tokens": { "type": "object", "nullable": true, "properties": {
+                    "consumer_key": text, "access_token_expiry": time, "days_left": { "type": "integer" },
+                } },
+                "session": { "type": "object", "properties": {
+                    "state": { "type": "string", "enum": ["none", "opening", "active", "failed"] },
+                    "since": time_or_null, "opened": { "type": "integer" },
+                } },
+                "last_error": { "type": "object", "nullable": true, "properties": {
+                    "at": time, "message": text, "apple_status": { "type": "integer" },
+                    "apple_code": text, "retry_at": time_or_null,
+                } },
+                "sync": { "type": "object", "properties": {
+                    "auto": { "type": "boolean" }, "phase": text, "running": { "type": "boolean" },
+                    "cursor_age_secs": { "type": "integer", "nullable": true },
+                    "last_cycle": { "type": "object", "nullable": true },
+                    "next_sync": time_or_null, "last_error": { "type": "string", "nullable": true },
+                } },
+                "devices": { "type": "object", "properties": {
+                    "total": { "type": "integer" }, "deleted": { "type": "integer" },
+                    "by_op_type": count_map, "by_profile_status": count_map,
+                } },
+                "assignments": { "type": "object", "properties": {
+                    "by_result": count_map, "cooling_down": { "type": "integer" },
+                    "gave_up": { "type": "integer" }, "next_pass": time_or_null,
+                } },
+                "webhook": { "type": "object", "properties": {
+                    "urls": { "type": "integer" }, "backlog": { "type": "integer" }, "next_retry": time_or_null,
+                } },
+            },
+        },
+        "StatusList": {
+            "type": "object", "required": ["dep_names"],
+            "properties": { "dep_names": { "type": "array", "items": schema_ref("Status") } },
+        },
+        "SyncStarted": { "type": "object", "required": ["started"], "properties": { "started": { "type": "boolean" } } },
+        "SyncReport": {
+            "type": "object",
+            "required": ["dep_name", "outcome", "pages", "devices", "assignments", "webhook_backlog"],
+            "properties": {
+                "dep_name": text,
+                "outcome": { "type": "string", "enum": ["complete", "repeated_cursor", "failed", "skipped"] },
+                "error": text,
+                "pages": { "type": "integer" },
+                "devices": count_map,
+                "assignments": count_map,
+                "webhook_backlog": { "type": "integer" },
+            },
+        },
+        "SyncAll": {
+            "type": "object", "required": ["started", "reports", "skipped"],
+            "properties": {
+                "started": { "type": "array", "items": text },
+                "reports": { "type": "array", "items": schema_ref("SyncReport") },
+                "skipped": { "type": "array", "items": text },
+            },
+        },
+        "Device": {
+            "type": "object",
+            "description": "Apple's device JSON as sent (unknown keys kept) plus `depd`.",
+            "additionalProperties": true,
+            "properties": {
+                "serial_number": text,
+                "depd": { "type": "object", "properties": {
+                    "first_seen": time, "last_event": time, "op_date": time_or_null,
+                    "deleted": { "type": "boolean" },
+                    "assignment": { "allOf": [schema_ref("Assignment")], "nullable": true },
+                } },
+            },
+        },
+        "Devices": {
+            "type": "object", "required": ["total", "devices"],
+            "properties": { "total": { "type": "integer" }, "devices": { "type": "array", "items": schema_ref("Device") } },
+        },
+        "Assignment": {
+            "type": "object",
+            "properties": {
+                "serial_number": text, "profile_uuid": text,
+                "result": { "type": "string", "enum": ["PENDING", "SUCCESS", "NOT_ACCESSIBLE", "FAILED", "THROTTLED"] },
+                "attempts": { "type": "integer" }, "failures": { "type": "integer" },
+                "last_attempt": time_or_null, "next_retry": time_or_null, "gave_up": { "type": "boolean" },
+            },
+        },
+        "Assignments": {
+            "type": "object", "required": ["assignments", "next"],
+            "properties": {
+                "assignments": { "type": "array", "items": schema_ref("Assignment") },
+                "next": { "type": "string", "nullable": true },
+            },
+        },
+    })
+}
+
+/// The whole document.
+pub(crate) fn document() -> Value {
+    let mut paths = Map::new();
+    for (path, methods) in ROUTES {
+        let mut item = Map::new();
+        for method in *methods {
+            if let Some(op) = operation(path, method) {
+                item.insert(
+                    method.to_ascii_lowercase(),
+                    operation_json(path, method, op),
+                );
+            }
+        }
+        paths.insert((*path).to_owned(), Value::Object(item));
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "depd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "A daemon for Apple's DEP API: token and key management, sync, assignment and a proxy with depd's session. Reference: docs/api.md.",
+            "license": { "name": env!("CARGO_PKG_LICENSE") },
+        },
+        "tags": [
+            { "name": "service", "description": "Unauthenticated service endpoints" },
+            { "name": "v1", "description": "depd's API (HTTP Basic: user `depserver`, password the API key)" },
+            { "name": "proxy", "description": "Apple's DEP API through depd's session" },
+        ],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "basicAuth": {
+                    "type": "http", "scheme": "basic",
+                    "description": "User `depserver`, password the API key.",
+                },
+            },
+            "schemas": schemas(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ROUTES, document};
+    use actix_web::{App, test as atest, web};
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+    const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+
+    fn pretty(doc: &Value) -> String {
+        let mut text = serde_json::to_string_pretty(doc).expect("serializable");
+        text.push('\n');
+        text
+    }
+
+    #[test]
+    fn every_route_and_only_those_with_their_methods() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.0.3");
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        let paths = doc["paths"].as_object().expect("paths");
+        let in_doc: BTreeSet<(String, String)> = paths
+            .iter()
+            .flat_map(|(p, item)| {
+                let methods = item.as_object().expect("path item");
+                methods
+                    .keys()
+                    .map(|m| (p.clone(), m.to_ascii_uppercase()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let in_table: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .flat_map(|(p, ms)| ms.iter().map(|m| ((*p).to_owned(), (*m).to_owned())))
+            .collect();
+        assert_eq!(in_doc, in_table, "the document and ROUTES differ");
+        for ((path, method), op) in paths.iter().flat_map(|(p, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(m, op)| ((p.clone(), m.clone()), op))
+        }) {
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path}: no success answer"
+            );
+            let secured = !op["security"].as_array().expect("security").is_empty();
+            let needs = path.starts_with("/v1/") || path.starts_with("/proxy/");
+            assert_eq!(secured, needs, "{method} {path}: security");
+            if needs {
+                assert!(responses.contains_key("401"), "{method} {path}: no 401");
+            }
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["in"] == "path" {
+                    let name = param["name"].as_str().expect("name");
+                    assert!(path.contains(&format!("{{{name}}}")), "{path}: {name}");
+                }
+            }
+        }
+        // Every reference resolves.
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(schemas.contains_key(&name), "dangling $ref {name}");
+        }
+    }
+
+    /// `configure` registers exactly the routes and methods of ROUTES:
+    /// each listed method reaches a handler (its answer is not the router's
+    /// `not-found`/`method-not-allowed`), other methods do not.
+    #[actix_web::test]
+    async fn routes_match_what_configure_registers() {
+        use crate::settings::{FlagOverrides, Secret, load};
+        let flags = FlagOverrides {
+            api_key: Some(Secret::new("k")),
+            ..Default::default()
+        };
+        let env = vec![("DEPD_SYNC__AUTO".to_owned(), "false".to_owned())];
+        let settings = std::sync::Arc::new(load(None, env, &flags).expect("settings"));
+        let store = crate::store::Store::memory();
+        let registry = crate::actors::Registry::new(
+            store,
+            settings.clone(),
+            std::sync::Arc::new(crate::clock::SystemClock),
+            Vec::new(),
+        );
+        let directory = registry.directory();
+        let registry = actix::Actor::start(registry);
+        let state = web::Data::new(super::super::AppState::new(registry, directory, settings));
+        let app = atest::init_service(
+            App::new()
+                .app_data(state)
+                .configure(super::super::configure),
+        )
+        .await;
+        let auth = format!("Basic {}", openssl::base64::encode_block(b"depserver:k"));
+        for (pattern, methods) in ROUTES {
+            let uri = pattern
+                .replace("{name}", "no-such-name")
+                .replace("{path}", "account");
+            for method in METHODS {
+                let req = atest::TestRequest::default()
+                    .method(method.parse().expect("method"))
+                    .uri(&uri)
+                    .insert_header(("Authorization", auth.as_str()))
+                    .to_request();
+                let resp = atest::call_service(&app, req).await;
+                let status = resp.status().as_u16();
+                let body = atest::read_body(resp).await;
+                let code = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["code"].as_str().map(str::to_owned));
+                let routed = match code.as_deref() {
+                    Some("not-found") | Some("method-not-allowed") => false,
+                    Some(_) => true,
+                    None => status != 404 && status != 405,
+                };
+                assert_eq!(
+                    routed,
+                    methods.contains(method),
+                    "{method} {uri}: {status} {code:?}; ROUTES and configure differ"
+                );
+            }
+        }
+    }
+
+    /// docs/openapi.json is the document the code builds.
+    /// `DEPD_WRITE_OPENAPI=1 cargo test --lib openapi` rewrites it.
+    #[test]
+    fn committed_document_is_current() {
+        let built = pretty(&document());
+        if std::env::var_os("DEPD_WRITE_OPENAPI").is_some() {
+            std::fs::write(COMMITTED, &built).expect("write docs/openapi.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+        let parsed: Value = serde_json::from_str(&committed).unwrap_or(Value::Null);
+        assert!(
+            parsed == document() && committed == built,
+            "docs/openapi.json differs from the document the code builds; \
+             regenerate it with `DEPD_WRITE_OPENAPI=1 cargo test --lib openapi` and commit it"
+        );
+    }
+}
