@@ -135,16 +135,24 @@ pub async fn forward(
             }
         };
         crate::metrics::apple_call(name.as_str(), endpoint, resp.status().as_u16());
-        if let Some(new) = resp
+        let rotated = resp
             .headers()
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && *v != grant.token)
-        {
-            actor.do_send(SessionRotated {
-                old: grant.token.clone(),
-                new: new.to_owned(),
-            });
+            .map(str::to_owned);
+        if let Some(new) = rotated {
+            // Waited for, so the caller's next request already reads the
+            // new token from the published grant (Apple rotates rarely).
+            let adopted = actor
+                .send(SessionRotated {
+                    old: grant.token.clone(),
+                    new,
+                })
+                .await;
+            if let Err(e) = adopted {
+                tracing::warn!(dep_name = %name, error = %e, "the DEP name's actor did not take the rotated session");
+            }
         }
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED && !replayed {
