@@ -85,12 +85,7 @@ async fn define_profile(
     sim: &SimHandle,
     tokens: crate::store::StoredTokens,
 ) -> Result<String, DemoError> {
-    let creds = Credentials {
-        consumer_key: tokens.consumer_key,
-        consumer_secret: tokens.consumer_secret,
-        access_token: tokens.access_token,
-        access_secret: tokens.access_secret,
-    };
+    let creds = Credentials::from(tokens);
     let target = Target {
         base_url: sim.base_url(),
         protocol_version: 10,

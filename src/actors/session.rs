@@ -98,12 +98,7 @@ impl DepNameActor {
             }
             return;
         };
-        let creds = Credentials {
-            consumer_key: tokens.consumer_key,
-            consumer_secret: tokens.consumer_secret,
-            access_token: tokens.access_token,
-            access_secret: tokens.access_secret,
-        };
+        let creds = Credentials::from(tokens);
         let target = self.target();
         let clock = self.clock.clone();
         tracing::debug!(dep_name = %self.state.name(), base_url = %target.base_url, "opening an Apple session");

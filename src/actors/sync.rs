@@ -272,6 +272,16 @@ impl DepNameActor {
         );
     }
 
+    /// The profile the assigner hands out, if one is set.
+    fn assigner_profile(&self) -> Option<String> {
+        self.state
+            .data()
+            .assigner
+            .as_ref()
+            .map(|a| a.profile_uuid.clone())
+            .filter(|p| !p.is_empty())
+    }
+
     fn dep_client(&self, ctx: &Context<Self>) -> DepClient<ActorSession> {
         DepClient::new(
             self.target(),
@@ -435,12 +445,7 @@ impl DepNameActor {
                 }
             }
         };
-        let profile = self
-            .state
-            .data()
-            .assigner
-            .as_ref()
-            .map(|a| a.profile_uuid.clone());
+        let profile = self.assigner_profile();
         let policy = AssignPolicy::from_settings(&self.settings.assigner);
         let state = step.next.state().clone();
         let store = self.store.clone();
@@ -584,13 +589,7 @@ impl DepNameActor {
         if self.syncer.assigning {
             return;
         }
-        let profile = self
-            .state
-            .data()
-            .assigner
-            .as_ref()
-            .map(|a| a.profile_uuid.clone())
-            .filter(|p| !p.is_empty());
+        let profile = self.assigner_profile();
         let (Some(profile), Some(_)) = (profile, self.state.data().tokens.as_ref()) else {
             self.syncer.assign_at = None;
             self.after_assigner(ctx);

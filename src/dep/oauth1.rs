@@ -27,6 +27,17 @@ impl fmt::Debug for Credentials {
     }
 }
 
+impl From<crate::store::StoredTokens> for Credentials {
+    fn from(t: crate::store::StoredTokens) -> Self {
+        Credentials {
+            consumer_key: t.consumer_key,
+            consumer_secret: t.consumer_secret,
+            access_token: t.access_token,
+            access_secret: t.access_secret,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OAuthError {
     #[error("the Authorization header does not use the OAuth scheme")]
