@@ -1,5 +1,5 @@
 //! Activation Lock bypass codes: 16 random bytes, their human form (the
-//! 128 bits as 5-bit symbols, `XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX`) and the
+//! 128 bits as 5-bit symbols in groups of 5-5-4-4-4-4, e.g. `3UM43-PUYVY-QYD1-UVCC-HEHJ-FKA4`) and the
 //! escrow key Apple stores (PBKDF2-HMAC-SHA256 of the raw bytes).
 
 use openssl::hash::MessageDigest;
@@ -22,12 +22,10 @@ pub enum BypassError {
     #[error("raw bypass code has a non-hex character {0:?}")]
     BadHex(char),
     #[error(
-        "bypass code must be 26 symbols, as XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX or without dashes; got {0} symbols"
+        "bypass code must be 26 symbols, in groups of 5-5-4-4-4-4 such as 3UM43-PUYVY-QYD1-UVCC-HEHJ-FKA4, or without dashes; got {0} symbols"
     )]
     CodeLength(usize),
-    #[error(
-        "bypass code has dashes in the wrong places (expected XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX)"
-    )]
+    #[error("bypass code has dashes in the wrong places (expected groups of 5-5-4-4-4-4 symbols)")]
     Dashes,
     #[error("bypass code symbol {symbol:?} at position {position} is not one of {alphabet}")]
     BadSymbol {

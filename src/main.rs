@@ -91,7 +91,7 @@ struct BypassArgs {
     /// The raw code, 32 hex digits.
     #[arg(long, conflicts_with = "code")]
     raw: Option<String>,
-    /// The dashed code, XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX.
+    /// The dashed code (5-5-4-4-4-4 symbols), e.g. 3UM43-PUYVY-QYD1-UVCC-HEHJ-FKA4.
     #[arg(long)]
     code: Option<String>,
 }

@@ -389,7 +389,7 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         ))
         .param(query(
             "code",
-            "`XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX`, either case, dashes optional.",
+            "groups of 5-5-4-4-4-4 symbols such as `3UM43-PUYVY-QYD1-UVCC-HEHJ-FKA4`, either case, dashes optional.",
             json!({ "type": "string" }),
         ))
         .answer(200, json_answer("The code", schema_ref("BypassCode")))
