@@ -234,19 +234,35 @@ pub struct TokensUploadArgs {
 }
 
 pub async fn tokens_upload(args: TokensUploadArgs) -> Result<(), CliError> {
-    let body = read_file(&args.file)?;
-    let client = Client::new(&args.conn)?;
-    let force = if args.force { "?force=1" } else { "" };
-    let path = format!("/v1/tokens/{}{force}", encode(&args.name.name));
-    let answer = client
-        .send(Method::PUT, &path, Some(("application/json", body)))
-        .await?;
-    print_tokens(
+    put_token_file(
+        "/v1/tokens",
+        "application/json",
         &args.name.name,
-        args.conn.json,
-        &answer.body,
-        &answer.json()?,
-    );
+        &args.file,
+        args.force,
+        &args.conn,
+    )
+    .await
+}
+
+/// PUTs a token file (raw token JSON or Apple's `.p7m`) to `endpoint/{name}`
+/// and prints the tokens the daemon stored.
+pub async fn put_token_file(
+    endpoint: &str,
+    content_type: &'static str,
+    name: &str,
+    file: &std::path::Path,
+    force: bool,
+    conn: &Connection,
+) -> Result<(), CliError> {
+    let body = read_file(file)?;
+    let client = Client::new(conn)?;
+    let force = if force { "?force=1" } else { "" };
+    let path = format!("{endpoint}/{}{force}", encode(name));
+    let answer = client
+        .send(Method::PUT, &path, Some((content_type, body)))
+        .await?;
+    print_tokens(name, conn.json, &answer.body, &answer.json()?);
     Ok(())
 }
 

@@ -2,10 +2,9 @@
 //! portal, the `.p7m` token file it gives back, and the MAID JWT
 //! (NanoDEP's `cfg-get-cert.sh`, `cfg-decrypt-tokens.sh`, `cfg-maidjwt.sh`).
 
-use super::admin::{print_tokens, read_file};
+use super::admin::put_token_file;
 use super::client::{CliError, Client, encode};
 use super::{Connection, NameArg};
-use actix_web::http::Method;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -86,20 +85,15 @@ pub struct UploadTokenArgs {
 }
 
 pub async fn upload_token(args: UploadTokenArgs) -> Result<(), CliError> {
-    let body = read_file(&args.file)?;
-    let client = Client::new(&args.conn)?;
-    let force = if args.force { "?force=1" } else { "" };
-    let path = format!("/v1/tokenpki/{}{force}", encode(&args.name.name));
-    let answer = client
-        .send(Method::PUT, &path, Some(("application/pkcs7-mime", body)))
-        .await?;
-    print_tokens(
+    put_token_file(
+        "/v1/tokenpki",
+        "application/pkcs7-mime",
         &args.name.name,
-        args.conn.json,
-        &answer.body,
-        &answer.json()?,
-    );
-    Ok(())
+        &args.file,
+        args.force,
+        &args.conn,
+    )
+    .await
 }
 
 #[derive(clap::Args)]
