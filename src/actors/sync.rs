@@ -52,9 +52,6 @@ const LOCAL_RETRY: time::Duration = time::Duration::seconds(60);
 const PAGES_IN_FLIGHT: usize = 32;
 static PAGE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PAGES_IN_FLIGHT);
 
-/// Devices queued per commit when the assigner profile changes.
-const PROFILE_CHANGE_CHUNK: usize = 1000;
-
 /// What one cycle did, for waiting callers.
 #[derive(Debug, Clone, Serialize)]
 pub struct CycleReport {
@@ -253,7 +250,6 @@ impl DepNameActor {
                             &new,
                             &policy,
                             now,
-                            PROFILE_CHANGE_CHUNK,
                         )
                     })
                     .await

@@ -1,43 +1,70 @@
 //! The per-name collections of the sync loop: device inventory, assignment
-//! records (with an index by due time), webhook outbox and profile removals
-//! made through depd.
+//! records, webhook outbox and profile removals made through depd.
 //!
 //! Key layout (`<name>` is the DEP name, which cannot contain NUL):
 //!
 //! | key | value |
 //! |---|---|
-//! | `d/<name>\0<serial>` | [`StoredDevice`] |
-//! | `a/<name>\0<serial>` | [`StoredAssignment`] |
-//! | `t/<name>\0<due: u64 BE><serial>` | [`StoredDueMark`]: an assignment is due at `due` |
+//! | `gd/<name>\0<seg: u32 BE>` | [`StoredDeviceSegment`]: device records of one batch |
+//! | `gj/<name>\0<seg: u32 BE>` | [`StoredJsonSegment`]: their JSON, slot by slot |
+//! | `ga/<name>\0<seg: u32 BE>` | [`StoredAssignmentSegment`]: assignment records of one batch |
 //! | `o/<name>\0<seq: u64 BE>` | [`StoredOutboxEntry`] |
 //! | `q/<name>\0` | [`StoredOutboxSeq`]: the next outbox sequence number |
 //! | `r/<name>\0<serial>` | [`StoredRemoval`] |
 //!
+//! Devices and assignment records live in segments, located through the
+//! name's in-memory index (`index.rs`, rebuilt from the segments on first
+//! use): a page of 1000 devices is three engine writes, not thousands.
+//! Earlier versions kept one key per device (`d/`), per assignment (`a/`)
+//! and per due time (`t/`); those are moved into segments when the name's
+//! index is first built ([`Store::migrate_legacy`]).
+//!
 //! Big-endian numbers make key order the numeric order, so the oldest outbox
-//! entry and the earliest due assignment are the first keys of their prefix.
-//! Only a name's actor writes these keys, so its read-then-commit sequences
-//! (read the stored records, decide, commit one batch) cannot race.
+//! entry is the first key of its prefix and segments are read in the order
+//! they were written. Only a name's actor writes these keys, so its
+//! read-then-commit sequences (read the stored records, decide, commit one
+//! batch) cannot race; every write of a name's segments also holds the
+//! name's index lock from planning to commit.
 
-use super::record::{self, Record, StoredDueMark, StoredOutboxSeq, StoredRemoval};
+use super::index::{AssignFacts, DeviceFacts, Loc, NameIndex, SEGMENT_MAX, is_sparse};
+use super::record::{
+    self, Record, StoredAssignmentSegment, StoredDeviceFields, StoredDeviceSegment,
+    StoredJsonSegment, StoredOutboxSeq, StoredRemoval,
+};
 use super::{
-    Field, Store, StoreError, StoredAssignment, StoredDevice, StoredOutboxEntry, StoredSync, Write,
-    field_key,
+    AssignResult, Field, Store, StoreError, StoredAssignment, StoredDevice, StoredOutboxEntry,
+    StoredSync, Write, field_key,
 };
 use crate::dep::wire::Device;
 use crate::name::DepName;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::PoisonError;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const DEVICE: &[u8] = b"d/";
-const ASSIGNMENT: &[u8] = b"a/";
-const DUE: &[u8] = b"t/";
+const DEVICE_SEG: &[u8] = b"gd/";
+const JSON_SEG: &[u8] = b"gj/";
+const ASSIGN_SEG: &[u8] = b"ga/";
 const OUTBOX: &[u8] = b"o/";
 const OUTBOX_SEQ: &[u8] = b"q/";
 const REMOVAL: &[u8] = b"r/";
+/// The one-key-per-record layout of earlier versions.
+const LEGACY_DEVICE: &[u8] = b"d/";
+const LEGACY_ASSIGNMENT: &[u8] = b"a/";
+const LEGACY_DUE: &[u8] = b"t/";
 
 /// How many entries one engine scan reads while walking a collection.
 const SCAN_CHUNK: usize = 1024;
+
+/// How many segments one scan reads while rebuilding an index.
+const SEGMENT_SCAN: usize = 16;
+
+/// At most this many sparse segments are compacted per batch and kind.
+const COMPACT_PER_BATCH: usize = 2;
+
+/// How often a reader retries when a segment was compacted away between
+/// finding a record in the index and reading it.
+const READ_TRIES: usize = 8;
 
 fn prefix(kind: &[u8], name: &DepName) -> Vec<u8> {
     let mut key = kind.to_vec();
@@ -52,13 +79,8 @@ fn key(kind: &[u8], name: &DepName, rest: &[u8]) -> Vec<u8> {
     key
 }
 
-fn due_key(name: &DepName, due_unix: i64, serial: &str) -> Vec<u8> {
-    // Times before 1970 do not occur; clamping keeps the key well-formed.
-    let due = u64::try_from(due_unix).unwrap_or(0);
-    let mut key = prefix(DUE, name);
-    key.extend_from_slice(&due.to_be_bytes());
-    key.extend_from_slice(serial.as_bytes());
-    key
+fn seg_key(kind: &[u8], name: &DepName, seg: u32) -> Vec<u8> {
+    key(kind, name, &seg.to_be_bytes())
 }
 
 fn decode_at<R: Record>(key: &[u8], value: &[u8]) -> Result<R, StoreError> {
@@ -68,8 +90,8 @@ fn decode_at<R: Record>(key: &[u8], value: &[u8]) -> Result<R, StoreError> {
     })
 }
 
-fn suffix_str(key: &[u8], prefix_len: usize) -> String {
-    String::from_utf8_lossy(&key[prefix_len..]).into_owned()
+fn corrupt(what: String) -> StoreError {
+    StoreError::Engine(format!("inconsistent store: {what}"))
 }
 
 /// An RFC 3339 time as unix seconds; `None` when absent or unparseable
@@ -109,6 +131,135 @@ fn stored_device(
         first_seen_unix,
         last_event_unix: now_unix,
     })
+}
+
+fn device_facts(d: &StoredDeviceFields) -> DeviceFacts<'_> {
+    DeviceFacts {
+        op_date_unix: d.op_date_unix,
+        first_seen_unix: d.first_seen_unix,
+        op_type: &d.op_type,
+        profile_status: &d.profile_status,
+        deleted: d.deleted,
+    }
+}
+
+const RESULTS: [AssignResult; 5] = [
+    AssignResult::Pending,
+    AssignResult::Success,
+    AssignResult::NotAccessible,
+    AssignResult::Failed,
+    AssignResult::Throttled,
+];
+
+fn result_code(r: AssignResult) -> u8 {
+    RESULTS.iter().position(|x| *x == r).unwrap_or(0) as u8
+}
+
+fn result_of(code: u8) -> AssignResult {
+    RESULTS
+        .get(usize::from(code))
+        .copied()
+        .unwrap_or(AssignResult::Pending)
+}
+
+fn assign_facts(a: &StoredAssignment) -> AssignFacts {
+    AssignFacts {
+        result: result_code(a.result),
+        next_retry_unix: a.next_retry_unix,
+        gave_up: a.gave_up,
+    }
+}
+
+fn slot(i: usize) -> Result<u16, StoreError> {
+    u16::try_from(i).map_err(|_| corrupt(format!("segment slot {i} out of range")))
+}
+
+/// Splits `items` into runs of at most [`SEGMENT_MAX`].
+fn segments_of<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        out.push(items.by_ref().take(SEGMENT_MAX).collect());
+    }
+    out
+}
+
+/// An assignment record with its serial, as stored in a segment.
+type SerialAssignment = (String, StoredAssignment);
+
+/// The segments that lose records to a batch, and how many each loses.
+#[derive(Default)]
+struct Kills(HashMap<u32, u32>);
+
+impl Kills {
+    fn add(&mut self, seg: u32) {
+        *self.0.entry(seg).or_default() += 1;
+    }
+
+    /// Segments worth compacting ([`is_sparse`]) after the batch, least
+    /// live first, at most [`COMPACT_PER_BATCH`].
+    fn compaction(&self, sizes: &super::index::Segments) -> Vec<u32> {
+        let after = |seg: u32| {
+            sizes
+                .live(seg)
+                .saturating_sub(self.0.get(&seg).copied().unwrap_or(0))
+        };
+        let mut c: Vec<u32> = self
+            .0
+            .keys()
+            .copied()
+            .chain(sizes.sparse())
+            .filter(|s| is_sparse(sizes.len(*s), after(*s)))
+            .collect();
+        c.sort_unstable_by_key(|s| (after(*s), *s));
+        c.dedup();
+        c.truncate(COMPACT_PER_BATCH);
+        c
+    }
+
+    /// Segments left without a live record after the batch.
+    fn emptied<'a>(&'a self, sizes: &'a super::index::Segments) -> impl Iterator<Item = u32> + 'a {
+        self.0
+            .iter()
+            .filter(|(seg, n)| sizes.live(**seg) <= **n)
+            .map(|(seg, _)| *seg)
+    }
+}
+
+/// Device records planned into new segments, applied to the index once the
+/// batch is committed.
+#[derive(Default)]
+struct DevicePlan {
+    segments: Vec<(u32, usize)>,
+    records: Vec<(Loc, StoredDeviceFields)>,
+}
+
+impl DevicePlan {
+    fn apply(self, ix: &mut NameIndex) {
+        for (seg, len) in self.segments {
+            ix.add_device_segment(seg, len);
+        }
+        for (loc, d) in &self.records {
+            ix.set_device(&d.serial, *loc, &device_facts(d));
+        }
+    }
+}
+
+#[derive(Default)]
+struct AssignmentPlan {
+    segments: Vec<(u32, usize)>,
+    records: Vec<(Loc, String, AssignFacts)>,
+}
+
+impl AssignmentPlan {
+    fn apply(self, ix: &mut NameIndex) {
+        for (seg, len) in self.segments {
+            ix.add_assignment_segment(seg, len);
+        }
+        for (loc, serial, facts) in &self.records {
+            ix.set_assignment(serial, *loc, *facts);
+        }
+    }
 }
 
 /// Everything one page of devices changes, written in one atomic batch.
@@ -209,36 +360,347 @@ fn label(s: &str) -> String {
     }
 }
 
-/// Collects the writes of assignment changes, keeping the due index in step
-/// with the records.
-struct AssignmentWrites<'a> {
-    store: &'a Store,
-    name: &'a DepName,
-    writes: Vec<Write>,
-}
+impl Store {
+    /// Runs `f` with the name's index, building it from the stored segments
+    /// first when this is the name's first use. Writers hold it from
+    /// planning to commit, so the index always describes what is stored.
+    fn with_index<T>(
+        &self,
+        name: &DepName,
+        f: impl FnOnce(&mut NameIndex) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let slot = self
+            .indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slot(name);
+        let mut guard = match slot.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                // A panic while the index was being changed: it may not
+                // match the store any more, so build it again.
+                slot.clear_poison();
+                let mut g = poisoned.into_inner();
+                *g = None;
+                g
+            }
+        };
+        let ix = match guard.as_mut() {
+            Some(ix) => ix,
+            None => guard.insert(self.load_index(name)?),
+        };
+        let result = f(ix);
+        let serials = ix.serials();
+        drop(guard);
+        self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .released(name, serials);
+        result
+    }
 
-impl AssignmentWrites<'_> {
-    fn put(&mut self, serial: &str, new: &StoredAssignment) -> Result<(), StoreError> {
-        let old = self.store.assignment(self.name, serial)?;
-        if let Some(due) = old.and_then(|o| o.next_retry_unix) {
-            self.writes
-                .push(Write::Delete(due_key(self.name, due, serial)));
+    /// Builds a name's index from its segments (moving records of the
+    /// earlier one-key-per-record layout into segments first), and deletes
+    /// segments whose records were all superseded.
+    fn load_index(&self, name: &DepName) -> Result<NameIndex, StoreError> {
+        let mut ix = NameIndex::default();
+        let mut seen_devices = Vec::new();
+        self.each_segment::<StoredDeviceSegment>(DEVICE_SEG, name, |seg, s| {
+            ix.add_device_segment(seg, s.devices.len());
+            seen_devices.push(seg);
+            for (i, d) in s.devices.iter().enumerate() {
+                ix.set_device(
+                    &d.serial,
+                    Loc {
+                        seg,
+                        slot: slot(i)?,
+                    },
+                    &device_facts(d),
+                );
+            }
+            Ok(())
+        })?;
+        let mut seen_assigns = Vec::new();
+        self.each_segment::<StoredAssignmentSegment>(ASSIGN_SEG, name, |seg, s| {
+            ix.add_assignment_segment(seg, s.records.len());
+            seen_assigns.push(seg);
+            for (i, (serial, a)) in s.records.iter().enumerate() {
+                ix.set_assignment(
+                    serial,
+                    Loc {
+                        seg,
+                        slot: slot(i)?,
+                    },
+                    assign_facts(a),
+                );
+            }
+            Ok(())
+        })?;
+        ix.retain_live();
+        let mut garbage = Vec::new();
+        for seg in seen_devices {
+            if ix.devices.live(seg) == 0 {
+                garbage.push(Write::Delete(seg_key(DEVICE_SEG, name, seg)));
+                garbage.push(Write::Delete(seg_key(JSON_SEG, name, seg)));
+            }
         }
-        if let Some(due) = new.next_retry_unix {
-            self.writes.push(Write::Put(
-                due_key(self.name, due, serial),
-                record::encode(&StoredDueMark),
-            ));
+        for seg in seen_assigns {
+            if ix.assigns.live(seg) == 0 {
+                garbage.push(Write::Delete(seg_key(ASSIGN_SEG, name, seg)));
+            }
         }
-        self.writes.push(Write::Put(
-            key(ASSIGNMENT, self.name, serial.as_bytes()),
-            record::encode(new),
-        ));
+        if !garbage.is_empty() {
+            self.engine.commit(garbage)?;
+        }
+        self.migrate_legacy(name, &mut ix)?;
+        Ok(ix)
+    }
+
+    /// Calls `f` on every segment of a kind of a name, in segment order.
+    fn each_segment<R: Record>(
+        &self,
+        kind: &[u8],
+        name: &DepName,
+        mut f: impl FnMut(u32, R) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let p = prefix(kind, name);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self.engine.scan(&p, after.as_deref(), SEGMENT_SCAN)?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            for (k, v) in chunk {
+                let Some(seg) = k[p.len()..].first_chunk::<4>() else {
+                    continue;
+                };
+                f(u32::from_be_bytes(*seg), decode_at(&k, &v)?)?;
+            }
+        }
+    }
+
+    /// Moves records of the one-key-per-record layout (`d/`, `a/`, `t/`)
+    /// into segments, a chunk per batch, deleting the old keys in the same
+    /// batch: an interrupted migration continues on the next start.
+    fn migrate_legacy(&self, name: &DepName, ix: &mut NameIndex) -> Result<(), StoreError> {
+        let devices = prefix(LEGACY_DEVICE, name);
+        loop {
+            let chunk = self.engine.scan(&devices, None, 1000)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let mut writes = Vec::new();
+            let mut records = Vec::new();
+            for (k, v) in chunk {
+                records.push(decode_at::<StoredDevice>(&k, &v)?);
+                writes.push(Write::Delete(k));
+            }
+            let plan = self.plan_devices(name, ix, records, &mut writes)?;
+            self.engine.commit(writes)?;
+            plan.apply(ix);
+        }
+        let assigns = prefix(LEGACY_ASSIGNMENT, name);
+        loop {
+            let chunk = self.engine.scan(&assigns, None, 1000)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let mut writes = Vec::new();
+            let mut records = BTreeMap::new();
+            for (k, v) in chunk {
+                let serial = String::from_utf8_lossy(&k[assigns.len()..]).into_owned();
+                records.insert(serial, decode_at::<StoredAssignment>(&k, &v)?);
+                writes.push(Write::Delete(k));
+            }
+            let plan = self.plan_assignments(name, ix, records, &mut writes)?;
+            self.engine.commit(writes)?;
+            plan.apply(ix);
+        }
+        let due = prefix(LEGACY_DUE, name);
+        loop {
+            let chunk = self.engine.scan(&due, None, SCAN_CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            self.engine
+                .commit(chunk.into_iter().map(|(k, _)| Write::Delete(k)).collect())?;
+        }
         Ok(())
     }
-}
 
-impl Store {
+    fn read_device_segment(
+        &self,
+        name: &DepName,
+        seg: u32,
+    ) -> Result<Option<(StoredDeviceSegment, StoredJsonSegment)>, StoreError> {
+        let (fk, jk) = (seg_key(DEVICE_SEG, name, seg), seg_key(JSON_SEG, name, seg));
+        let (Some(fields), Some(json)) = (self.engine.get(&fk)?, self.engine.get(&jk)?) else {
+            return Ok(None);
+        };
+        let fields: StoredDeviceSegment = decode_at(&fk, &fields)?;
+        let json: StoredJsonSegment = decode_at(&jk, &json)?;
+        if fields.devices.len() != json.json.len() {
+            return Err(corrupt(format!(
+                "device segment {seg} of {name} has {} records and {} JSON texts",
+                fields.devices.len(),
+                json.json.len()
+            )));
+        }
+        Ok(Some((fields, json)))
+    }
+
+    fn read_assignment_segment(
+        &self,
+        name: &DepName,
+        seg: u32,
+    ) -> Result<Option<StoredAssignmentSegment>, StoreError> {
+        let k = seg_key(ASSIGN_SEG, name, seg);
+        self.engine.get(&k)?.map(|v| decode_at(&k, &v)).transpose()
+    }
+
+    /// Plans device records into new segments: the segment writes, the
+    /// deletion of segments left empty, and the compaction of sparse ones
+    /// (their live records join the new segments).
+    fn plan_devices(
+        &self,
+        name: &DepName,
+        ix: &NameIndex,
+        records: Vec<StoredDevice>,
+        writes: &mut Vec<Write>,
+    ) -> Result<DevicePlan, StoreError> {
+        let mut plan = DevicePlan::default();
+        if records.is_empty() {
+            return Ok(plan);
+        }
+        let mut kills = Kills::default();
+        for r in &records {
+            if let Some(old) = ix.device(&r.serial) {
+                kills.add(old.loc.seg);
+            }
+        }
+        let written: HashSet<&str> = records.iter().map(|r| r.serial.as_str()).collect();
+        let mut moved = Vec::new();
+        for seg in kills.compaction(&ix.devices) {
+            let Some((fields, json)) = self.read_device_segment(name, seg)? else {
+                return Err(corrupt(format!(
+                    "device segment {seg} of {name} is missing"
+                )));
+            };
+            for (i, (f, j)) in fields.devices.into_iter().zip(json.json).enumerate() {
+                let at = Loc {
+                    seg,
+                    slot: slot(i)?,
+                };
+                if ix.is_current_device(&f.serial, at) && !written.contains(f.serial.as_str()) {
+                    kills.add(seg);
+                    moved.push(f.join(j));
+                }
+            }
+        }
+        for seg in kills.emptied(&ix.devices) {
+            writes.push(Write::Delete(seg_key(DEVICE_SEG, name, seg)));
+            writes.push(Write::Delete(seg_key(JSON_SEG, name, seg)));
+        }
+        let mut all = records;
+        all.extend(moved);
+        let mut seg = ix.devices.next;
+        for run in segments_of(all) {
+            let mut fields = Vec::with_capacity(run.len());
+            let mut json = Vec::with_capacity(run.len());
+            for (i, d) in run.into_iter().enumerate() {
+                let (f, j) = StoredDeviceFields::split(d);
+                plan.records.push((
+                    Loc {
+                        seg,
+                        slot: slot(i)?,
+                    },
+                    f.clone(),
+                ));
+                fields.push(f);
+                json.push(j);
+            }
+            plan.segments.push((seg, fields.len()));
+            writes.push(Write::Put(
+                seg_key(DEVICE_SEG, name, seg),
+                record::encode(&StoredDeviceSegment { devices: fields }),
+            ));
+            writes.push(Write::Put(
+                seg_key(JSON_SEG, name, seg),
+                record::encode(&StoredJsonSegment { json }),
+            ));
+            seg = seg
+                .checked_add(1)
+                .ok_or_else(|| corrupt(format!("device segment numbers of {name} ran out")))?;
+        }
+        Ok(plan)
+    }
+
+    /// Plans assignment records into new segments, like [`Self::plan_devices`].
+    fn plan_assignments(
+        &self,
+        name: &DepName,
+        ix: &NameIndex,
+        records: BTreeMap<String, StoredAssignment>,
+        writes: &mut Vec<Write>,
+    ) -> Result<AssignmentPlan, StoreError> {
+        let mut plan = AssignmentPlan::default();
+        if records.is_empty() {
+            return Ok(plan);
+        }
+        let mut kills = Kills::default();
+        for serial in records.keys() {
+            if let Some(old) = ix.assignment(serial) {
+                kills.add(old.seg);
+            }
+        }
+        let mut moved = Vec::new();
+        for seg in kills.compaction(&ix.assigns) {
+            let Some(s) = self.read_assignment_segment(name, seg)? else {
+                return Err(corrupt(format!(
+                    "assignment segment {seg} of {name} is missing"
+                )));
+            };
+            for (i, (serial, a)) in s.records.into_iter().enumerate() {
+                let at = Loc {
+                    seg,
+                    slot: slot(i)?,
+                };
+                if ix.is_current_assignment(&serial, at) && !records.contains_key(&serial) {
+                    kills.add(seg);
+                    moved.push((serial, a));
+                }
+            }
+        }
+        for seg in kills.emptied(&ix.assigns) {
+            writes.push(Write::Delete(seg_key(ASSIGN_SEG, name, seg)));
+        }
+        let mut all: Vec<(String, StoredAssignment)> = records.into_iter().collect();
+        all.extend(moved);
+        let mut seg = ix.assigns.next;
+        for run in segments_of(all) {
+            for (i, (serial, a)) in run.iter().enumerate() {
+                plan.records.push((
+                    Loc {
+                        seg,
+                        slot: slot(i)?,
+                    },
+                    serial.clone(),
+                    assign_facts(a),
+                ));
+            }
+            plan.segments.push((seg, run.len()));
+            writes.push(Write::Put(
+                seg_key(ASSIGN_SEG, name, seg),
+                record::encode(&StoredAssignmentSegment { records: run }),
+            ));
+            seg = seg
+                .checked_add(1)
+                .ok_or_else(|| corrupt(format!("assignment segment numbers of {name} ran out")))?;
+        }
+        Ok(plan)
+    }
+
     /// Applies one page in a single atomic, durable batch: device records
     /// upserted (a stale event never replaces a newer record; `deleted`
     /// marks rather than removes), the webhook event queued, assignment work
@@ -252,167 +714,289 @@ impl Store {
         name: &DepName,
         apply: PageApply<'_>,
     ) -> Result<PageSummary, StoreError> {
-        let mut summary = PageSummary::default();
-        let page_date = parse_time(apply.fetched_until);
-        // The same serial may appear several times in one page: later events
-        // are compared with the earlier ones of the page, not only with disk.
-        // The flag says whether the record changed and must be written.
-        let mut devices: BTreeMap<&str, (StoredDevice, bool)> = BTreeMap::new();
-        for device in apply.devices {
-            let serial = device.serial_number.as_str();
-            if serial.is_empty() {
-                summary.ignored += 1;
-                continue;
-            }
-            let stored = match devices.remove(serial) {
-                Some(seen) => Some(seen),
-                None => self.device(name, serial)?.map(|d| (d, false)),
-            };
-            let op_date = parse_time(device.op_date.as_deref()).or(page_date);
-            let first_seen = match stored {
-                Some((old, dirty)) if is_stale(op_date, old.op_date_unix) => {
-                    summary.stale += 1;
-                    devices.insert(serial, (old, dirty));
+        self.with_index(name, |ix| {
+            let mut summary = PageSummary::default();
+            let page_date = parse_time(apply.fetched_until);
+            // The same serial may appear several times in one page: later
+            // events are compared with the earlier ones of the page, not
+            // only with what is stored.
+            let mut devices: BTreeMap<&str, StoredDevice> = BTreeMap::new();
+            for device in apply.devices {
+                let serial = device.serial_number.as_str();
+                if serial.is_empty() {
+                    summary.ignored += 1;
                     continue;
                 }
-                Some((old, _)) => old.first_seen_unix,
-                None => apply.now_unix,
-            };
-            let record = stored_device(device, op_date, first_seen, apply.now_unix)?;
-            summary.upserted += 1;
-            summary.deleted += usize::from(record.deleted);
-            devices.insert(serial, (record, true));
-        }
+                let current = match devices.get(serial) {
+                    Some(d) => Some((d.op_date_unix, d.first_seen_unix)),
+                    None => ix
+                        .device(serial)
+                        .map(|v| (v.op_date_unix, v.first_seen_unix)),
+                };
+                let op_date = parse_time(device.op_date.as_deref()).or(page_date);
+                let first_seen = match current {
+                    Some((old, _)) if is_stale(op_date, old) => {
+                        summary.stale += 1;
+                        continue;
+                    }
+                    Some((_, first_seen)) => first_seen,
+                    None => apply.now_unix,
+                };
+                let record = stored_device(device, op_date, first_seen, apply.now_unix)?;
+                summary.upserted += 1;
+                summary.deleted += usize::from(record.deleted);
+                devices.insert(serial, record);
+            }
 
-        let mut writes = AssignmentWrites {
-            store: self,
-            name,
-            writes: Vec::with_capacity(devices.len() + 2 * apply.assignments.len() + 3),
-        };
-        for (serial, assignment) in &apply.assignments {
-            writes.put(serial, assignment)?;
-        }
-        summary.assignments = apply.assignments.len();
-        let mut writes = writes.writes;
-        for (serial, (device, _)) in devices.into_iter().filter(|(_, (_, dirty))| *dirty) {
+            let mut writes = Vec::with_capacity(8);
+            let device_plan =
+                self.plan_devices(name, ix, devices.into_values().collect(), &mut writes)?;
+            summary.assignments = apply.assignments.len();
+            let assign_plan = self.plan_assignments(name, ix, apply.assignments, &mut writes)?;
+            if let Some(entry) = apply.outbox {
+                let seq_key = prefix(OUTBOX_SEQ, name);
+                let seq = match self.engine.get(&seq_key)? {
+                    Some(v) => decode_at::<StoredOutboxSeq>(&seq_key, &v)?.next,
+                    None => 0,
+                };
+                let stored = StoredOutboxEntry {
+                    event_id: entry.event_id,
+                    topic: entry.topic,
+                    created_unix: apply.now_unix,
+                    body: entry.body,
+                };
+                writes.push(Write::Put(
+                    key(OUTBOX, name, &seq.to_be_bytes()),
+                    record::encode(&stored),
+                ));
+                writes.push(Write::Put(
+                    seq_key,
+                    record::encode(&StoredOutboxSeq { next: seq + 1 }),
+                ));
+                summary.outbox_seq = Some(seq);
+            }
             writes.push(Write::Put(
-                key(DEVICE, name, serial.as_bytes()),
-                record::encode(&device),
+                field_key(name, Field::Sync),
+                record::encode(apply.sync),
             ));
-        }
-        if let Some(entry) = apply.outbox {
-            let seq_key = prefix(OUTBOX_SEQ, name);
-            let seq = match self.engine.get(&seq_key)? {
-                Some(v) => decode_at::<StoredOutboxSeq>(&seq_key, &v)?.next,
-                None => 0,
+            self.engine.commit(writes)?;
+            device_plan.apply(ix);
+            assign_plan.apply(ix);
+            Ok(summary)
+        })
+    }
+
+    /// Reads device records at the given places, grouped by segment, in
+    /// the order given; `None` when a segment was compacted away meanwhile.
+    fn devices_at(
+        &self,
+        name: &DepName,
+        wanted: &[(String, Loc)],
+    ) -> Result<Option<Vec<StoredDevice>>, StoreError> {
+        let mut order: Vec<usize> = (0..wanted.len()).collect();
+        order.sort_unstable_by_key(|&i| wanted[i].1);
+        let mut out: Vec<Option<StoredDevice>> = vec![None; wanted.len()];
+        let mut current: Option<(u32, Vec<Option<StoredDeviceFields>>, Vec<String>)> = None;
+        for i in order {
+            let (serial, loc) = &wanted[i];
+            if current.as_ref().is_none_or(|(seg, _, _)| *seg != loc.seg) {
+                let Some((f, j)) = self.read_device_segment(name, loc.seg)? else {
+                    return Ok(None);
+                };
+                current = Some((loc.seg, f.devices.into_iter().map(Some).collect(), j.json));
+            }
+            let Some((_, fields, json)) = current.as_mut() else {
+                return Ok(None);
             };
-            let stored = StoredOutboxEntry {
-                event_id: entry.event_id,
-                topic: entry.topic,
-                created_unix: apply.now_unix,
-                body: entry.body,
-            };
-            writes.push(Write::Put(
-                key(OUTBOX, name, &seq.to_be_bytes()),
-                record::encode(&stored),
-            ));
-            writes.push(Write::Put(
-                seq_key,
-                record::encode(&StoredOutboxSeq { next: seq + 1 }),
-            ));
-            summary.outbox_seq = Some(seq);
+            let at = usize::from(loc.slot);
+            match (fields.get_mut(at).and_then(Option::take), json.get_mut(at)) {
+                (Some(f), Some(j)) if f.serial == *serial => {
+                    out[i] = Some(f.join(std::mem::take(j)));
+                }
+                _ => return Ok(None),
+            }
         }
-        writes.push(Write::Put(
-            field_key(name, Field::Sync),
-            record::encode(apply.sync),
-        ));
-        self.engine.commit(writes)?;
-        Ok(summary)
+        Ok(Some(out.into_iter().flatten().collect()))
+    }
+
+    /// Looks records up in the index with `find` and reads them with
+    /// `read`, again when a segment was compacted away in between.
+    fn read_located<T>(
+        &self,
+        name: &DepName,
+        find: impl Fn(&NameIndex) -> Vec<(String, Loc)>,
+        read: impl Fn(&[(String, Loc)]) -> Result<Option<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        for _ in 0..READ_TRIES {
+            let wanted = self.with_index(name, |ix| Ok(find(ix)))?;
+            if let Some(found) = read(&wanted)? {
+                return Ok(found);
+            }
+        }
+        Err(StoreError::Engine(format!(
+            "records of {name} kept moving while being read"
+        )))
     }
 
     /// One device of the inventory.
     pub fn device(&self, name: &DepName, serial: &str) -> Result<Option<StoredDevice>, StoreError> {
-        let k = key(DEVICE, name, serial.as_bytes());
-        self.engine.get(&k)?.map(|v| decode_at(&k, &v)).transpose()
+        let found = self.read_located(
+            name,
+            |ix| {
+                ix.device(serial)
+                    .map(|d| (serial.to_owned(), d.loc))
+                    .into_iter()
+                    .collect()
+            },
+            |wanted| self.devices_at(name, wanted),
+        )?;
+        Ok(found.into_iter().next())
     }
 
-    /// Up to `limit` devices in serial order, starting after `after`: for
-    /// walking the whole inventory in chunks (e.g. on a profile change).
-    pub fn scan_devices(
+    /// Calls `f` with the live devices of each segment in turn (in no
+    /// particular order of serials): for walking the whole inventory, e.g.
+    /// on a profile change. Segments written meanwhile are walked too.
+    pub fn each_device_chunk(
         &self,
         name: &DepName,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoredDevice>, StoreError> {
-        let p = prefix(DEVICE, name);
-        let after = after.map(|a| key(DEVICE, name, a.as_bytes()));
-        self.engine
-            .scan(&p, after.as_deref(), limit)?
-            .into_iter()
-            .map(|(k, v)| decode_at(&k, &v))
-            .collect()
-    }
-
-    /// Calls `f` on every device of a name, in serial order.
-    fn each_device(
-        &self,
-        name: &DepName,
-        mut f: impl FnMut(StoredDevice),
+        mut f: impl FnMut(Vec<StoredDevice>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut after: Option<String> = None;
-        loop {
-            let chunk = self.scan_devices(name, after.as_deref(), SCAN_CHUNK)?;
-            let Some(last) = chunk.last() else {
-                return Ok(());
+        let mut after = None;
+        while let Some(seg) = self.with_index(name, |ix| Ok(ix.next_device_segment(after)))? {
+            after = Some(seg);
+            // A segment compacted away meanwhile: its live records are in
+            // a later segment, which this walk still reaches.
+            let Some((fields, json)) = self.read_device_segment(name, seg)? else {
+                continue;
             };
-            after = Some(last.serial.clone());
-            chunk.into_iter().for_each(&mut f);
+            let live = self.with_index(name, |ix| {
+                let mut live = Vec::new();
+                for (i, (d, j)) in fields.devices.into_iter().zip(json.json).enumerate() {
+                    if ix.is_current_device(
+                        &d.serial,
+                        Loc {
+                            seg,
+                            slot: slot(i)?,
+                        },
+                    ) {
+                        live.push(d.join(j));
+                    }
+                }
+                Ok(live)
+            })?;
+            if !live.is_empty() {
+                f(live)?;
+            }
         }
+        Ok(())
     }
 
-    /// The inventory query of `GET /v1/devices/{name}`. A serial filter is
-    /// one lookup; other filters walk the name's inventory.
+    /// The inventory query of `GET /v1/devices/{name}`, in serial order.
+    /// Without a serial or `profile_uuid` filter the index answers and only
+    /// the page asked for is read; otherwise the candidates are read and
+    /// filtered.
     pub fn query_devices(
         &self,
         name: &DepName,
         query: &DeviceQuery,
     ) -> Result<DeviceList, StoreError> {
-        let mut list = DeviceList::default();
-        let mut take = |d: StoredDevice| {
-            if query.matches(&d) {
+        let find = |ix: &NameIndex| {
+            let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+            let mut found = Vec::new();
+            match &query.serial {
+                Some(serial) => {
+                    if let Some(d) = ix.device(serial) {
+                        found.push((serial.clone(), d.loc));
+                    }
+                }
+                None => ix.each_device(|serial, loc, op_type, status, _| {
+                    if eq(&query.op_type, op_type) && eq(&query.profile_status, status) {
+                        found.push((serial.to_owned(), loc));
+                    }
+                }),
+            }
+            found.sort_unstable();
+            found
+        };
+        let read = |wanted: &[(String, Loc)]| -> Result<Option<DeviceList>, StoreError> {
+            let mut list = DeviceList::default();
+            if query.profile_uuid.is_none() && query.serial.is_none() {
+                // The index already decided: read only the page asked for.
+                list.total = wanted.len();
+                let page: Vec<(String, Loc)> = wanted
+                    .iter()
+                    .skip(query.offset)
+                    .take(query.limit)
+                    .cloned()
+                    .collect();
+                let Some(devices) = self.devices_at(name, &page)? else {
+                    return Ok(None);
+                };
+                list.devices = devices.into_iter().filter(|d| query.matches(d)).collect();
+                return Ok(Some(list));
+            }
+            let Some(devices) = self.devices_at(name, wanted)? else {
+                return Ok(None);
+            };
+            for d in devices.into_iter().filter(|d| query.matches(d)) {
                 if list.total >= query.offset && list.devices.len() < query.limit {
                     list.devices.push(d);
                 }
                 list.total += 1;
             }
+            Ok(Some(list))
         };
-        match &query.serial {
-            Some(serial) => {
-                if let Some(d) = self.device(name, serial)? {
-                    take(d);
-                }
-            }
-            None => self.each_device(name, take)?,
-        }
-        Ok(list)
+        self.read_located(name, find, read)
     }
 
-    /// Inventory counts of a name (walks the inventory: status callers
-    /// should cache the answer rather than ask on every request).
+    /// Inventory counts of a name, from the index.
     pub fn device_counts(&self, name: &DepName) -> Result<DeviceCounts, StoreError> {
-        let mut c = DeviceCounts::default();
-        self.each_device(name, |d| {
-            c.total += 1;
-            *c.by_op_type.entry(label(&d.op_type)).or_default() += 1;
-            if d.deleted {
-                c.deleted += 1;
-            } else {
-                *c.by_profile_status
-                    .entry(label(&d.profile_status))
-                    .or_default() += 1;
+        self.with_index(name, |ix| {
+            let mut c = DeviceCounts::default();
+            ix.each_device(|_, _, op_type, status, deleted| {
+                c.total += 1;
+                *c.by_op_type.entry(label(op_type)).or_default() += 1;
+                if deleted {
+                    c.deleted += 1;
+                } else {
+                    *c.by_profile_status.entry(label(status)).or_default() += 1;
+                }
+            });
+            Ok(c)
+        })
+    }
+
+    /// Reads assignment records at the given places, grouped by segment;
+    /// `None` when a segment was compacted away meanwhile.
+    fn assignments_at(
+        &self,
+        name: &DepName,
+        wanted: &[(String, Loc)],
+    ) -> Result<Option<Vec<(String, StoredAssignment)>>, StoreError> {
+        let mut order: Vec<usize> = (0..wanted.len()).collect();
+        order.sort_unstable_by_key(|&i| wanted[i].1);
+        let mut out: Vec<Option<(String, StoredAssignment)>> = vec![None; wanted.len()];
+        let mut current: Option<(u32, Vec<Option<SerialAssignment>>)> = None;
+        for i in order {
+            let (serial, loc) = &wanted[i];
+            if current.as_ref().is_none_or(|(seg, _)| *seg != loc.seg) {
+                let Some(s) = self.read_assignment_segment(name, loc.seg)? else {
+                    return Ok(None);
+                };
+                current = Some((loc.seg, s.records.into_iter().map(Some).collect()));
             }
-        })?;
-        Ok(c)
+            let Some((_, records)) = current.as_mut() else {
+                return Ok(None);
+            };
+            match records
+                .get_mut(usize::from(loc.slot))
+                .and_then(Option::take)
+            {
+                Some(r) if r.0 == *serial => out[i] = Some(r),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out.into_iter().flatten().collect()))
     }
 
     /// A serial's assignment record.
@@ -421,8 +1005,7 @@ impl Store {
         name: &DepName,
         serial: &str,
     ) -> Result<Option<StoredAssignment>, StoreError> {
-        let k = key(ASSIGNMENT, name, serial.as_bytes());
-        self.engine.get(&k)?.map(|v| decode_at(&k, &v)).transpose()
+        Ok(self.assignments(name, [serial])?.into_values().next())
     }
 
     /// The assignment records of the given serials that exist.
@@ -431,16 +1014,21 @@ impl Store {
         name: &DepName,
         serials: impl IntoIterator<Item = &'s str>,
     ) -> Result<BTreeMap<String, StoredAssignment>, StoreError> {
-        let mut out = BTreeMap::new();
-        for serial in serials {
-            if let Some(a) = self.assignment(name, serial)? {
-                out.insert(serial.to_owned(), a);
-            }
-        }
-        Ok(out)
+        let serials: Vec<&str> = serials.into_iter().collect();
+        let found = self.read_located(
+            name,
+            |ix| {
+                serials
+                    .iter()
+                    .filter_map(|s| ix.assignment(s).map(|l| ((*s).to_owned(), l)))
+                    .collect()
+            },
+            |wanted| self.assignments_at(name, wanted),
+        )?;
+        Ok(found.into_iter().collect())
     }
 
-    /// Writes assignment records in one atomic batch, keeping the due index.
+    /// Writes assignment records in one atomic batch.
     pub fn put_assignments(
         &self,
         name: &DepName,
@@ -449,56 +1037,30 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut writes = AssignmentWrites {
-            store: self,
-            name,
-            writes: Vec::new(),
-        };
-        for (serial, record) in records {
-            writes.put(serial, record)?;
-        }
-        self.engine.commit(writes.writes)
+        self.with_index(name, |ix| {
+            let mut writes = Vec::new();
+            let plan = self.plan_assignments(name, ix, records.clone(), &mut writes)?;
+            self.engine.commit(writes)?;
+            plan.apply(ix);
+            Ok(())
+        })
     }
 
     /// Assignments due at `now_unix` or earlier, earliest first, at most
-    /// `limit`: reads the due index, so the cost follows what is due, not
-    /// the size of the inventory.
+    /// `limit`: the cost follows what is due, not the size of the inventory.
+    /// Serials due at the same second come in the order the index learned
+    /// of them, which is not kept across restarts.
     pub fn due_assignments(
         &self,
         name: &DepName,
         now_unix: i64,
         limit: usize,
     ) -> Result<Vec<(String, StoredAssignment)>, StoreError> {
-        let p = prefix(DUE, name);
-        let now = u64::try_from(now_unix).unwrap_or(0);
-        let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        while out.len() < limit {
-            let chunk = self.engine.scan(&p, after.as_deref(), SCAN_CHUNK)?;
-            let Some((last, _)) = chunk.last() else { break };
-            after = Some(last.clone());
-            for (k, _) in chunk {
-                let rest = &k[p.len()..];
-                let Some((due, serial)) = rest.split_first_chunk::<8>() else {
-                    continue;
-                };
-                let due = u64::from_be_bytes(*due);
-                if due > now || out.len() >= limit {
-                    return Ok(out);
-                }
-                let serial = String::from_utf8_lossy(serial).into_owned();
-                // The index and the records are written in the same batches;
-                // a mark that disagrees with its record would be a bug, and
-                // is skipped rather than trusted.
-                if let Some(a) = self.assignment(name, &serial)?
-                    && a.next_retry_unix
-                        .is_some_and(|t| u64::try_from(t).unwrap_or(0) == due)
-                {
-                    out.push((serial, a));
-                }
-            }
-        }
-        Ok(out)
+        self.read_located(
+            name,
+            |ix| ix.due(now_unix, limit),
+            |wanted| self.assignments_at(name, wanted),
+        )
     }
 
     /// Up to `limit` assignment records in serial order after `after`, for
@@ -509,34 +1071,39 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, StoredAssignment)>, StoreError> {
-        let p = prefix(ASSIGNMENT, name);
-        let after = after.map(|a| key(ASSIGNMENT, name, a.as_bytes()));
-        self.engine
-            .scan(&p, after.as_deref(), limit)?
-            .into_iter()
-            .map(|(k, v)| Ok((suffix_str(&k, p.len()), decode_at(&k, &v)?)))
-            .collect()
+        self.read_located(
+            name,
+            |ix| {
+                let mut found = Vec::new();
+                ix.each_assignment(|serial, loc, _| {
+                    if after.is_none_or(|a| serial > a) {
+                        found.push((serial.to_owned(), loc));
+                    }
+                });
+                found.sort_unstable();
+                found.truncate(limit);
+                found
+            },
+            |wanted| self.assignments_at(name, wanted),
+        )
     }
 
-    /// Assignment counts by result, cooldowns pending and serials given up.
+    /// Assignment counts by result, cooldowns pending and serials given up,
+    /// from the index.
     pub fn assignment_counts(
         &self,
         name: &DepName,
         now_unix: i64,
     ) -> Result<AssignmentCounts, StoreError> {
-        let mut c = AssignmentCounts::default();
-        let mut after: Option<String> = None;
-        loop {
-            let chunk = self.scan_assignments(name, after.as_deref(), SCAN_CHUNK)?;
-            let Some((last, _)) = chunk.last() else { break };
-            after = Some(last.clone());
-            for (_, a) in chunk {
-                *c.by_result.entry(a.result.as_str()).or_default() += 1;
+        self.with_index(name, |ix| {
+            let mut c = AssignmentCounts::default();
+            ix.each_assignment(|_, _, a| {
+                *c.by_result.entry(result_of(a.result).as_str()).or_default() += 1;
                 c.cooling_down += u64::from(a.next_retry_unix.is_some_and(|t| t > now_unix));
                 c.gave_up += u64::from(a.gave_up);
-            }
-        }
-        Ok(c)
+            });
+            Ok(c)
+        })
     }
 
     /// The oldest `limit` webhook events of a name, with their sequence

@@ -10,6 +10,7 @@
 //! - engine calls block, so async code runs them on the blocking pool
 //!   ([`Store::blocking`]), never on an actor or request thread.
 
+mod index;
 mod inventory;
 mod memory;
 mod record;
@@ -30,7 +31,8 @@ pub use record::{
 pub use sled_engine::SledEngine;
 
 use crate::name::DepName;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -182,6 +184,98 @@ pub struct Store {
     /// of threads (memory, contention in the engine) for no gain on a few
     /// cores; waiting callers queue here instead.
     permits: Arc<tokio::sync::Semaphore>,
+    /// The in-memory index of each name's devices and assignment records
+    /// (`index.rs`), built from the stored segments on first use.
+    indexes: Arc<Mutex<IndexCache>>,
+}
+
+/// One name's index; `None` until loaded (or after a panic while it was
+/// being changed, or after it was evicted), when it is rebuilt from what is
+/// stored.
+type IndexSlot = Arc<Mutex<Option<index::NameIndex>>>;
+
+/// The names' indexes. Small indexes (below [`SMALL_INDEX`] serials) are
+/// cheap to rebuild (one or two segments), so when together they hold more
+/// than [`SMALL_INDEXES_MAX`] serials the least recently used are dropped:
+/// ten thousand names of 100 devices do not keep a million entries in
+/// memory. Large indexes stay: rebuilding one reads its whole inventory.
+struct IndexCache {
+    slots: HashMap<DepName, CachedIndex>,
+    tick: u64,
+    small_serials: usize,
+    /// [`SMALL_INDEXES_MAX`], smaller in tests.
+    max_small: usize,
+}
+
+impl Default for IndexCache {
+    fn default() -> Self {
+        IndexCache {
+            slots: HashMap::new(),
+            tick: 0,
+            small_serials: 0,
+            max_small: SMALL_INDEXES_MAX,
+        }
+    }
+}
+
+#[derive(Default)]
+struct CachedIndex {
+    slot: IndexSlot,
+    used: u64,
+    /// Serials in the index when it was last released (0 when unloaded).
+    serials: usize,
+}
+
+/// Indexes with fewer serials than this may be dropped and rebuilt.
+const SMALL_INDEX: usize = 65_536;
+
+/// Serials kept in small indexes before the least recently used go.
+const SMALL_INDEXES_MAX: usize = 262_144;
+
+impl IndexCache {
+    /// The name's slot, marked as just used.
+    fn slot(&mut self, name: &DepName) -> IndexSlot {
+        self.tick += 1;
+        let tick = self.tick;
+        let cached = self.slots.entry(name.clone()).or_default();
+        cached.used = tick;
+        cached.slot.clone()
+    }
+
+    /// Records the size of a name's index after use, and drops the least
+    /// recently used small indexes (other than this one) while small ones
+    /// hold too many serials. An index in use right now is skipped.
+    fn released(&mut self, name: &DepName, serials: usize) {
+        let Some(cached) = self.slots.get_mut(name) else {
+            return;
+        };
+        let small = |n: usize| if n < SMALL_INDEX { n } else { 0 };
+        self.small_serials = self.small_serials - small(cached.serials) + small(serials);
+        cached.serials = serials;
+        if self.small_serials <= self.max_small {
+            return;
+        }
+        let mut victims: Vec<(u64, DepName)> = self
+            .slots
+            .iter()
+            .filter(|(n, c)| *n != name && c.serials > 0 && c.serials < SMALL_INDEX)
+            .map(|(n, c)| (c.used, n.clone()))
+            .collect();
+        victims.sort_unstable();
+        for (_, victim) in victims {
+            if self.small_serials <= self.max_small / 2 {
+                break;
+            }
+            let Some(c) = self.slots.get_mut(&victim) else {
+                continue;
+            };
+            if let Ok(mut ix) = c.slot.try_lock() {
+                *ix = None;
+                self.small_serials -= c.serials;
+                c.serials = 0;
+            }
+        }
+    }
 }
 
 /// Storage calls running at once.
@@ -192,6 +286,7 @@ impl Store {
         Store {
             engine,
             permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
+            indexes: Arc::default(),
         }
     }
 
@@ -302,4 +397,58 @@ fn set_field(
         Field::Sync => data.sync = Some(record::decode(value).map_err(err)?),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dep::wire::Device;
+    use std::sync::PoisonError;
+
+    #[test]
+    fn small_indexes_are_dropped_and_rebuilt() {
+        let store = Store::memory();
+        store
+            .indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .max_small = 250;
+        let names: Vec<DepName> = ["a", "b", "c"]
+            .iter()
+            .map(|n| DepName::parse(n).expect("name"))
+            .collect();
+        for name in &names {
+            let devices: Vec<Device> = (0..100)
+                .map(|i| Device {
+                    serial_number: format!("{name}{i:03}"),
+                    ..Default::default()
+                })
+                .collect();
+            store
+                .apply_page(
+                    name,
+                    PageApply {
+                        devices: &devices,
+                        fetched_until: None,
+                        sync: &StoredSync::default(),
+                        outbox: None,
+                        assignments: Default::default(),
+                        now_unix: 1,
+                    },
+                )
+                .expect("apply");
+        }
+        let loaded = |name: &DepName| {
+            let cache = store.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+            let slot = cache.slots.get(name).map(|c| c.slot.clone()).expect("slot");
+            drop(cache);
+            slot.lock().map(|g| g.is_some()).unwrap_or(false)
+        };
+        assert!(!loaded(&names[0]), "the least recently used went");
+        assert!(loaded(&names[2]));
+        // Rebuilt on use, with everything in it.
+        assert_eq!(store.device_counts(&names[0]).expect("counts").total, 100);
+        assert!(store.device(&names[0], "a042").expect("get").is_some());
+        assert!(loaded(&names[0]));
+    }
 }

@@ -209,6 +209,73 @@ impl Record for StoredDevice {
     const VERSION: u8 = 1;
 }
 
+/// A device record's fields in a device segment (`index.rs`): everything
+/// of [`StoredDevice`] but the JSON, which lives in the segment's
+/// [`StoredJsonSegment`] so that rebuilding the index reads only this.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredDeviceFields {
+    pub serial: String,
+    pub op_type: String,
+    pub op_date_unix: Option<i64>,
+    pub profile_status: String,
+    pub profile_uuid: String,
+    pub first_seen_unix: i64,
+    pub last_event_unix: i64,
+    pub deleted: bool,
+}
+
+impl StoredDeviceFields {
+    pub fn split(d: StoredDevice) -> (StoredDeviceFields, String) {
+        (
+            StoredDeviceFields {
+                serial: d.serial,
+                op_type: d.op_type,
+                op_date_unix: d.op_date_unix,
+                profile_status: d.profile_status,
+                profile_uuid: d.profile_uuid,
+                first_seen_unix: d.first_seen_unix,
+                last_event_unix: d.last_event_unix,
+                deleted: d.deleted,
+            },
+            d.json,
+        )
+    }
+
+    pub fn join(self, json: String) -> StoredDevice {
+        StoredDevice {
+            serial: self.serial,
+            json,
+            op_type: self.op_type,
+            op_date_unix: self.op_date_unix,
+            profile_status: self.profile_status,
+            profile_uuid: self.profile_uuid,
+            first_seen_unix: self.first_seen_unix,
+            last_event_unix: self.last_event_unix,
+            deleted: self.deleted,
+        }
+    }
+}
+
+/// The device records written by one batch, slot by slot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredDeviceSegment {
+    pub devices: Vec<StoredDeviceFields>,
+}
+
+impl Record for StoredDeviceSegment {
+    const VERSION: u8 = 1;
+}
+
+/// The devices' JSON of a device segment, slot by slot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredJsonSegment {
+    pub json: Vec<String>,
+}
+
+impl Record for StoredJsonSegment {
+    const VERSION: u8 = 1;
+}
+
 /// The result of the last assignment attempt of a serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AssignResult {
@@ -253,6 +320,16 @@ impl Record for StoredAssignment {
     const VERSION: u8 = 1;
 }
 
+/// The assignment records written by one batch, slot by slot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAssignmentSegment {
+    pub records: Vec<(String, StoredAssignment)>,
+}
+
+impl Record for StoredAssignmentSegment {
+    const VERSION: u8 = 1;
+}
+
 /// One webhook event waiting for delivery: the body is built when the page
 /// is applied, so every retry sends the same bytes and `event_id`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -286,14 +363,6 @@ pub struct StoredOutboxSeq {
 }
 
 impl Record for StoredOutboxSeq {
-    const VERSION: u8 = 1;
-}
-
-/// The value of a due-index key: the key itself says everything.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StoredDueMark;
-
-impl Record for StoredDueMark {
     const VERSION: u8 = 1;
 }
 

@@ -90,9 +90,10 @@ pub fn record_assignment(
 }
 
 /// Queues the new assigner profile for the inventory's devices that should
-/// have it ([`assigner::should_get_new_profile`]), `chunk` devices per
-/// commit, without asking Apple. Returns how many were queued. Running it
-/// again is harmless: work already queued for `new` is left as it is.
+/// have it ([`assigner::should_get_new_profile`]), one commit per stored
+/// segment of devices, without asking Apple. Returns how many were queued.
+/// Running it again is harmless: work already queued for `new` is left as
+/// it is.
 pub fn apply_profile_change(
     store: &Store,
     name: &DepName,
@@ -100,14 +101,9 @@ pub fn apply_profile_change(
     new: &str,
     policy: &AssignPolicy,
     now_unix: i64,
-    chunk: usize,
 ) -> Result<usize, StoreError> {
     let mut queued = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let devices = store.scan_devices(name, after.as_deref(), chunk.max(1))?;
-        let Some(last) = devices.last() else { break };
-        after = Some(last.serial.clone());
+    store.each_device_chunk(name, |devices| {
         let removals = store.removals(
             name,
             devices
@@ -143,16 +139,15 @@ pub fn apply_profile_change(
             })
             .map(|d| d.serial.as_str())
             .collect();
-        let existing = store.assignments(name, targets.iter().copied())?;
         let records: BTreeMap<String, StoredAssignment> = targets
             .into_iter()
             .filter_map(|s| {
-                assigner::enqueue(existing.get(s), new, now_unix).map(|r| (s.to_owned(), r))
+                assigner::enqueue(assigned.get(s), new, now_unix).map(|r| (s.to_owned(), r))
             })
             .collect();
         queued += records.len();
-        store.put_assignments(name, &records)?;
-    }
+        store.put_assignments(name, &records)
+    })?;
     Ok(queued)
 }
 
@@ -324,7 +319,7 @@ mod tests {
         .expect("apply");
         store.record_removals(&n, ["MINE"], T).expect("removal");
         let queued =
-            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 1, 2).expect("change");
+            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 1).expect("change");
         assert_eq!(queued, 3);
         let due: Vec<String> = store
             .due_assignments(&n, T + 1, 10)
@@ -338,7 +333,7 @@ mod tests {
         assert_eq!(due, ["NONE", "OLD1", "OLD2"]);
         // Again: nothing new.
         assert_eq!(
-            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 2, 100).expect("again"),
+            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 2).expect("again"),
             0
         );
     }
