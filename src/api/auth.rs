@@ -10,7 +10,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, web};
@@ -57,11 +57,13 @@ pub fn check(header: Option<&[u8]>, api_key: &str) -> bool {
     check_digest(header, &expected(api_key))
 }
 
-/// Middleware: refuse the request with 401 unless authenticated.
+/// Middleware: refuse the request with 401 unless authenticated. The
+/// refusal is a response rather than an `Err`, so the middlewares around
+/// it (metrics, log) still have the request it answers.
 pub async fn require(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let ok = match req.app_data::<web::Data<AppState>>() {
         Some(state) => check_digest(
             req.headers()
@@ -72,9 +74,11 @@ pub async fn require(
         None => false,
     };
     if !ok {
-        return Err(ApiError::unauthorized().into());
+        return Ok(req
+            .error_response(ApiError::unauthorized())
+            .map_into_right_body());
     }
-    next.call(req).await
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 #[cfg(test)]
