@@ -43,10 +43,11 @@ pub struct Grant {
     pub headers: GrantHeaders,
 }
 
-/// Header values of a [`Grant`], and its base URL taken apart.
+/// Header values of a [`Grant`] (`None`: not a valid header value), and
+/// its base URL taken apart.
 #[derive(Clone)]
 pub struct GrantHeaders {
-    pub token: HeaderValue,
+    pub token: Option<HeaderValue>,
     pub user_agent: Option<HeaderValue>,
     pub proxy_protocol_version: HeaderValue,
     /// Scheme and authority of the base URL, and its path prefix (without
@@ -56,23 +57,20 @@ pub struct GrantHeaders {
 
 impl Grant {
     pub fn new(target: Target, proxy_protocol_version: u32, token: String) -> Self {
-        let mut token_header =
-            HeaderValue::from_str(&token).unwrap_or_else(|_| HeaderValue::from_static(""));
-        token_header.set_sensitive(true);
-        let base = target
-            .base_url
-            .parse::<Uri>()
-            .ok()
-            .and_then(|uri| {
-                let parts = uri.into_parts();
-                let prefix = parts
-                    .path_and_query
-                    .as_ref()
-                    .map_or("", |p| p.path())
-                    .trim_end_matches('/')
-                    .to_owned();
-                Some((parts.scheme?, parts.authority?, prefix))
-            });
+        let token_header = HeaderValue::from_str(&token).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        let base = target.base_url.parse::<Uri>().ok().and_then(|uri| {
+            let parts = uri.into_parts();
+            let prefix = parts
+                .path_and_query
+                .as_ref()
+                .map_or("", |p| p.path())
+                .trim_end_matches('/')
+                .to_owned();
+            Some((parts.scheme?, parts.authority?, prefix))
+        });
         let headers = GrantHeaders {
             token: token_header,
             user_agent: HeaderValue::from_str(&target.user_agent).ok(),

@@ -238,10 +238,22 @@ async fn send(
             out = out.append_header((name.clone(), value.clone()));
         }
     }
-    if !req.headers().contains_key(header::USER_AGENT)
-        && let Some(agent) = &grant.headers.user_agent
-    {
-        out = out.insert_header((header::USER_AGENT, agent.clone()));
+    let invalid = |what: &str| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unreachable",
+            format!(
+                "cannot reach {}: the {what} is not a valid header value",
+                client::join_url(&target.base_url, path)
+            ),
+        )
+    };
+    if !req.headers().contains_key(header::USER_AGENT) {
+        let agent = grant.headers.user_agent.clone();
+        out = out.insert_header((
+            header::USER_AGENT,
+            agent.ok_or_else(|| invalid("user agent"))?,
+        ));
     }
     if !req.headers().contains_key(PROTOCOL_HEADER) {
         out = out.insert_header((
@@ -249,7 +261,11 @@ async fn send(
             grant.headers.proxy_protocol_version.clone(),
         ));
     }
-    out = out.insert_header((SESSION_HEADER, grant.headers.token.clone()));
+    let token = grant.headers.token.clone();
+    out = out.insert_header((
+        SESSION_HEADER,
+        token.ok_or_else(|| invalid("session token"))?,
+    ));
     let sent = if body.is_empty() {
         out.send().await
     } else {
@@ -393,15 +409,31 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(1),
         };
         for (base, path, url) in [
-            ("http://127.0.0.1:5000", "/account", "http://127.0.0.1:5000/account"),
-            ("https://mdmenrollment.apple.com/", "/a?b=/c", "https://mdmenrollment.apple.com/a?b=/c"),
-            ("http://h:1/prefix/", "/devices/sync", "http://h:1/prefix/devices/sync"),
+            (
+                "http://127.0.0.1:5000",
+                "/account",
+                "http://127.0.0.1:5000/account",
+            ),
+            (
+                "https://mdmenrollment.apple.com/",
+                "/a?b=/c",
+                "https://mdmenrollment.apple.com/a?b=/c",
+            ),
+            (
+                "http://h:1/prefix/",
+                "/devices/sync",
+                "http://h:1/prefix/devices/sync",
+            ),
             ("http://h:1/prefix", "/", "http://h:1/prefix/"),
         ] {
             let grant = Grant::new(target(base), 7, "t".into());
             let uri = upstream_uri(&grant, path).expect("url");
             assert_eq!(uri.to_string(), url, "{base} {path}");
-            assert_eq!(uri.to_string(), client::join_url(base, path), "{base} {path}");
+            assert_eq!(
+                uri.to_string(),
+                client::join_url(base, path),
+                "{base} {path}"
+            );
         }
     }
 
