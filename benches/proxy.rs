@@ -8,6 +8,13 @@
 //! threads, default 2). depsim, depd and the load generator share the
 //! machine, so the figures are for the whole arrangement, as it would run
 //! on one host.
+//!
+//! Each phase also reports the process's CPU time (user + system, all
+//! threads) per request. On a machine shared with other work the req/s
+//! move with the neighbours' load; the CPU cost of a request moves much
+//! less, so `cpu ratio` (direct µs/req over proxied µs/req) is the figure
+//! to compare changes by there. It is not the target, only a steadier
+//! view of the same work.
 
 use depd::app::Application;
 use depd::clock::{SharedClock, SystemClock};
@@ -108,7 +115,21 @@ struct Phase {
     requests: u64,
     errors: u64,
     secs: f64,
+    /// CPU time of the whole process during the phase.
+    cpu_secs: f64,
     latencies_us: Vec<u32>,
+}
+
+/// User + system CPU time of the whole process so far, in seconds.
+fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 impl Phase {
@@ -122,12 +143,16 @@ impl Phase {
         let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
         f64::from(self.latencies_us[i]) / 1000.0
     }
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_secs * 1e6 / (self.requests.max(1) as f64)
+    }
 }
 
 /// `conns` concurrent loops of GET `url` for `secs`, spread over `threads`
 /// load-generator threads.
 fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u64) -> Phase {
     let start = Instant::now();
+    let cpu_start = process_cpu_secs();
     let deadline = start + Duration::from_secs(secs);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -177,6 +202,7 @@ fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u
         requests: 0,
         errors: 0,
         secs: 0.0,
+        cpu_secs: 0.0,
         latencies_us: Vec::new(),
     };
     for h in handles {
@@ -187,18 +213,20 @@ fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u
         }
     }
     phase.secs = start.elapsed().as_secs_f64();
+    phase.cpu_secs = process_cpu_secs() - cpu_start;
     phase.latencies_us.sort_unstable();
     phase
 }
 
 fn report(label: &str, p: &Phase) {
     println!(
-        "{label:<8} {:>9.0} req/s  {:>8} requests  {:>4} errors  p50 {:>6.2} ms  p99 {:>6.2} ms",
+        "{label:<8} {:>9.0} req/s  {:>8} requests  {:>4} errors  p50 {:>6.2} ms  p99 {:>6.2} ms  cpu {:>6.1} us/req",
         p.rate(),
         p.requests,
         p.errors,
         p.percentile(0.50),
-        p.percentile(0.99)
+        p.percentile(0.99),
+        p.cpu_us_per_request()
     );
 }
 
@@ -254,5 +282,9 @@ fn main() {
     println!(
         "proxied/direct throughput: {:.2}",
         proxied.rate() / direct.rate().max(1.0)
+    );
+    println!(
+        "cpu ratio (direct us/req / proxied us/req): {:.2}",
+        direct.cpu_us_per_request() / proxied.cpu_us_per_request().max(f64::MIN_POSITIVE)
     );
 }

@@ -154,13 +154,16 @@ impl Metrics {
 
     fn add(&self, family: Family, labels: Labels, n: u64) {
         let mut series = self.lock();
-        let value = series
-            .counters
-            .entry(family)
-            .or_default()
-            .entry(labels.0)
-            .or_insert(0);
-        *value = value.saturating_add(n);
+        let by_labels = series.counters.entry(family).or_default();
+        // A series is counted many times and created once: look it up by
+        // the borrowed text, so counting allocates nothing.
+        if let Some(value) = by_labels.get_mut(labels.0.as_str()) {
+            *value = value.saturating_add(n);
+            drop(series);
+            labels.recycle();
+        } else {
+            by_labels.insert(labels.0, n);
+        }
     }
 
     fn set(&self, family: Family, name: &str, value: i64) {
@@ -320,22 +323,39 @@ fn block<'a, V: std::fmt::Display>(
     out
 }
 
+thread_local! {
+    /// A label buffer to reuse, so that counting an existing series does
+    /// not allocate (see `Metrics::add`).
+    static SPARE: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
 /// A label set rendered as the text format writes it between braces.
 struct Labels(String);
 
 impl Labels {
     fn new() -> Self {
-        Labels(String::with_capacity(64))
+        let spare = SPARE.with(std::cell::Cell::take);
+        Labels(spare.unwrap_or_else(|| String::with_capacity(64)))
+    }
+
+    /// Gives the buffer back for the next label set on this thread.
+    fn recycle(mut self) {
+        self.0.clear();
+        SPARE.with(|s| s.set(Some(self.0)));
     }
 
     fn text(mut self, name: &str, value: &str) -> Self {
         self.start(name);
-        for c in value.chars() {
-            match c {
-                '\\' => self.0.push_str("\\\\"),
-                '"' => self.0.push_str("\\\""),
-                '\n' => self.0.push_str("\\n"),
-                c => self.0.push(c),
+        if !value.contains(['\\', '"', '\n']) {
+            self.0.push_str(value);
+        } else {
+            for c in value.chars() {
+                match c {
+                    '\\' => self.0.push_str("\\\\"),
+                    '"' => self.0.push_str("\\\""),
+                    '\n' => self.0.push_str("\\n"),
+                    c => self.0.push(c),
+                }
             }
         }
         self.0.push('"');
@@ -344,8 +364,21 @@ impl Labels {
 
     fn number(mut self, name: &str, value: u16) -> Self {
         self.start(name);
-        // Writing to a String cannot fail.
-        let _ = write!(self.0, "{value}\"");
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        let mut rest = value;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        for d in &digits[at..] {
+            self.0.push(char::from(*d));
+        }
+        self.0.push('"');
         self
     }
 

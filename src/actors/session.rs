@@ -9,6 +9,10 @@ use crate::dep::client::{self, Target};
 use crate::dep::oauth1::Credentials;
 use crate::session::{Decision, Outcome, SessionFailure};
 use actix::prelude::*;
+use actix_web::http::Uri;
+use actix_web::http::header::HeaderValue;
+use actix_web::http::uri::{Authority, Scheme};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// A request waiting for the `/session` call in flight.
@@ -26,23 +30,80 @@ pub enum SessionError {
 }
 
 /// What a caller needs to call Apple for a name: where, how, and with
-/// which session token.
-#[derive(Debug, Clone)]
+/// which session token. Handed out behind an `Arc`: the proxy reads one
+/// per request, and a clone of the strings each time would be wasted.
+#[derive(Clone)]
 pub struct Grant {
     pub target: Target,
     /// Protocol version for proxied requests that name none.
     pub proxy_protocol_version: u32,
     pub token: String,
+    /// The same, ready to be sent as headers (built once per grant, not
+    /// per proxied request). The token's value is marked sensitive.
+    pub headers: GrantHeaders,
+}
+
+/// Header values of a [`Grant`] (`None`: not a valid header value), and
+/// its base URL taken apart.
+#[derive(Clone)]
+pub struct GrantHeaders {
+    pub token: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+    pub proxy_protocol_version: HeaderValue,
+    /// Scheme and authority of the base URL, and its path prefix (without
+    /// a trailing `/`); `None` if the base URL is not an absolute URL.
+    pub base: Option<(Scheme, Authority, String)>,
+}
+
+impl Grant {
+    pub fn new(target: Target, proxy_protocol_version: u32, token: String) -> Self {
+        let token_header = HeaderValue::from_str(&token).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        let base = target.base_url.parse::<Uri>().ok().and_then(|uri| {
+            let parts = uri.into_parts();
+            let prefix = parts
+                .path_and_query
+                .as_ref()
+                .map_or("", |p| p.path())
+                .trim_end_matches('/')
+                .to_owned();
+            Some((parts.scheme?, parts.authority?, prefix))
+        });
+        let headers = GrantHeaders {
+            token: token_header,
+            user_agent: HeaderValue::from_str(&target.user_agent).ok(),
+            proxy_protocol_version: HeaderValue::from(proxy_protocol_version),
+            base,
+        };
+        Grant {
+            target,
+            proxy_protocol_version,
+            token,
+            headers,
+        }
+    }
+}
+
+/// Leaves the session token out.
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("target", &self.target)
+            .field("proxy_protocol_version", &self.proxy_protocol_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The grant a name's actor publishes for readers that must not wait for
 /// its mailbox (the proxy's hot path). Only the actor writes it; it is
 /// `None` whenever the actor has no session to give out.
-pub type SharedGrant = std::sync::Arc<std::sync::RwLock<Option<Grant>>>;
+pub type SharedGrant = Arc<std::sync::RwLock<Option<Arc<Grant>>>>;
 
 /// A session token for this name; `rejected` is a token Apple refused.
 #[derive(Message)]
-#[rtype(result = "Result<Grant, SessionError>")]
+#[rtype(result = "Result<Arc<Grant>, SessionError>")]
 pub struct Session {
     pub rejected: Option<String>,
 }
@@ -79,15 +140,14 @@ impl DepNameActor {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = grant;
     }
 
-    fn grant(&self, token: String) -> Grant {
-        Grant {
-            target: self.target(),
-            proxy_protocol_version: self
-                .settings
+    fn grant(&self, token: String) -> Arc<Grant> {
+        Arc::new(Grant::new(
+            self.target(),
+            self.settings
                 .apple_profile(self.state.name())
                 .proxy_protocol_version,
             token,
-        }
+        ))
     }
 
     fn open_session(&mut self, generation: u64, ctx: &mut Context<Self>) {
@@ -149,7 +209,7 @@ impl DepNameActor {
 }
 
 impl Handler<Session> for DepNameActor {
-    type Result = ResponseActFuture<Self, Result<Grant, SessionError>>;
+    type Result = ResponseActFuture<Self, Result<Arc<Grant>, SessionError>>;
 
     fn handle(&mut self, msg: Session, ctx: &mut Self::Context) -> Self::Result {
         if self.state.data().tokens.is_none() {
@@ -209,7 +269,7 @@ impl client::SessionSource for ActorSession {
         let addr = self.0.clone();
         Box::pin(async move {
             match addr.send(Session { rejected }).await {
-                Ok(Ok(grant)) => Ok(grant.token),
+                Ok(Ok(grant)) => Ok(grant.token.clone()),
                 Ok(Err(SessionError::Failed(f))) => Err(f.error),
                 Ok(Err(SessionError::NoTokens)) => Err(crate::dep::DepError::NoCredentials),
                 Ok(Err(SessionError::Stopped)) | Err(_) => Err(crate::dep::DepError::Unavailable(

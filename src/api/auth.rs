@@ -1,19 +1,38 @@
 //! HTTP Basic authentication: user `depserver`, password the API key (as
 //! NanoDEP), compared in constant time over SHA-256 digests so neither the
 //! key's content nor its length shows in the timing.
+//!
+//! The digest compared is that of the whole decoded `user:password`: since
+//! `depserver` has no colon, it equals `depserver:{key}` exactly when the
+//! user is `depserver` and the password the key. The expected digest is
+//! computed once per settings (see `AppState`), so a request costs one
+//! SHA-256 of what the caller sent.
 
 use super::AppState;
 use super::error::ApiError;
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, web};
-use openssl::sha::sha256;
+use openssl::sha::Sha256;
 
 pub const USER: &str = "depserver";
 
-/// Whether an `Authorization` header value carries the right credentials.
-pub fn check(header: Option<&[u8]>, api_key: &str) -> bool {
+/// SHA-256 of `depserver:{api key}`, what valid credentials decode to.
+pub type Digest = [u8; 32];
+
+/// The digest valid credentials hash to, for `api_key`.
+pub fn expected(api_key: &str) -> Digest {
+    let mut h = Sha256::new();
+    h.update(USER.as_bytes());
+    h.update(b":");
+    h.update(api_key.as_bytes());
+    h.finish()
+}
+
+/// Whether an `Authorization` header value carries the credentials whose
+/// digest is `expected`.
+pub fn check_digest(header: Option<&[u8]>, expected: &Digest) -> bool {
     let Some(value) = header.and_then(|h| std::str::from_utf8(h).ok()) else {
         return false;
     };
@@ -26,36 +45,41 @@ pub fn check(header: Option<&[u8]>, api_key: &str) -> bool {
     let Ok(decoded) = openssl::base64::decode_block(encoded.trim()) else {
         return false;
     };
-    let Some(colon) = decoded.iter().position(|b| *b == b':') else {
-        return false;
-    };
-    let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-    let user_ok = openssl::memcmp::eq(&sha256(user), &sha256(USER.as_bytes()));
-    let key_ok = openssl::memcmp::eq(&sha256(password), &sha256(api_key.as_bytes()));
-    user_ok & key_ok
+    // Low-level SHA-256 (no algorithm fetch per call, unlike the one-shot
+    // `openssl::sha::sha256` on OpenSSL 3).
+    let mut h = Sha256::new();
+    h.update(&decoded);
+    openssl::memcmp::eq(&h.finish(), expected)
 }
 
-/// Middleware: refuse the request with 401 unless authenticated.
+/// Whether an `Authorization` header value carries the right credentials.
+#[cfg(test)]
+pub fn check(header: Option<&[u8]>, api_key: &str) -> bool {
+    check_digest(header, &expected(api_key))
+}
+
+/// Middleware: refuse the request with 401 unless authenticated. The
+/// refusal is a response rather than an `Err`, so the middlewares around
+/// it (metrics, log) still have the request it answers.
 pub async fn require(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let ok = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => {
-            let key = state.settings().api_key.clone();
-            check(
-                req.headers()
-                    .get(actix_web::http::header::AUTHORIZATION)
-                    .map(|h| h.as_bytes()),
-                key.expose(),
-            )
-        }
+        Some(state) => check_digest(
+            req.headers()
+                .get(actix_web::http::header::AUTHORIZATION)
+                .map(|h| h.as_bytes()),
+            &state.credentials(),
+        ),
         None => false,
     };
     if !ok {
-        return Err(ApiError::unauthorized().into());
+        return Ok(req
+            .error_response(ApiError::unauthorized())
+            .map_into_right_body());
     }
-    next.call(req).await
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 #[cfg(test)]
@@ -84,5 +108,8 @@ mod tests {
         assert!(!check(Some(b"Basic"), "k3y"));
         assert!(!check(Some(&[0xff, 0xfe]), "k3y"));
         assert!(!check(None, "k3y"));
+        assert!(!check(Some(&basic("depserver:k3yk3y")), "k3y"));
+        assert!(!check(Some(&basic("depserverk3y")), "k3y"));
+        assert!(!check(Some(&basic(":depserver:k3y")), "k3y"));
     }
 }

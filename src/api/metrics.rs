@@ -17,16 +17,21 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Counts the request under its matched route pattern, never the raw path:
 /// paths carry DEP names and Apple paths, an unbounded set of series.
+///
+/// The pattern is looked up on the answered request: once routed, actix
+/// finds it from the matched resource's position, where before routing it
+/// would match the path against the patterns again (regular expressions).
+/// Handlers and depd's middlewares answer errors as responses; an `Err`
+/// reaching this far has no request left and counts as `unmatched`.
 pub async fn request_metrics(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let route = req.match_pattern();
     let method = req.method().clone();
     let result = next.call(req).await;
-    let status = match &result {
-        Ok(res) => res.status(),
-        Err(e) => e.as_response_error().status_code(),
+    let (route, status) = match &result {
+        Ok(res) => (res.request().match_pattern(), res.status()),
+        Err(e) => (None, e.as_response_error().status_code()),
     };
     metrics::http_request(
         route.as_deref().unwrap_or("unmatched"),

@@ -32,7 +32,9 @@ pub struct AppState {
     pub registry: Addr<Registry>,
     /// Running names and their published grants (the proxy's hot path).
     pub directory: crate::actors::Directory,
-    settings: RwLock<Arc<Settings>>,
+    /// The settings in effect and the digest of the credentials they
+    /// accept, replaced together.
+    settings: RwLock<(Arc<Settings>, auth::Digest)>,
     ready: AtomicBool,
 }
 
@@ -45,7 +47,7 @@ impl AppState {
         AppState {
             registry,
             directory,
-            settings: RwLock::new(settings),
+            settings: RwLock::new(with_credentials(settings)),
             ready: AtomicBool::new(false),
         }
     }
@@ -54,14 +56,23 @@ impl AppState {
         self.settings
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .0
             .clone()
+    }
+
+    /// The digest valid `Authorization` credentials hash to.
+    pub(crate) fn credentials(&self) -> auth::Digest {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
     }
 
     pub fn set_settings(&self, settings: Arc<Settings>) {
         *self
             .settings
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = settings;
+            .unwrap_or_else(PoisonError::into_inner) = with_credentials(settings);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -71,6 +82,11 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+}
+
+fn with_credentials(settings: Arc<Settings>) -> (Arc<Settings>, auth::Digest) {
+    let digest = auth::expected(settings.api_key.expose());
+    (settings, digest)
 }
 
 /// Every route `configure` registers: the path pattern (OpenAPI style) and

@@ -17,8 +17,9 @@ use crate::dep::client::{self, PROTOCOL_HEADER, SESSION_HEADER};
 use crate::name::DepName;
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::{HttpRequest, HttpResponse, web};
+use std::borrow::Cow;
 
 /// Largest 403 body read to look for `FORBIDDEN`.
 const FORBIDDEN_PROBE_LIMIT: usize = 64 * 1024;
@@ -67,15 +68,46 @@ fn forward_response_header(name: &HeaderName, listed: &[String]) -> bool {
 }
 
 /// The part of the request path after `/proxy/{name}`, still encoded as
-/// the caller sent it, with the query.
-fn upstream_path(req: &HttpRequest) -> String {
-    let path = req.uri().path();
-    let rest = path.strip_prefix("/proxy/").unwrap_or(path);
-    let tail = rest.find('/').map_or("/", |i| &rest[i..]);
-    match req.uri().query() {
-        Some(q) => format!("{tail}?{q}"),
-        None => tail.to_owned(),
+/// the caller sent it, with the query. Borrowed from the request, except
+/// for `/proxy/{name}` alone with a query.
+fn upstream_path(req: &HttpRequest) -> Cow<'_, str> {
+    let uri = req.uri();
+    let full = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let rest = full.strip_prefix("/proxy/").unwrap_or(full);
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Cow::Borrowed(&rest[i..]),
+        Some(i) => Cow::Owned(format!("/{}", &rest[i..])),
+        None => Cow::Borrowed("/"),
     }
+}
+
+/// The URL of `path` (absolute, with any query) under the grant's base URL,
+/// which may carry a path prefix.
+fn upstream_uri(grant: &Grant, path: &str) -> Result<Uri, ApiError> {
+    let built = match &grant.headers.base {
+        Some((scheme, authority, prefix)) => {
+            let mut pq = String::with_capacity(prefix.len() + path.len());
+            pq.push_str(prefix);
+            pq.push_str(path);
+            Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query(pq)
+                .build()
+                .ok()
+        }
+        None => client::join_url(&grant.target.base_url, path).parse().ok(),
+    };
+    built.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unreachable",
+            format!(
+                "cannot reach {}: not a valid URL",
+                client::join_url(&grant.target.base_url, path)
+            ),
+        )
+    })
 }
 
 pub async fn forward(
@@ -157,7 +189,7 @@ pub async fn forward(
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED && !replayed {
             replayed = true;
-            rejected = Some(grant.token);
+            rejected = Some(grant.token.clone());
             continue;
         }
         if status == StatusCode::FORBIDDEN {
@@ -168,7 +200,7 @@ pub async fn forward(
                 .map_err(|e| upstream_error(&name, &DepError::Network(e.to_string())))?;
             if client::is_session_rejection(status, &probe) && !replayed {
                 replayed = true;
-                rejected = Some(grant.token);
+                rejected = Some(grant.token.clone());
                 continue;
             }
             return Ok(respond_head(&resp).body(probe));
@@ -196,11 +228,9 @@ async fn send(
     body: web::Bytes,
 ) -> Result<awc::ClientResponse, ApiError> {
     let target = &grant.target;
-    let url = client::join_url(&target.base_url, path);
-    let method = Method::from_bytes(req.method().as_str().as_bytes())
-        .map_err(|_| ApiError::bad_request("bad-method", "unsupported HTTP method"))?;
+    let uri = upstream_uri(grant, path)?;
     let mut out = client::http_client(target.connect_timeout)
-        .request(method, &url)
+        .request(req.method().clone(), uri)
         .timeout(target.request_timeout);
     let listed = connection_listed(req.headers());
     for (name, value) in req.headers() {
@@ -208,13 +238,34 @@ async fn send(
             out = out.append_header((name.clone(), value.clone()));
         }
     }
+    let invalid = |what: &str| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unreachable",
+            format!(
+                "cannot reach {}: the {what} is not a valid header value",
+                client::join_url(&target.base_url, path)
+            ),
+        )
+    };
     if !req.headers().contains_key(header::USER_AGENT) {
-        out = out.insert_header((header::USER_AGENT, target.user_agent.as_str()));
+        let agent = grant.headers.user_agent.clone();
+        out = out.insert_header((
+            header::USER_AGENT,
+            agent.ok_or_else(|| invalid("user agent"))?,
+        ));
     }
     if !req.headers().contains_key(PROTOCOL_HEADER) {
-        out = out.insert_header((PROTOCOL_HEADER, grant.proxy_protocol_version.to_string()));
+        out = out.insert_header((
+            PROTOCOL_HEADER,
+            grant.headers.proxy_protocol_version.clone(),
+        ));
     }
-    out = out.insert_header((SESSION_HEADER, grant.token.as_str()));
+    let token = grant.headers.token.clone();
+    out = out.insert_header((
+        SESSION_HEADER,
+        token.ok_or_else(|| invalid("session token"))?,
+    ));
     let sent = if body.is_empty() {
         out.send().await
     } else {
@@ -222,6 +273,7 @@ async fn send(
     };
     sent.map_err(|e| {
         let name = req.match_info().get("name").unwrap_or_default().to_owned();
+        let url = client::join_url(&target.base_url, path);
         let err = client::send_error(e);
         tracing::warn!(dep_name = %name, url = %url, error = %err, "proxied request failed");
         match err {
@@ -339,6 +391,50 @@ mod tests {
         assert_eq!(upstream_path(&req), "/a/b%20c");
         let req = TestRequest::with_uri("/proxy/acme/").to_http_request();
         assert_eq!(upstream_path(&req), "/");
+        let req = TestRequest::with_uri("/proxy/acme").to_http_request();
+        assert_eq!(upstream_path(&req), "/");
+        let req = TestRequest::with_uri("/proxy/acme?x=/y").to_http_request();
+        assert_eq!(upstream_path(&req), "/?x=/y");
+        let req = TestRequest::with_uri("/proxy/acme/a?x=/y").to_http_request();
+        assert_eq!(upstream_path(&req), "/a?x=/y");
+    }
+
+    #[test]
+    fn upstream_urls_keep_the_base_prefix() {
+        let target = |base: &str| client::Target {
+            base_url: base.into(),
+            protocol_version: 7,
+            user_agent: "depd/test".into(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            request_timeout: std::time::Duration::from_secs(1),
+        };
+        for (base, path, url) in [
+            (
+                "http://127.0.0.1:5000",
+                "/account",
+                "http://127.0.0.1:5000/account",
+            ),
+            (
+                "https://mdmenrollment.apple.com/",
+                "/a?b=/c",
+                "https://mdmenrollment.apple.com/a?b=/c",
+            ),
+            (
+                "http://h:1/prefix/",
+                "/devices/sync",
+                "http://h:1/prefix/devices/sync",
+            ),
+            ("http://h:1/prefix", "/", "http://h:1/prefix/"),
+        ] {
+            let grant = Grant::new(target(base), 7, "t".into());
+            let uri = upstream_uri(&grant, path).expect("url");
+            assert_eq!(uri.to_string(), url, "{base} {path}");
+            assert_eq!(
+                uri.to_string(),
+                client::join_url(base, path),
+                "{base} {path}"
+            );
+        }
     }
 
     #[test]
