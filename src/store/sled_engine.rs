@@ -32,6 +32,11 @@ fn engine_err(e: sled::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// How often, and how far apart, opening is tried again while the
+/// database is locked.
+const LOCK_RETRIES: u32 = 40;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// sled's page cache.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -80,12 +85,33 @@ impl SledEngine {
         // nearly every update. A bounded cache keeps memory flat (the
         // default is 1 GiB); see the module comment for why values are
         // stored in parts.
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| StoreError::Engine(format!("opening {}: {e}", path.display())))?;
+        let open = || {
+            sled::Config::new()
+                .path(path)
+                .mode(sled::Mode::HighThroughput)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+        };
+        // A database closed a moment ago in this process can still be
+        // locked by sled's background flusher, which exits on its own
+        // shortly after: try again for up to a second before reporting it
+        // (a lock held by another process outlasts that).
+        let mut tries = 0;
+        let db = loop {
+            match open() {
+                Err(e)
+                    if tries < LOCK_RETRIES && e.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                other => {
+                    break other.map_err(|e| {
+                        StoreError::Engine(format!("opening {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        };
         let tree = db.open_tree("depd").map_err(engine_err)?;
         Ok(SledEngine { db, tree })
     }
