@@ -29,6 +29,7 @@ use crate::sync::cycle::{Action, Cycle, Request, Step};
 use crate::sync::persist::{self, PageInput};
 use crate::sync::webhook::{self, Delivery, DeliveryPolicy};
 use actix::prelude::*;
+use actix_web::web::Bytes;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -382,9 +383,11 @@ impl DepNameActor {
             let slot = PAGE_SLOTS.acquire().await.ok();
             let answer = match request {
                 Request::Fetch { cursor } => {
-                    client.fetch_devices(cursor.as_deref(), Some(limit)).await
+                    client
+                        .fetch_devices_raw(cursor.as_deref(), Some(limit))
+                        .await
                 }
-                Request::Sync { cursor } => client.sync_devices(&cursor, Some(limit)).await,
+                Request::Sync { cursor } => client.sync_devices_raw(&cursor, Some(limit)).await,
             };
             (answer, slot)
         };
@@ -398,7 +401,7 @@ impl DepNameActor {
     fn on_answer(
         &mut self,
         generation: u64,
-        answer: Result<DevicePage, DepError>,
+        answer: Result<(DevicePage, Bytes), DepError>,
         slot: Option<tokio::sync::SemaphorePermit<'static>>,
         ctx: &mut Context<Self>,
     ) {
@@ -406,8 +409,8 @@ impl DepNameActor {
             return;
         }
         let now = self.clock.now();
-        let page = match answer {
-            Ok(page) => page,
+        let (page, raw) = match answer {
+            Ok(answer) => answer,
             Err(e) => {
                 if let Ok(step) = self.syncer.cycle.on_error(&e, now.unix_timestamp()) {
                     self.syncer.last_failure = Some(SyncFailure { at: now, error: e });
@@ -429,7 +432,7 @@ impl DepNameActor {
             None
         } else {
             match webhook::new_event_id()
-                .and_then(|id| webhook::event(&name, phase, &page, id, now))
+                .and_then(|id| webhook::event(&name, phase, &page, Some(&raw), id, now))
             {
                 Ok(event) => Some(event),
                 Err(e) => {

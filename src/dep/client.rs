@@ -12,6 +12,7 @@ use super::retry_after;
 use super::wire::*;
 use crate::clock::SharedClock;
 use actix_web::http::{Method, StatusCode, header};
+use actix_web::web::Bytes;
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -246,6 +247,18 @@ impl<S: SessionSource> DepClient<S> {
         path_and_query: &str,
         body: Option<&B>,
     ) -> Result<T, DepError> {
+        self.call_raw(method, path_and_query, body)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// [`Self::call`], also returning the answer's body as Apple sent it.
+    async fn call_raw<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<(T, Bytes), DepError> {
         let body = match body {
             Some(b) => Some(
                 serde_json::to_vec(b)
@@ -266,9 +279,10 @@ impl<S: SessionSource> DepClient<S> {
                 }
                 Err(e) => return Err(e),
                 Ok(bytes) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| {
+                    let value = serde_json::from_slice(&bytes).map_err(|e| {
                         DepError::Decode(format!("{method} {path_and_query} answer: {e}"))
-                    });
+                    })?;
+                    return Ok((value, bytes));
                 }
             }
         }
@@ -333,11 +347,22 @@ impl<S: SessionSource> DepClient<S> {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
+        self.fetch_devices_raw(cursor, limit).await.map(|(p, _)| p)
+    }
+
+    /// [`Self::fetch_devices`], with the page's JSON as Apple sent it (for
+    /// the webhook, which passes pages on unchanged).
+    pub async fn fetch_devices_raw(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<(DevicePage, Bytes), DepError> {
         let req = CursorRequest {
             cursor: cursor.map(str::to_owned),
             limit,
         };
-        self.call(Method::POST, "/server/devices", Some(&req)).await
+        self.call_raw(Method::POST, "/server/devices", Some(&req))
+            .await
     }
 
     /// `POST /devices/sync`: the changes since `cursor`.
@@ -346,11 +371,21 @@ impl<S: SessionSource> DepClient<S> {
         cursor: &str,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
+        self.sync_devices_raw(cursor, limit).await.map(|(p, _)| p)
+    }
+
+    /// [`Self::sync_devices`], with the page's JSON as Apple sent it.
+    pub async fn sync_devices_raw(
+        &self,
+        cursor: &str,
+        limit: Option<u32>,
+    ) -> Result<(DevicePage, Bytes), DepError> {
         let req = CursorRequest {
             cursor: Some(cursor.to_owned()),
             limit,
         };
-        self.call(Method::POST, "/devices/sync", Some(&req)).await
+        self.call_raw(Method::POST, "/devices/sync", Some(&req))
+            .await
     }
 
     pub async fn device_details(&self, serials: &[String]) -> Result<DeviceDetails, DepError> {

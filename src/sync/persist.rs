@@ -195,7 +195,7 @@ mod tests {
             last_cycle: None,
         };
         let at = time::OffsetDateTime::from_unix_timestamp(T).expect("time");
-        let event = webhook::event(&n, SyncPhase::Sync, &pg, "e1".into(), at).expect("event");
+        let event = webhook::event(&n, SyncPhase::Sync, &pg, None, "e1".into(), at).expect("event");
         let summary = apply_page(
             &store,
             &n,

@@ -69,6 +69,7 @@ pub fn event(
     name: &DepName,
     phase: SyncPhase,
     page: &DevicePage,
+    raw: Option<&[u8]>,
     event_id: String,
     created_at: OffsetDateTime,
 ) -> Result<OutboxEntry, WebhookError> {
@@ -76,16 +77,30 @@ pub fn event(
     let created_at = created_at
         .format(&Rfc3339)
         .map_err(|e| WebhookError::Encode(e.to_string()))?;
-    let body = serde_json::to_string(&Event {
-        topic,
-        event_id: &event_id,
-        created_at,
-        device_response_event: DeviceResponseEvent {
-            dep_name: name.as_str(),
-            device_response: page,
-        },
-    })
-    .map_err(|e| WebhookError::Encode(e.to_string()))?;
+    let encode = |e: serde_json::Error| WebhookError::Encode(e.to_string());
+    // The page as Apple sent it, when its text is at hand (it parsed, so it
+    // is JSON): unknown keys and all, and no second encoding of a page of
+    // a thousand devices. The envelope is the same as `Event`'s.
+    let body = match raw.and_then(|r| std::str::from_utf8(r).ok()) {
+        Some(page_json) => format!(
+            r#"{{"topic":{},"event_id":{},"created_at":{},"device_response_event":{{"dep_name":{},"device_response":{}}}}}"#,
+            serde_json::to_string(topic).map_err(encode)?,
+            serde_json::to_string(&event_id).map_err(encode)?,
+            serde_json::to_string(&created_at).map_err(encode)?,
+            serde_json::to_string(name.as_str()).map_err(encode)?,
+            page_json.trim(),
+        ),
+        None => serde_json::to_string(&Event {
+            topic,
+            event_id: &event_id,
+            created_at,
+            device_response_event: DeviceResponseEvent {
+                dep_name: name.as_str(),
+                device_response: page,
+            },
+        })
+        .map_err(encode)?,
+    };
     Ok(OutboxEntry {
         event_id,
         topic: topic.to_owned(),
@@ -218,7 +233,7 @@ mod tests {
     fn event_is_nanodep_shaped_and_keeps_unknown_keys() {
         let name = DepName::parse("acme").expect("name");
         let at = OffsetDateTime::from_unix_timestamp(1_714_557_600).expect("time");
-        let e = event(&name, SyncPhase::Sync, &page(), "id-1".into(), at).expect("event");
+        let e = event(&name, SyncPhase::Sync, &page(), None, "id-1".into(), at).expect("event");
         assert_eq!(
             (e.topic.as_str(), e.event_id.as_str()),
             ("dep.SyncDevices", "id-1")
@@ -239,6 +254,7 @@ mod tests {
             &name,
             SyncPhase::Fetch,
             &DevicePage::default(),
+            None,
             "id-2".into(),
             at,
         )
@@ -249,6 +265,43 @@ mod tests {
             v["device_response_event"]["device_response"]["devices"],
             serde_json::json!([])
         );
+    }
+
+    #[test]
+    fn the_page_goes_out_as_apple_sent_it() {
+        let name = DepName::parse("acme").expect("name");
+        let at = OffsetDateTime::from_unix_timestamp(1_714_557_600).expect("time");
+        let p = page();
+        // Encoded by depd, then passed as Apple's text: the same body.
+        let encoded = serde_json::to_string(&p).expect("encode");
+        let a = event(&name, SyncPhase::Sync, &p, None, "id".into(), at).expect("event");
+        let b = event(
+            &name,
+            SyncPhase::Sync,
+            &p,
+            Some(encoded.as_bytes()),
+            "id".into(),
+            at,
+        )
+        .expect("event");
+        assert_eq!(a.body, b.body);
+        // Page-level keys depd does not know are kept, byte for byte.
+        let apple = br#"{"cursor":"c9", "more_to_follow":false, "devices":[], "new_page_key":7}
+"#;
+        let c = event(&name, SyncPhase::Sync, &p, Some(apple), "id".into(), at).expect("event");
+        assert!(
+            c.body.ends_with(
+                r#""device_response":{"cursor":"c9", "more_to_follow":false, "devices":[], "new_page_key":7}}}"#
+            ),
+            "{}",
+            c.body
+        );
+        let v: serde_json::Value = serde_json::from_str(&c.body).expect("json");
+        assert_eq!(
+            v["device_response_event"]["device_response"]["new_page_key"],
+            7
+        );
+        assert_eq!(v["event_id"], "id");
     }
 
     #[test]
