@@ -85,6 +85,31 @@ async fn state_survives_a_restart_and_sigterm_exits_zero() {
     );
 }
 
+/// journald restarting (or any log reader going away) leaves depd's
+/// standard error a broken pipe: depd keeps serving and still stops cleanly
+/// on SIGTERM, instead of panicking on the next log line.
+#[actix_web::test]
+async fn a_broken_log_pipe_neither_stops_nor_wedges_depd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), BASE);
+    let client = awc::Client::default();
+    let mut d = Daemon::start(&config, &dir.path().join("data"));
+    d.stop_reading_log();
+    assert_eq!(get(&client, &d, "/v1/dep_names").await.status, 200);
+    d.log_closed();
+    for _ in 0..3 {
+        assert_eq!(get(&client, &d, "/v1/dep_names").await.status, 200);
+    }
+    assert_eq!(
+        put(&client, &d, "/v1/tokens/acme", &tokens_json("CK_1"))
+            .await
+            .status,
+        200
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait().code(), Some(0));
+}
+
 #[actix_web::test]
 async fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_broken() {
     let dir = tempfile::tempdir().expect("tempdir");

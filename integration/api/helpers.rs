@@ -172,6 +172,7 @@ pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
     lines: Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -197,7 +198,7 @@ impl Daemon {
             .expect("spawn depd");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
@@ -208,6 +209,7 @@ impl Daemon {
             child,
             addr: "0.0.0.0:0".parse().expect("addr"),
             lines,
+            reader: Some(reader),
         };
         let line = daemon.wait_for_log("listening");
         let v: Value = serde_json::from_str(&line).expect("JSON log line");
@@ -235,6 +237,22 @@ impl Daemon {
                     panic!("depd exited before logging {message:?}")
                 }
             }
+        }
+    }
+
+    /// Stops reading depd's log. The reader lets go of the pipe after the
+    /// next line depd writes; [`Daemon::log_closed`] waits for that.
+    pub fn stop_reading_log(&mut self) {
+        let (_, closed) = channel();
+        drop(std::mem::replace(&mut self.lines, closed));
+    }
+
+    /// After [`Daemon::stop_reading_log`] and one more log line: depd's
+    /// standard error is now a pipe nobody reads (as after journald
+    /// restarts).
+    pub fn log_closed(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("log reader");
         }
     }
 
