@@ -32,8 +32,8 @@ use super::record::{
     StoredJsonSegment, StoredOutboxSeq, StoredRemoval,
 };
 use super::{
-    AssignResult, Field, Store, StoreError, StoredAssignment, StoredDevice, StoredOutboxEntry,
-    StoredSync, Write, field_key,
+    AssignResult, Entry, Field, Store, StoreError, StoredAssignment, StoredDevice,
+    StoredOutboxEntry, StoredSync, Write, field_key,
 };
 use crate::dep::wire::Device;
 use crate::name::DepName;
@@ -484,49 +484,54 @@ impl Store {
     /// into segments, a chunk per batch, deleting the old keys in the same
     /// batch: an interrupted migration continues on the next start.
     fn migrate_legacy(&self, name: &DepName, ix: &mut NameIndex) -> Result<(), StoreError> {
-        let devices = prefix(LEGACY_DEVICE, name);
-        loop {
-            let chunk = self.engine.scan(&devices, None, 1000)?;
-            if chunk.is_empty() {
-                break;
-            }
-            let mut writes = Vec::new();
-            let mut records = Vec::new();
-            for (k, v) in chunk {
-                records.push(decode_at::<StoredDevice>(&k, &v)?);
-                writes.push(Write::Delete(k));
-            }
-            let plan = self.plan_devices(name, ix, records, &mut writes)?;
-            self.engine.commit(writes)?;
-            plan.apply(ix);
-        }
+        self.drain_legacy(LEGACY_DEVICE, name, ix, |store, ix, chunk, writes| {
+            let records = chunk
+                .iter()
+                .map(|(k, v)| decode_at::<StoredDevice>(k, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            let plan = store.plan_devices(name, ix, records, writes)?;
+            Ok(move |ix: &mut NameIndex| plan.apply(ix))
+        })?;
         let assigns = prefix(LEGACY_ASSIGNMENT, name);
+        self.drain_legacy(LEGACY_ASSIGNMENT, name, ix, |store, ix, chunk, writes| {
+            let records = chunk
+                .iter()
+                .map(|(k, v)| {
+                    let serial = String::from_utf8_lossy(&k[assigns.len()..]).into_owned();
+                    Ok((serial, decode_at::<StoredAssignment>(k, v)?))
+                })
+                .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
+            let plan = store.plan_assignments(name, ix, records, writes)?;
+            Ok(move |ix: &mut NameIndex| plan.apply(ix))
+        })?;
+        // The due marks are derived from the assignment records: dropped.
+        self.drain_legacy(LEGACY_DUE, name, ix, |_, _, _, _| {
+            Ok(|_: &mut NameIndex| {})
+        })
+    }
+
+    /// Deletes the keys under `kind`'s prefix of a name, a chunk per batch,
+    /// with the writes `plan` adds for each chunk; the index is changed by
+    /// what `plan` returns, once the batch is committed.
+    fn drain_legacy<A: FnOnce(&mut NameIndex)>(
+        &self,
+        kind: &[u8],
+        name: &DepName,
+        ix: &mut NameIndex,
+        plan: impl Fn(&Store, &NameIndex, &[Entry], &mut Vec<Write>) -> Result<A, StoreError>,
+    ) -> Result<(), StoreError> {
+        let p = prefix(kind, name);
         loop {
-            let chunk = self.engine.scan(&assigns, None, 1000)?;
+            let chunk = self.engine.scan(&p, None, 1000)?;
             if chunk.is_empty() {
-                break;
+                return Ok(());
             }
-            let mut writes = Vec::new();
-            let mut records = BTreeMap::new();
-            for (k, v) in chunk {
-                let serial = String::from_utf8_lossy(&k[assigns.len()..]).into_owned();
-                records.insert(serial, decode_at::<StoredAssignment>(&k, &v)?);
-                writes.push(Write::Delete(k));
-            }
-            let plan = self.plan_assignments(name, ix, records, &mut writes)?;
+            let mut writes = Vec::with_capacity(chunk.len() + 4);
+            let apply = plan(self, ix, &chunk, &mut writes)?;
+            writes.extend(chunk.into_iter().map(|(k, _)| Write::Delete(k)));
             self.engine.commit(writes)?;
-            plan.apply(ix);
+            apply(ix);
         }
-        let due = prefix(LEGACY_DUE, name);
-        loop {
-            let chunk = self.engine.scan(&due, None, SCAN_CHUNK)?;
-            if chunk.is_empty() {
-                break;
-            }
-            self.engine
-                .commit(chunk.into_iter().map(|(k, _)| Write::Delete(k)).collect())?;
-        }
-        Ok(())
     }
 
     fn read_device_segment(
