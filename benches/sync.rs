@@ -48,6 +48,24 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time (user + system) of process `pid` so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    (ticks(11) + ticks(12)) / hz
+}
+
 /// A store as a stopped daemon leaves it: `names` hold the simulator's
 /// tokens and point at it; one flush at the end.
 fn prepare(data: &Path, sim: &SimHandle, names: &[String], profile: Option<&str>) {
@@ -209,8 +227,11 @@ async fn full(devices: usize) {
         .timeout(Duration::from_secs(3600))
         .finish();
     let start = Instant::now();
+    let (depd_cpu, own_cpu) = (cpu_secs(child.id()), cpu_secs(std::process::id()));
     let report = post(&client, &format!("{url}/v1/sync/bench?wait=1")).await;
     let secs = start.elapsed().as_secs_f64();
+    let depd_cpu = cpu_secs(child.id()) - depd_cpu;
+    let own_cpu = cpu_secs(std::process::id()) - own_cpu;
     let (rss, hwm) = memory(child.id());
     println!("full fetch: {devices} devices, 1000 per page, inventory + assigner + webhook");
     println!(
@@ -220,6 +241,10 @@ async fn full(devices: usize) {
         report["assignments"],
         events.load(Ordering::Relaxed),
         report["webhook_backlog"]
+    );
+    println!(
+        "  cpu: depd {depd_cpu:.1} s ({:.1} us/device), depsim + receiver {own_cpu:.1} s",
+        depd_cpu * 1e6 / devices as f64
     );
     println!("  depd memory: VmHWM {hwm:.0} MiB, VmRSS after {rss:.0} MiB");
     let _ = child.kill();
