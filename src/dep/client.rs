@@ -279,9 +279,14 @@ impl<S: SessionSource> DepClient<S> {
                 }
                 Err(e) => return Err(e),
                 Ok(bytes) => {
-                    let value = serde_json::from_slice(&bytes).map_err(|e| {
-                        DepError::Decode(format!("{method} {path_and_query} answer: {e}"))
-                    })?;
+                    // One UTF-8 check of the whole answer, instead of one
+                    // per string as `from_slice` does.
+                    let value = std::str::from_utf8(&bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+                        .map_err(|e| {
+                            DepError::Decode(format!("{method} {path_and_query} answer: {e}"))
+                        })?;
                     return Ok((value, bytes));
                 }
             }

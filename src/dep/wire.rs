@@ -1,9 +1,11 @@
 //! Apple's DEP JSON, as it travels. Every field is optional on input
 //! (`#[serde(default)]`) and unknown keys are ignored, so a field Apple adds
-//! or omits never breaks depd; device records keep unknown keys (`extra`)
-//! so nothing Apple sends is lost from the inventory or the webhook.
+//! or omits never breaks depd. The devices of a page also keep their JSON
+//! text exactly as Apple sent it ([`Device::raw`]), so nothing Apple sends
+//! is lost from the inventory (and the webhook passes the page's text on).
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,9 +62,10 @@ pub struct CursorRequest {
     pub limit: Option<u32>,
 }
 
-/// One page of fetched or synced devices.
+/// One page of fetched or synced devices. Read from JSON, each device
+/// carries its own text as sent ([`Device::raw`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, try_from = "PageWire")]
 pub struct DevicePage {
     pub cursor: String,
     pub devices: Vec<Device>,
@@ -70,7 +73,40 @@ pub struct DevicePage {
     pub more_to_follow: bool,
 }
 
-/// A device as Apple describes it (fetch, sync and details).
+/// A page as read: each device first as its JSON text, then parsed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PageWire {
+    cursor: String,
+    devices: Vec<Box<RawValue>>,
+    fetched_until: String,
+    more_to_follow: bool,
+}
+
+impl TryFrom<PageWire> for DevicePage {
+    type Error = serde_json::Error;
+
+    fn try_from(wire: PageWire) -> Result<Self, Self::Error> {
+        let devices = wire
+            .devices
+            .into_iter()
+            .map(|raw| {
+                let mut device: Device = serde_json::from_str(raw.get())?;
+                device.raw = Some(raw.into());
+                Ok(device)
+            })
+            .collect::<Result<_, serde_json::Error>>()?;
+        Ok(DevicePage {
+            cursor: wire.cursor,
+            devices,
+            fetched_until: wire.fetched_until,
+            more_to_follow: wire.more_to_follow,
+        })
+    }
+}
+
+/// A device as Apple describes it (fetch, sync and details). Keys depd
+/// does not know are not fields; they are kept in [`Device::raw`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Device {
@@ -107,9 +143,12 @@ pub struct Device {
     pub mdm_migration_deadline: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_status: Option<String>,
-    /// Keys this version of depd does not know, kept as sent.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
+    /// The device's JSON object exactly as Apple sent it, keys this
+    /// version of depd does not know included, when the device came in a
+    /// [`DevicePage`]. Not part of the device's own JSON: serialising a
+    /// `Device` writes its fields.
+    #[serde(skip)]
+    pub raw: Option<Box<str>>,
 }
 
 /// `POST /devices` request.
@@ -200,10 +239,20 @@ mod tests {
         let d = &page.devices[0];
         assert_eq!(d.op_type.as_deref(), Some("added"));
         assert_eq!(d.model, None);
-        assert_eq!(d.extra["new_field"], serde_json::json!({"a": 1}));
+        assert_eq!(
+            d.raw.as_deref(),
+            Some(r#"{"serial_number":"C02X","op_type":"added","new_field":{"a":1}}"#)
+        );
         let back = serde_json::to_value(d).expect("json");
-        assert_eq!(back["new_field"]["a"], 1);
+        assert_eq!(back["serial_number"], "C02X");
         assert!(back.get("model").is_none());
+        assert!(back.get("new_field").is_none());
+        // A device read on its own (device details) has no page text.
+        let alone: Device = serde_json::from_str(r#"{"serial_number":"C02Y"}"#).expect("device");
+        assert_eq!(alone.raw, None);
+        // A device that is not an object is refused with the page.
+        let bad = serde_json::from_str::<DevicePage>(r#"{"cursor":"c","devices":[1]}"#);
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -251,10 +251,10 @@ fn page_upserts_by_op_date(e: Arc<dyn Engine>) {
     let store = Store::new(e);
     let acme = DepName::parse("acme").expect("name");
     let ac = DepName::parse("ac").expect("name");
+    // Apple's text of a device is stored as sent, unknown keys included.
     let mut first = device("A", "", None, "empty", "");
-    first
-        .extra
-        .insert("future_key".into(), serde_json::json!({"kept": true}));
+    first.raw =
+        Some(r#"{"serial_number":"A","profile_status":"empty","future_key":{"kept":true}}"#.into());
     let s = apply(
         &store,
         &acme,
@@ -275,8 +275,16 @@ fn page_upserts_by_op_date(e: Arc<dyn Engine>) {
         "fetched_until dates a fetch"
     );
     assert_eq!(a.first_seen_unix, T);
-    let json: serde_json::Value = serde_json::from_str(&a.json).expect("json");
-    assert_eq!(json["future_key"]["kept"], true);
+    assert_eq!(
+        a.json,
+        r#"{"serial_number":"A","profile_status":"empty","future_key":{"kept":true}}"#
+    );
+    let b = store.device(&acme, "B").expect("get").expect("stored");
+    let json: serde_json::Value = serde_json::from_str(&b.json).expect("json");
+    assert_eq!(
+        json["profile_uuid"], "P",
+        "a device without its text is encoded"
+    );
     assert_eq!(
         store.load_name(&acme).expect("load").sync,
         Some(sync_at("c1"))

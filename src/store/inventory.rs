@@ -116,9 +116,13 @@ fn stored_device(
     first_seen_unix: i64,
     now_unix: i64,
 ) -> Result<StoredDevice, StoreError> {
-    let json = serde_json::to_string(device).map_err(|e| {
-        StoreError::Engine(format!("encoding device {}: {e}", device.serial_number))
-    })?;
+    // Apple's own text when the device came in a page; encoded otherwise.
+    let json = match &device.raw {
+        Some(raw) => raw.to_string(),
+        None => serde_json::to_string(device).map_err(|e| {
+            StoreError::Engine(format!("encoding device {}: {e}", device.serial_number))
+        })?,
+    };
     let op_type = device.op_type.clone().unwrap_or_default();
     Ok(StoredDevice {
         serial: device.serial_number.clone(),

@@ -42,20 +42,6 @@ pub fn topic(phase: SyncPhase) -> &'static str {
     }
 }
 
-#[derive(serde::Serialize)]
-struct Event<'a> {
-    topic: &'a str,
-    event_id: &'a str,
-    created_at: String,
-    device_response_event: DeviceResponseEvent<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct DeviceResponseEvent<'a> {
-    dep_name: &'a str,
-    device_response: &'a DevicePage,
-}
-
 /// A unique event id: 16 random bytes, hex.
 pub fn new_event_id() -> Result<String, WebhookError> {
     let mut bytes = [0u8; 16];
@@ -63,8 +49,8 @@ pub fn new_event_id() -> Result<String, WebhookError> {
     Ok(hex(&bytes))
 }
 
-/// The outbox entry of a page, ready to post. The page is serialized as
-/// Apple sent it, unknown device keys included.
+/// The outbox entry of a page, ready to post: NanoDEP's envelope around
+/// the page as Apple sent it (`raw`, its text), unknown keys included.
 pub fn event(
     name: &DepName,
     phase: SyncPhase,
@@ -78,34 +64,47 @@ pub fn event(
         .format(&Rfc3339)
         .map_err(|e| WebhookError::Encode(e.to_string()))?;
     let encode = |e: serde_json::Error| WebhookError::Encode(e.to_string());
-    // The page as Apple sent it, when its text is at hand (it parsed, so it
-    // is JSON): unknown keys and all, and no second encoding of a page of
-    // a thousand devices. The envelope is the same as `Event`'s.
-    let body = match raw.and_then(|r| std::str::from_utf8(r).ok()) {
-        Some(page_json) => format!(
-            r#"{{"topic":{},"event_id":{},"created_at":{},"device_response_event":{{"dep_name":{},"device_response":{}}}}}"#,
-            serde_json::to_string(topic).map_err(encode)?,
-            serde_json::to_string(&event_id).map_err(encode)?,
-            serde_json::to_string(&created_at).map_err(encode)?,
-            serde_json::to_string(name.as_str()).map_err(encode)?,
-            page_json.trim(),
-        ),
-        None => serde_json::to_string(&Event {
-            topic,
-            event_id: &event_id,
-            created_at,
-            device_response_event: DeviceResponseEvent {
-                dep_name: name.as_str(),
-                device_response: page,
-            },
-        })
-        .map_err(encode)?,
+    // Apple's text of the page, when at hand (it parsed, so it is JSON):
+    // no second encoding of a page of a thousand devices.
+    let page_json = match raw.and_then(|r| std::str::from_utf8(r).ok()) {
+        Some(text) => std::borrow::Cow::Borrowed(text.trim()),
+        None => std::borrow::Cow::Owned(page_text(page).map_err(encode)?),
     };
+    let body = format!(
+        r#"{{"topic":{},"event_id":{},"created_at":{},"device_response_event":{{"dep_name":{},"device_response":{}}}}}"#,
+        serde_json::to_string(topic).map_err(encode)?,
+        serde_json::to_string(&event_id).map_err(encode)?,
+        serde_json::to_string(&created_at).map_err(encode)?,
+        serde_json::to_string(name.as_str()).map_err(encode)?,
+        page_json,
+    );
     Ok(OutboxEntry {
         event_id,
         topic: topic.to_owned(),
         body,
     })
+}
+
+/// A page's JSON without Apple's text of the whole page: each device as
+/// Apple sent it when its text is known, encoded from its fields otherwise.
+fn page_text(page: &DevicePage) -> Result<String, serde_json::Error> {
+    let mut devices = String::from("[");
+    for (i, d) in page.devices.iter().enumerate() {
+        if i > 0 {
+            devices.push(',');
+        }
+        match &d.raw {
+            Some(raw) => devices.push_str(raw),
+            None => devices.push_str(&serde_json::to_string(d)?),
+        }
+    }
+    devices.push(']');
+    Ok(format!(
+        r#"{{"cursor":{},"devices":{devices},"fetched_until":{},"more_to_follow":{}}}"#,
+        serde_json::to_string(&page.cursor)?,
+        serde_json::to_string(&page.fetched_until)?,
+        page.more_to_follow
+    ))
 }
 
 /// The value of [`SIGNATURE_HEADER`] for `body`.
@@ -271,8 +270,10 @@ mod tests {
     fn the_page_goes_out_as_apple_sent_it() {
         let name = DepName::parse("acme").expect("name");
         let at = OffsetDateTime::from_unix_timestamp(1_714_557_600).expect("time");
-        let p = page();
-        // Encoded by depd, then passed as Apple's text: the same body.
+        // A page made in code (no text of Apple's): encoded by depd, then
+        // passed as Apple's text, gives the same body.
+        let mut p = page();
+        p.devices[0].raw = None;
         let encoded = serde_json::to_string(&p).expect("encode");
         let a = event(&name, SyncPhase::Sync, &p, None, "id".into(), at).expect("event");
         let b = event(
