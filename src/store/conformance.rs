@@ -176,13 +176,13 @@ impl Engine for Flaky {
     ) -> Result<Vec<Entry>, StoreError> {
         self.inner.scan(prefix, after, limit)
     }
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
         self.commits.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Engine("injected failure".into()));
         }
-        self.inner.commit(writes)
+        self.inner.apply(writes)
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()

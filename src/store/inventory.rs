@@ -1140,7 +1140,10 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        self.engine.commit(
+        // Not flushed: delivery is at least once, so a removal lost in a
+        // crash only means the event goes out again. The next commit (the
+        // next page) or sled's flush every half second makes it durable.
+        self.engine.apply(
             seqs.iter()
                 .map(|s| Write::Delete(key(OUTBOX, name, &s.to_be_bytes())))
                 .collect(),
@@ -1149,10 +1152,15 @@ impl Store {
 
     /// How many webhook events wait for delivery: outbox entries are
     /// contiguous (see [`Store::outbox_remove`]), so this is the distance
-    /// from the oldest to the next sequence number, without reading bodies
-    /// beyond the first.
+    /// from the oldest to the next sequence number, without reading any
+    /// event's body.
     pub fn outbox_backlog(&self, name: &DepName) -> Result<u64, StoreError> {
-        let Some((oldest, _)) = self.outbox_peek(name, 1)?.into_iter().next() else {
+        let p = prefix(OUTBOX, name);
+        let Some(oldest) = self.engine.first_key(&p)?.and_then(|k| {
+            k[p.len()..]
+                .first_chunk::<8>()
+                .map(|s| u64::from_be_bytes(*s))
+        }) else {
             return Ok(0);
         };
         let seq_key = prefix(OUTBOX_SEQ, name);

@@ -36,7 +36,7 @@ impl Engine for MemoryEngine {
             .collect())
     }
 
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         for w in writes {
             match w {

@@ -73,8 +73,26 @@ pub trait Engine: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
+    /// The first key starting with `prefix`, without reading its value.
+    fn first_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .scan(prefix, None, 1)?
+            .into_iter()
+            .next()
+            .map(|(k, _)| k))
+    }
+
+    /// Applies all writes atomically: readers see all or none of them.
+    /// They are durable after the next [`Engine::flush`] (or any later
+    /// commit); a crash before that loses them, never part of them, and
+    /// never a batch without the batches applied before it.
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
     /// Applies all writes atomically and durably (flushed before returning).
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.apply(writes)?;
+        self.flush()
+    }
 
     /// Makes everything committed so far durable (a no-op for engines whose
     /// commit already is).

@@ -172,6 +172,15 @@ impl Engine for SledEngine {
         }
     }
 
+    fn first_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // Prefixes never start with PARTED (such keys are refused), so the
+        // parts, which sort last, are never among the answers.
+        match self.tree.scan_prefix(prefix).keys().next() {
+            Some(k) => Ok(Some(k.map_err(engine_err)?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
     fn scan(
         &self,
         prefix: &[u8],
@@ -198,7 +207,7 @@ impl Engine for SledEngine {
         Ok(out)
     }
 
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         let mut in_batch: HashMap<Vec<u8>, u32> = HashMap::new();
         for w in writes {
@@ -247,9 +256,7 @@ impl Engine for SledEngine {
             }
             in_batch.insert(key, new_parts);
         }
-        self.tree.apply_batch(batch).map_err(engine_err)?;
-        self.db.flush().map_err(engine_err)?;
-        Ok(())
+        self.tree.apply_batch(batch).map_err(engine_err)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
