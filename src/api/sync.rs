@@ -10,7 +10,7 @@ use super::names::{actor, mailbox, parse_count, parse_name, reject_unknown_param
 use crate::actors::{
     CycleReport, ListAssignments, ListNames, QueryDevices, Resolve, SyncNow, SyncRefused,
 };
-use crate::store::{DeviceQuery, StoreError, StoredAssignment};
+use crate::store::{DeviceQuery, StoreError, StoredAssignment, StoredDevice};
 use crate::tokens::format_unix;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -186,25 +186,36 @@ pub async fn devices(
     let devices: Vec<Value> = list
         .devices
         .iter()
-        .map(|d| {
-            let mut device: Value =
-                serde_json::from_str(&d.json).unwrap_or_else(|_| json!({"serial_number": d.serial}));
-            if let Value::Object(map) = &mut device {
-                map.insert(
-                    "depd".into(),
-                    json!({
-                        "first_seen": format_unix(d.first_seen_unix),
-                        "last_event": format_unix(d.last_event_unix),
-                        "op_date": d.op_date_unix.map(format_unix),
-                        "deleted": d.deleted,
-                        "assignment": assignments.get(&d.serial).map(|a| assignment_json(&d.serial, a)),
-                    }),
-                );
-            }
-            device
-        })
+        .map(|d| device_json(d, assignments.get(&d.serial)))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "total": list.total, "devices": devices })))
+}
+
+/// A stored device as the inventory answers it: Apple's object plus depd's
+/// fields under `depd`. Apple's text is stored as sent; when it holds a
+/// value serde_json cannot represent (a number out of range, a lone
+/// surrogate), the text itself is given as `raw`, so nothing is dropped.
+fn device_json(d: &StoredDevice, assignment: Option<&StoredAssignment>) -> Value {
+    let mut device = match serde_json::from_str::<Value>(&d.json) {
+        Ok(Value::Object(map)) => map,
+        _ => {
+            let mut map = serde_json::Map::new();
+            map.insert("serial_number".into(), d.serial.clone().into());
+            map.insert("raw".into(), d.json.clone().into());
+            map
+        }
+    };
+    device.insert(
+        "depd".into(),
+        json!({
+            "first_seen": format_unix(d.first_seen_unix),
+            "last_event": format_unix(d.last_event_unix),
+            "op_date": d.op_date_unix.map(format_unix),
+            "deleted": d.deleted,
+            "assignment": assignment.map(|a| assignment_json(&d.serial, a)),
+        }),
+    );
+    Value::Object(device)
 }
 
 /// `GET /v1/assignments/{name}?after=SERIAL&limit=N`: assignment records in
@@ -230,4 +241,48 @@ pub async fn assignments(
         .flatten();
     let items: Vec<Value> = records.iter().map(|(s, a)| assignment_json(s, a)).collect();
     Ok(HttpResponse::Ok().json(json!({ "assignments": items, "next": next })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(json: &str) -> StoredDevice {
+        StoredDevice {
+            serial: "C02X".into(),
+            json: json.into(),
+            op_type: "added".into(),
+            op_date_unix: None,
+            profile_status: "empty".into(),
+            profile_uuid: String::new(),
+            first_seen_unix: 1_700_000_000,
+            last_event_unix: 1_700_000_000,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn devices_answer_with_apples_keys_and_depds_fields() {
+        let v = device_json(
+            &stored(r#"{"serial_number":"C02X","future":{"a":[1]}}"#),
+            None,
+        );
+        assert_eq!(v["serial_number"], "C02X");
+        assert_eq!(v["future"]["a"][0], 1);
+        assert_eq!(v["depd"]["first_seen"], "2023-11-14T22:13:20Z");
+        assert!(v.get("raw").is_none());
+    }
+
+    #[test]
+    fn text_serde_json_cannot_hold_is_given_as_sent() {
+        for text in [
+            r#"{"serial_number":"C02X","big":1e400}"#,
+            r#"{"serial_number":"C02X","s":"\ud800"}"#,
+        ] {
+            let v = device_json(&stored(text), None);
+            assert_eq!(v["serial_number"], "C02X");
+            assert_eq!(v["raw"], text, "{text}");
+            assert!(v["depd"].is_object());
+        }
+    }
 }

@@ -91,6 +91,13 @@ impl TryFrom<PageWire> for DevicePage {
             .devices
             .into_iter()
             .map(|raw| {
+                // A struct also reads from a JSON array; a device is an object.
+                if !raw.get().starts_with('{') {
+                    return Err(serde::de::Error::custom(format!(
+                        "a device is not a JSON object: {:.40}",
+                        raw.get()
+                    )));
+                }
                 let mut device: Device = serde_json::from_str(raw.get())?;
                 device.raw = Some(raw.into());
                 Ok(device)
@@ -251,8 +258,18 @@ mod tests {
         let alone: Device = serde_json::from_str(r#"{"serial_number":"C02Y"}"#).expect("device");
         assert_eq!(alone.raw, None);
         // A device that is not an object is refused with the page.
-        let bad = serde_json::from_str::<DevicePage>(r#"{"cursor":"c","devices":[1]}"#);
-        assert!(bad.is_err());
+        for devices in ["[1]", r#"[["A","added"]]"#, "[[]]", "[null]"] {
+            let text = format!(r#"{{"cursor":"c","devices":{devices}}}"#);
+            let err = serde_json::from_str::<DevicePage>(&text).expect_err(devices);
+            assert!(err.to_string().contains("not a JSON object"), "{err}");
+        }
+        // Whitespace around a device is not part of its text.
+        let page: DevicePage =
+            serde_json::from_str("{\"devices\":[ \n {\"serial_number\":\"A\"} \n]}").expect("page");
+        assert_eq!(
+            page.devices[0].raw.as_deref(),
+            Some(r#"{"serial_number":"A"}"#)
+        );
     }
 
     #[test]
