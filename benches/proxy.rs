@@ -3,9 +3,12 @@
 //!
 //!     cargo bench --bench proxy
 //!
-//! Environment: `PROXY_BENCH_SECS` (per phase, default 10),
-//! `PROXY_BENCH_CONNS` (default 64), `PROXY_BENCH_THREADS` (load-generator
-//! threads, default 2). depsim, depd and the load generator share the
+//! Environment: `PROXY_BENCH_SECS` (per phase, default 5),
+//! `PROXY_BENCH_ROUNDS` (default 3), `PROXY_BENCH_CONNS` (default 64),
+//! `PROXY_BENCH_THREADS` (load-generator threads, default 2). Each round
+//! measures a direct phase, then a proxied one; the ratio reported is the
+//! median of the rounds' ratios, because the direct figure alone moves by
+//! ±15 % between runs on a 2-core machine. depsim, depd and the load generator share the
 //! machine, so the figures are for the whole arrangement, as it would run
 //! on one host.
 //!
@@ -231,7 +234,8 @@ fn report(label: &str, p: &Phase) {
 }
 
 fn main() {
-    let secs = env_or("PROXY_BENCH_SECS", 10);
+    let secs = env_or("PROXY_BENCH_SECS", 5);
+    let rounds = env_or("PROXY_BENCH_ROUNDS", 3).max(1);
     let conns = env_or("PROXY_BENCH_CONNS", 64);
     let threads = env_or("PROXY_BENCH_THREADS", 2).max(1);
     let (tx, rx) = mpsc::channel();
@@ -241,50 +245,66 @@ fn main() {
         "Basic {}",
         openssl::base64::encode_block(format!("depserver:{KEY}").as_bytes())
     );
-    println!("GET /account, {conns} connections, {threads} load threads, {secs} s per phase");
+    println!(
+        "GET /account, {conns} connections, {threads} load threads, {rounds} rounds of {secs} s per phase"
+    );
+    let direct_url = format!("{}/account", servers.sim_url);
+    let direct_headers = [
+        ("X-ADM-Auth-Session", servers.session.clone()),
+        ("User-Agent", "bench/1".into()),
+    ];
+    let proxied_url = format!("{}/proxy/bench/account", servers.depd_url);
+    let proxied_headers = [("Authorization", auth)];
     // Warm both paths (connections, the proxy's session) before measuring.
-    load(
-        &format!("{}/account", servers.sim_url),
-        &[
-            ("X-ADM-Auth-Session", servers.session.clone()),
-            ("User-Agent", "bench/1".into()),
-        ],
-        conns,
-        threads,
-        1,
-    );
-    load(
-        &format!("{}/proxy/bench/account", servers.depd_url),
-        &[("Authorization", auth.clone())],
-        conns,
-        threads,
-        1,
-    );
-    let direct = load(
-        &format!("{}/account", servers.sim_url),
-        &[
-            ("X-ADM-Auth-Session", servers.session.clone()),
-            ("User-Agent", "bench/1".into()),
-        ],
-        conns,
-        threads,
-        secs,
-    );
-    report("direct", &direct);
-    let proxied = load(
-        &format!("{}/proxy/bench/account", servers.depd_url),
-        &[("Authorization", auth)],
-        conns,
-        threads,
-        secs,
-    );
-    report("proxied", &proxied);
+    load(&direct_url, &direct_headers, conns, threads, 1);
+    load(&proxied_url, &proxied_headers, conns, threads, 1);
+    let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        println!("round {round}");
+        let d = load(&direct_url, &direct_headers, conns, threads, secs);
+        report("direct", &d);
+        let p = load(&proxied_url, &proxied_headers, conns, threads, secs);
+        report("proxied", &p);
+        ratios.push(p.rate() / d.rate().max(1.0));
+        cpu_ratios.push(d.cpu_us_per_request() / p.cpu_us_per_request().max(f64::MIN_POSITIVE));
+        direct.push(d);
+        proxied.push(p);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let all = |phases: Vec<Phase>| {
+        let mut merged = Phase {
+            requests: 0,
+            errors: 0,
+            secs: 0.0,
+            cpu_secs: 0.0,
+            latencies_us: Vec::new(),
+        };
+        for p in phases {
+            merged.requests += p.requests;
+            merged.errors += p.errors;
+            merged.secs += p.secs;
+            merged.cpu_secs += p.cpu_secs;
+            merged.latencies_us.extend(p.latencies_us);
+        }
+        merged.latencies_us.sort_unstable();
+        merged
+    };
+    println!("all rounds");
+    report("direct", &all(direct));
+    report("proxied", &all(proxied));
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
-        "proxied/direct throughput: {:.2}",
-        proxied.rate() / direct.rate().max(1.0)
+        "proxied/direct throughput: {:.2} (median of {})",
+        median(&mut ratios),
+        each.join(", ")
     );
     println!(
-        "cpu ratio (direct us/req / proxied us/req): {:.2}",
-        direct.cpu_us_per_request() / proxied.cpu_us_per_request().max(f64::MIN_POSITIVE)
+        "cpu ratio (direct us/req / proxied us/req): {:.2} (median)",
+        median(&mut cpu_ratios)
     );
 }
