@@ -285,7 +285,9 @@ async fn names(count: usize) {
         .filter(|r| r["outcome"] == "complete")
         .count();
     let (_, hwm) = memory(child.id());
-    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    // depd gives freed heap back once no cycle started for 10 s
+    // (`depd::heap`); it looks every 10 s.
+    actix_web::rt::time::sleep(Duration::from_secs(21)).await;
     let (idle_after, _) = memory(child.id());
     println!("{count} names x 100 devices, one full cycle each");
     println!(

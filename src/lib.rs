@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod dep;
+pub mod heap;
 pub mod import;
 pub mod jwt;
 pub mod logging;

@@ -104,6 +104,12 @@ impl Registry {
 
 impl Actor for Registry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(crate::heap::QUIET, |_, _| {
+            actix_web::rt::task::spawn_blocking(crate::heap::trim_if_quiet);
+        });
+    }
 }
 
 /// The actor of a name; with `create`, one is started if the name is new.

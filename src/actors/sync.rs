@@ -295,6 +295,7 @@ impl DepNameActor {
         } else {
             self.syncer.cycle.start(now)
         };
+        crate::heap::cycle_started();
         self.syncer.generation += 1;
         self.syncer.next_at = None;
         self.syncer.assigned_in_cycle.clear();
@@ -517,6 +518,7 @@ impl DepNameActor {
     }
 
     fn finish_cycle(&mut self, report: StoredCycle, ctx: &mut Context<Self>) {
+        crate::heap::cycle_finished();
         let now = self.clock.now();
         let name = self.state.name().clone();
         let failed = report.outcome == CycleOutcome::Failed;

@@ -1,0 +1,83 @@
+//! Giving freed heap back to the operating system after bursts of work.
+//!
+//! glibc's allocator keeps memory freed in the middle of its heap (and
+//! in its per-thread arenas) for reuse, so after a sync cycle of many names
+//! or devices depd's resident memory stays at the cycle's peak until the
+//! next one. Once sync cycles have finished and none has started for
+//! [`QUIET`], depd asks glibc to return what it does not use
+//! (`malloc_trim`), on a blocking thread. Not during a burst: trimming
+//! then only makes the allocator fetch the memory again. Other C
+//! libraries: nothing to do.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long no cycle may have started before a trim; also how often the
+/// registry looks.
+pub const QUIET: Duration = Duration::from_secs(10);
+
+static WANTED: AtomicBool = AtomicBool::new(false);
+/// Milliseconds after [`epoch`] when the latest cycle started.
+static LAST_START_MS: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Notes that a sync cycle started.
+pub fn cycle_started() {
+    LAST_START_MS.store(now_ms(), Ordering::Relaxed);
+}
+
+/// Notes that a sync cycle finished: memory may be given back once quiet.
+pub fn cycle_finished() {
+    WANTED.store(true, Ordering::Relaxed);
+}
+
+/// Trims when a cycle finished since the last trim and none started for
+/// [`QUIET`]; returns whether it did. May block for some milliseconds.
+pub fn trim_if_quiet() -> bool {
+    let quiet = now_ms().saturating_sub(LAST_START_MS.load(Ordering::Relaxed));
+    trim_if(Duration::from_millis(quiet) >= QUIET)
+}
+
+fn trim_if(quiet: bool) -> bool {
+    if !quiet || !WANTED.swap(false, Ordering::Relaxed) {
+        return false;
+    }
+    trim();
+    true
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim only walks glibc's own heap; 0 keeps no padding.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trim_runs_once_per_finished_burst_and_only_when_quiet() {
+        // Whatever other tests left wanted is used up first.
+        trim_if(true);
+        assert!(!trim_if(true), "nothing finished");
+        cycle_finished();
+        assert!(!trim_if(false), "not quiet yet");
+        assert!(trim_if(true));
+        assert!(!trim_if(true), "once per burst");
+    }
+}
