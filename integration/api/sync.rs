@@ -348,6 +348,41 @@ async fn failed_and_throttled_assignments_cool_down_and_give_up() {
     );
 }
 
+#[actix_web::test]
+async fn a_serial_left_due_is_not_sent_twice_in_one_pass() {
+    // Apple answers THROTTLED with retry_after_seconds 0, on a clock that
+    // does not move: the serial is due again at once. One pass must still
+    // send it only once (the next pass, at a later tick, may again).
+    let (app, sim, _clock) = setup("[sync]\nauto = false\n", 3).await;
+    let serials = sim.serials(0, 3);
+    sim.add_assign_fault(AssignFault {
+        serial: serials[0].clone(),
+        result: AssignOutcome::Throttled,
+        retry_after_seconds: Some(0),
+        count: None,
+    });
+    assigner(&app, "Corp").await;
+    let report = sync(&app).await;
+    assert_eq!(
+        report["assignments"]["THROTTLED"].as_u64(),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(
+        report["assignments"]["SUCCESS"].as_u64(),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(sim.stats().count("POST", "/profile/devices"), 1);
+    let a =
+        devices(&app, &format!("serial={}", serials[0])).await["devices"][0]["depd"]["assignment"]
+            .clone();
+    assert_eq!(
+        (a["result"].as_str(), a["attempts"].as_u64()),
+        (Some("THROTTLED"), Some(1))
+    );
+}
+
 /// Waits (bounded) for work the tick started in the background; failing
 /// the bound fails the test, so it is not a timing assumption.
 async fn wait_for(mut done: impl FnMut() -> bool) {

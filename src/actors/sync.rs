@@ -32,6 +32,7 @@ use actix::prelude::*;
 use actix_web::web::Bytes;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -112,6 +113,9 @@ pub struct Syncer {
     /// Assignment results since the running (or finishing) cycle started:
     /// passes run during a cycle too, as its pages arrive.
     assigned_in_cycle: BTreeMap<String, u64>,
+    /// Serials (hashed) sent by the passes that finish a cycle, carried
+    /// from one such pass to the next so that none is sent twice there.
+    finishing_sent: Option<HashSet<u64, SentHasher>>,
 }
 
 impl Syncer {
@@ -130,6 +134,7 @@ impl Syncer {
             finishing: None,
             waiters: Vec::new(),
             assigned_in_cycle: BTreeMap::new(),
+            finishing_sent: None,
         }
     }
 
@@ -590,6 +595,8 @@ impl DepNameActor {
         if self.syncer.assigning {
             return;
         }
+        // Only the pass right after a finishing one inherits its serials.
+        let sent = self.syncer.finishing_sent.take().unwrap_or_default();
         let profile = self.assigner_profile();
         let (Some(profile), Some(_)) = (profile, self.state.data().tokens.as_ref()) else {
             self.syncer.assign_at = None;
@@ -601,6 +608,7 @@ impl DepNameActor {
         let policy = AssignPolicy::from_settings(&self.settings.assigner);
         let batch = policy.batch_size(self.syncer.limits.and_then(|(_, a, _)| a));
         let job = AssignJob {
+            sent,
             store: self.store.clone(),
             name: self.state.name().clone(),
             client: self.dep_client(ctx),
@@ -631,6 +639,7 @@ impl DepNameActor {
                             // on while work is due and passes make progress.
                             let due = act.syncer.assign_at.is_some_and(|t| t <= act.clock.now());
                             if due && !pass.results.is_empty() {
+                                act.syncer.finishing_sent = Some(pass.sent);
                                 act.run_assigner(ctx);
                                 return;
                             }
@@ -750,11 +759,19 @@ struct AssignJob {
     policy: AssignPolicy,
     batch: usize,
     clock: SharedClock,
+    /// Serials not to send again (hashed), from the pass before.
+    sent: HashSet<u64, SentHasher>,
 }
+
+/// Hashes of the serials a pass sent: fixed keys, so a set can be carried
+/// from one pass to the next.
+type SentHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
 
 #[derive(Default)]
 struct AssignPass {
     results: BTreeMap<String, u64>,
+    /// The serials sent, hashed.
+    sent: HashSet<u64, SentHasher>,
     /// The earliest retry still pending.
     next_due: Option<i64>,
     /// A whole call failed; the pass stopped there.
@@ -764,25 +781,32 @@ struct AssignPass {
 impl AssignJob {
     async fn run(self) -> Result<AssignPass, StoreError> {
         let mut pass = AssignPass::default();
+        // A pass takes what was due when it began: work queued meanwhile
+        // (pages keep coming during a cycle) is for the next pass, so a
+        // pass ends and what it remembers stays bounded.
+        let began = self.clock.now().unix_timestamp();
         // A serial sent once in this pass is not sent again in it, whatever
-        // the store says, so an answer that leaves serials due cannot loop.
-        let mut sent_in_pass: HashSet<String> = HashSet::new();
+        // the store says, so an answer that leaves serials due within the
+        // same second cannot loop. Remembered by hash (8 bytes, not the
+        // serial): a collision only leaves a serial to a later pass.
+        let hasher = SentHasher::default();
+        let mut sent_in_pass = self.sent;
         loop {
             let now = self.clock.now().unix_timestamp();
             let (n, batch) = (self.name.clone(), self.batch);
             let due = self
                 .store
-                .blocking(move |s| s.due_assignments(&n, now, batch))
+                .blocking(move |s| s.due_assignments(&n, began, batch))
                 .await?;
             let serials: Vec<String> = due
                 .into_iter()
                 .map(|(serial, _)| serial)
-                .filter(|s| !sent_in_pass.contains(s))
+                .filter(|s| !sent_in_pass.contains(&hasher.hash_one(s)))
                 .collect();
             if serials.is_empty() {
                 break;
             }
-            sent_in_pass.extend(serials.iter().cloned());
+            sent_in_pass.extend(serials.iter().map(|s| hasher.hash_one(s)));
             let answer = self.client.assign_profile(&self.profile, &serials).await;
             let (n, profile, policy) =
                 (self.name.clone(), self.profile.clone(), self.policy.clone());
@@ -813,6 +837,7 @@ impl AssignJob {
                 break;
             }
         }
+        pass.sent = sent_in_pass;
         let n = self.name.clone();
         pass.next_due = self
             .store
