@@ -8,6 +8,13 @@
 //! (`malloc_trim`), on a blocking thread. Not during a burst: trimming
 //! then only makes the allocator fetch the memory again. Other C
 //! libraries: nothing to do.
+//!
+//! At start, [`tune`] fixes glibc's mmap threshold at 1 MiB: by default
+//! glibc raises it (up to 32 MiB) each time a large block is freed, after
+//! which large transient buffers come from the heap and leave it
+//! fragmented. Measured: peak memory of a 10,000-name cycle 278 → 256 MiB,
+//! of a 1,000,000-device sync 192 → 178 MiB, throughput unchanged (128 KiB
+//! cut memory further but cost 15–25 % throughput in page faults).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +61,28 @@ fn trim_if(quiet: bool) -> bool {
     trim();
     true
 }
+
+/// Fixed mmap threshold (see the module comment).
+pub const MMAP_THRESHOLD: i32 = 1 << 20;
+
+/// Tunes the allocator for a long-running daemon; an operator's own
+/// `MALLOC_MMAP_THRESHOLD_` wins. Call once, early in `serve`.
+pub fn tune() {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        set_mmap_threshold(MMAP_THRESHOLD);
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_mmap_threshold(bytes: i32) {
+    // SAFETY: mallopt only changes glibc's allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_mmap_threshold(_: i32) {}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {

@@ -234,6 +234,7 @@ fn import_nanodep(args: ImportArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    depd::heap::tune();
     let flags = FlagOverrides {
         listen: args.listen,
         data_dir: args.data_dir,
