@@ -3,7 +3,7 @@
 
 use depd::clock::{SharedClock, SystemClock};
 use depd::dep::DepError;
-use depd::dep::client::{DepClient, DirectSession, Target};
+use depd::dep::client::{self, DepClient, DirectSession, Target};
 use depd::dep::oauth1::Credentials;
 use depd::dep::wire::ActivationLockRequest;
 use depd::sim::faults::{AssignFault, AssignOutcome, ResponseFault};
@@ -277,4 +277,19 @@ async fn upstream_errors_are_typed() {
         clock,
     );
     assert!(matches!(dep.account().await, Err(DepError::Network(_))));
+}
+
+#[actix_web::test]
+async fn many_calls_at_once_share_a_bounded_number_of_slots() {
+    let sim = Simulator::start(SimConfig::default()).expect("sim");
+    let dep = client_for(&sim, 10);
+    // Three times as many calls as slots all finish: each call gives its
+    // slot back (one that leaked would leave later calls waiting forever).
+    let calls = (0..3 * client::APPLE_CALLS_AT_ONCE).map(|_| dep.account());
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(Result::is_ok));
+    assert_eq!(
+        sim.stats().count("GET", "/account"),
+        3 * client::APPLE_CALLS_AT_ONCE as u64
+    );
 }

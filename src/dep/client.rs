@@ -91,12 +91,22 @@ pub fn send_error(e: awc::error::SendRequestError) -> DepError {
     }
 }
 
+/// Calls depd makes to Apple at once (sessions and the typed client, for
+/// every name together; the proxy's requests are its callers' and are not
+/// counted). With thousands of names starting a cycle together, each call
+/// in flight holds a connection and its buffers: the bound keeps memory
+/// flat and is kinder to Apple, and the one simulator showed no slower
+/// cycle for it.
+pub const APPLE_CALLS_AT_ONCE: usize = 64;
+static APPLE_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(APPLE_CALLS_AT_ONCE);
+
 /// Opens a session: `GET {base}/session` signed with OAuth1.
 pub async fn open_session(
     target: &Target,
     creds: &Credentials,
     clock: &SharedClock,
 ) -> Result<String, DepError> {
+    let _slot = APPLE_CALLS.acquire().await.ok();
     let url = join_url(&target.base_url, "/session");
     let auth = oauth1::authorization_header(
         "GET",
@@ -300,6 +310,7 @@ impl<S: SessionSource> DepClient<S> {
         body: Option<&[u8]>,
         token: &str,
     ) -> Result<actix_web::web::Bytes, DepError> {
+        let _slot = APPLE_CALLS.acquire().await.ok();
         let url = join_url(&self.target.base_url, path_and_query);
         let mut req = http_client(self.target.connect_timeout)
             .request(method.clone(), &url)
