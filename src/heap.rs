@@ -12,9 +12,9 @@
 //! At start, [`tune`] fixes glibc's mmap threshold at 1 MiB: by default
 //! glibc raises it (up to 32 MiB) each time a large block is freed, after
 //! which large transient buffers come from the heap and leave it
-//! fragmented. Measured: peak memory of a 10,000-name cycle 278 → 256 MiB,
-//! of a 1,000,000-device sync 192 → 178 MiB, throughput unchanged (128 KiB
-//! cut memory further but cost 15–25 % throughput in page faults).
+//! fragmented. Measured: peak memory of a 1,000,000-device sync 186–196 →
+//! 176–181 MiB, throughput unchanged (128 KiB cut memory further but cost
+//! 15–25 % throughput in page faults).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
