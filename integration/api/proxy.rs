@@ -437,6 +437,32 @@ async fn rotated_session_tokens_are_used_from_then_on() {
 }
 
 #[actix_web::test]
+async fn the_proxy_and_depds_own_calls_share_one_session() {
+    let (app, sim) = TestApp::with_sim(SimConfig {
+        devices: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    // A sync cycle opens the session with depd's own calls first.
+    let r = app
+        .call(Method::POST, &format!("/v1/sync/{NAME}?wait=1"), b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for _ in 0..2 {
+        let r = nanodep(&app, Method::GET, &proxy("/account"), None).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(sim.stats().session_calls, 1);
+    let tokens: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("x-adm-auth-session").map(str::to_owned))
+        .collect();
+    assert!(tokens.len() >= 3, "{tokens:?}");
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+}
+
+#[actix_web::test]
 async fn refused_sessions_are_502_with_apple_reason_and_show_on_the_name() {
     let (app, sim) = TestApp::with_sim(SimConfig::default()).await;
     sim.add_fault(ResponseFault::new(403, "T_C_NOT_SIGNED").on_path("/session"));

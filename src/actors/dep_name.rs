@@ -64,7 +64,7 @@ impl DepNameActor {
     /// the old credentials becomes stale).
     pub(super) fn on_tokens_replaced(&mut self, ctx: &mut Context<Self>) {
         self.session.reset();
-        self.publish_grant();
+        self.unpublish_grant();
         // A name that could not sync for want of (good) tokens may now.
         self.sync_tick(ctx);
         tracing::info!(dep_name = %self.state.name(), "OAuth tokens replaced; the Apple session will be reopened");
@@ -185,7 +185,7 @@ impl Handler<PutConfig> for DepNameActor {
             if moved {
                 act.session.reset();
             }
-            act.publish_grant();
+            act.unpublish_grant();
         })
     }
 }
@@ -234,7 +234,7 @@ impl Handler<UpdateSettings> for DepNameActor {
     type Result = ();
     fn handle(&mut self, msg: UpdateSettings, ctx: &mut Self::Context) {
         self.settings = msg.0;
-        self.publish_grant();
+        self.unpublish_grant();
         self.on_settings_changed(ctx);
     }
 }

@@ -106,8 +106,14 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(crate::heap::QUIET, |_, _| {
-            actix_web::rt::task::spawn_blocking(crate::heap::trim_if_quiet);
+        ctx.run_interval(crate::heap::QUIET, |act, _| {
+            let store = act.store.clone();
+            actix_web::rt::task::spawn_blocking(move || {
+                crate::heap::release_if_quiet(|| {
+                    let serials = store.release_idle_memory();
+                    tracing::debug!(serials, "sync is quiet: small indexes freed");
+                })
+            });
         });
     }
 }

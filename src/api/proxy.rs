@@ -121,8 +121,10 @@ pub async fn forward(
     let limit = state.settings().apple.proxy_body_limit;
     let body = body::read(&req, payload, limit).await?;
     // The directory and the published grant spare two mailbox round trips
-    // per request; only when there is no session (or Apple rejected one)
-    // does the request go through the actor, which opens one single-flight.
+    // per request. Only when nothing is published (no session, or the
+    // first request since the session or the name's settings changed) or
+    // Apple rejected the session does the request go through the actor,
+    // which publishes a grant, opening a session single-flight if needed.
     let published = state
         .directory
         .read()
