@@ -4,8 +4,9 @@
 //! in its per-thread arenas) for reuse, so after a sync cycle of many names
 //! or devices depd's resident memory stays at the cycle's peak until the
 //! next one. Once sync cycles have finished and none has started for
-//! [`QUIET`], depd asks glibc to return what it does not use
-//! (`malloc_trim`), on a blocking thread. Not during a burst: trimming
+//! [`QUIET`], depd drops the indexes of small names (rebuilt on their
+//! next use, `Store::release_idle_memory`) and asks glibc to return what
+//! it does not use (`malloc_trim`), on a blocking thread. Not during a burst: trimming
 //! then only makes the allocator fetch the memory again. Other C
 //! libraries: nothing to do.
 //!
@@ -47,17 +48,20 @@ pub fn cycle_finished() {
     WANTED.store(true, Ordering::Relaxed);
 }
 
-/// Trims when a cycle finished since the last trim and none started for
-/// [`QUIET`]; returns whether it did. May block for some milliseconds.
-pub fn trim_if_quiet() -> bool {
+/// When a cycle finished since the last trim and none started for
+/// [`QUIET`]: runs `release` (which frees caches only work in progress
+/// needs), then trims; returns whether it did. May block for some
+/// milliseconds.
+pub fn release_if_quiet(release: impl FnOnce()) -> bool {
     let quiet = now_ms().saturating_sub(LAST_START_MS.load(Ordering::Relaxed));
-    trim_if(Duration::from_millis(quiet) >= QUIET)
+    release_if(Duration::from_millis(quiet) >= QUIET, release)
 }
 
-fn trim_if(quiet: bool) -> bool {
+fn release_if(quiet: bool, release: impl FnOnce()) -> bool {
     if !quiet || !WANTED.swap(false, Ordering::Relaxed) {
         return false;
     }
+    release();
     trim();
     true
 }
@@ -102,11 +106,14 @@ mod tests {
     #[test]
     fn a_trim_runs_once_per_finished_burst_and_only_when_quiet() {
         // Whatever other tests left wanted is used up first.
-        trim_if(true);
-        assert!(!trim_if(true), "nothing finished");
+        release_if(true, || ());
+        let released = std::cell::Cell::new(0);
+        let release = || released.set(released.get() + 1);
+        assert!(!release_if(true, release), "nothing finished");
         cycle_finished();
-        assert!(!trim_if(false), "not quiet yet");
-        assert!(trim_if(true));
-        assert!(!trim_if(true), "once per burst");
+        assert!(!release_if(false, release), "not quiet yet");
+        assert!(release_if(true, release));
+        assert!(!release_if(true, release), "once per burst");
+        assert_eq!(released.get(), 1);
     }
 }

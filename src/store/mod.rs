@@ -32,7 +32,7 @@ pub use sled_engine::SledEngine;
 
 use crate::name::DepName;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -296,6 +296,27 @@ impl IndexCache {
     }
 }
 
+impl IndexCache {
+    /// Forgets every small index nobody is using (the daemon is idle):
+    /// index and slot are freed, and the next use rebuilds the index from
+    /// the name's one or two segments. A slot whose `Arc` is held only
+    /// here cannot be in use, since new holders clone it under the
+    /// cache's lock, which the caller holds. Returns the serials freed.
+    fn forget_small(&mut self) -> usize {
+        let mut freed = 0;
+        self.slots.retain(|_, c| {
+            let forget = c.serials < SMALL_INDEX && Arc::strong_count(&c.slot) == 1;
+            if forget {
+                freed += c.serials;
+            }
+            !forget
+        });
+        self.small_serials -= freed.min(self.small_serials);
+        self.slots.shrink_to_fit();
+        freed
+    }
+}
+
 /// Storage calls running at once.
 const CONCURRENT_CALLS: usize = 8;
 
@@ -335,6 +356,17 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Frees what only speeds up work that is not happening: the indexes
+    /// of names with few devices (see [`IndexCache`]), rebuilt on their
+    /// next use. Called when sync has been quiet for a while; returns the
+    /// serials whose index entries were freed.
+    pub fn release_idle_memory(&self) -> usize {
+        self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget_small()
     }
 
     /// Every name with stored state, with its data, in name order.
@@ -468,5 +500,59 @@ mod tests {
         assert_eq!(store.device_counts(&names[0]).expect("counts").total, 100);
         assert!(store.device(&names[0], "a042").expect("get").is_some());
         assert!(loaded(&names[0]));
+    }
+
+    #[test]
+    fn idle_release_forgets_small_indexes_not_in_use() {
+        let store = Store::memory();
+        let names: Vec<DepName> = ["a", "b"]
+            .iter()
+            .map(|n| DepName::parse(n).expect("name"))
+            .collect();
+        for name in &names {
+            let devices: Vec<Device> = (0..10)
+                .map(|i| Device {
+                    serial_number: format!("{name}{i:03}"),
+                    ..Default::default()
+                })
+                .collect();
+            store
+                .apply_page(
+                    name,
+                    PageApply {
+                        devices: &devices,
+                        fetched_until: None,
+                        sync: &StoredSync::default(),
+                        outbox: None,
+                        assignments: Default::default(),
+                        now_unix: 1,
+                    },
+                )
+                .expect("apply");
+        }
+        // "b" is in use: someone holds its slot.
+        let held = store
+            .indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slot(&names[1]);
+        assert_eq!(store.release_idle_memory(), 10, "only a's serials");
+        let cache = store.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(!cache.slots.contains_key(&names[0]));
+        assert!(cache.slots.contains_key(&names[1]));
+        assert_eq!(cache.small_serials, 10);
+        drop((cache, held));
+        // Rebuilt on use, with everything in it.
+        assert_eq!(store.device_counts(&names[0]).expect("counts").total, 10);
+        assert!(store.device(&names[0], "a007").expect("get").is_some());
+        assert_eq!(store.release_idle_memory(), 20);
+        assert!(
+            store
+                .indexes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .slots
+                .is_empty()
+        );
     }
 }
