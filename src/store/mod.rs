@@ -455,6 +455,32 @@ mod tests {
     use crate::dep::wire::Device;
     use std::sync::PoisonError;
 
+    /// Stores `count` devices (serials `{name}000`…) for each of `names`.
+    fn fill(store: &Store, names: &[&str], count: usize) -> Vec<DepName> {
+        let names: Vec<DepName> = names
+            .iter()
+            .map(|n| DepName::parse(n).expect("name"))
+            .collect();
+        for name in &names {
+            let devices: Vec<Device> = (0..count)
+                .map(|i| Device {
+                    serial_number: format!("{name}{i:03}"),
+                    ..Default::default()
+                })
+                .collect();
+            let page = PageApply {
+                devices: &devices,
+                fetched_until: None,
+                sync: &StoredSync::default(),
+                outbox: None,
+                assignments: Default::default(),
+                now_unix: 1,
+            };
+            store.apply_page(name, page).expect("apply");
+        }
+        names
+    }
+
     #[test]
     fn small_indexes_are_dropped_and_rebuilt() {
         let store = Store::memory();
@@ -463,31 +489,7 @@ mod tests {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .max_small = 250;
-        let names: Vec<DepName> = ["a", "b", "c"]
-            .iter()
-            .map(|n| DepName::parse(n).expect("name"))
-            .collect();
-        for name in &names {
-            let devices: Vec<Device> = (0..100)
-                .map(|i| Device {
-                    serial_number: format!("{name}{i:03}"),
-                    ..Default::default()
-                })
-                .collect();
-            store
-                .apply_page(
-                    name,
-                    PageApply {
-                        devices: &devices,
-                        fetched_until: None,
-                        sync: &StoredSync::default(),
-                        outbox: None,
-                        assignments: Default::default(),
-                        now_unix: 1,
-                    },
-                )
-                .expect("apply");
-        }
+        let names = fill(&store, &["a", "b", "c"], 100);
         let loaded = |name: &DepName| {
             let cache = store.indexes.lock().unwrap_or_else(PoisonError::into_inner);
             let slot = cache.slots.get(name).map(|c| c.slot.clone()).expect("slot");
@@ -505,31 +507,7 @@ mod tests {
     #[test]
     fn idle_release_forgets_small_indexes_not_in_use() {
         let store = Store::memory();
-        let names: Vec<DepName> = ["a", "b"]
-            .iter()
-            .map(|n| DepName::parse(n).expect("name"))
-            .collect();
-        for name in &names {
-            let devices: Vec<Device> = (0..10)
-                .map(|i| Device {
-                    serial_number: format!("{name}{i:03}"),
-                    ..Default::default()
-                })
-                .collect();
-            store
-                .apply_page(
-                    name,
-                    PageApply {
-                        devices: &devices,
-                        fetched_until: None,
-                        sync: &StoredSync::default(),
-                        outbox: None,
-                        assignments: Default::default(),
-                        now_unix: 1,
-                    },
-                )
-                .expect("apply");
-        }
+        let names = fill(&store, &["a", "b"], 10);
         // "b" is in use: someone holds its slot.
         let held = store
             .indexes
