@@ -394,7 +394,8 @@ impl DepNameActor {
                         .await
                 }
                 Request::Sync { cursor } => client.sync_devices_raw(&cursor, Some(limit)).await,
-            };
+            }
+            .map(|(page, text)| (page.0, text));
             (answer, slot)
         };
         ctx.spawn(

@@ -363,16 +363,21 @@ impl<S: SessionSource> DepClient<S> {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
-        self.fetch_devices_raw(cursor, limit).await.map(|(p, _)| p)
+        let req = CursorRequest {
+            cursor: cursor.map(str::to_owned),
+            limit,
+        };
+        self.call(Method::POST, "/server/devices", Some(&req)).await
     }
 
-    /// [`Self::fetch_devices`], with the page's JSON as Apple sent it (for
-    /// the webhook, which passes pages on unchanged).
+    /// [`Self::fetch_devices`] for depd's sync: with the page's JSON as
+    /// Apple sent it (for the webhook, which passes pages on unchanged),
+    /// and only the fields sync reads parsed ([`SyncPage`]).
     pub async fn fetch_devices_raw(
         &self,
         cursor: Option<&str>,
         limit: Option<u32>,
-    ) -> Result<(DevicePage, Bytes), DepError> {
+    ) -> Result<(SyncPage, Bytes), DepError> {
         let req = CursorRequest {
             cursor: cursor.map(str::to_owned),
             limit,
@@ -387,15 +392,19 @@ impl<S: SessionSource> DepClient<S> {
         cursor: &str,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
-        self.sync_devices_raw(cursor, limit).await.map(|(p, _)| p)
+        let req = CursorRequest {
+            cursor: Some(cursor.to_owned()),
+            limit,
+        };
+        self.call(Method::POST, "/devices/sync", Some(&req)).await
     }
 
-    /// [`Self::sync_devices`], with the page's JSON as Apple sent it.
+    /// [`Self::sync_devices`] for depd's sync, as [`Self::fetch_devices_raw`].
     pub async fn sync_devices_raw(
         &self,
         cursor: &str,
         limit: Option<u32>,
-    ) -> Result<(DevicePage, Bytes), DepError> {
+    ) -> Result<(SyncPage, Bytes), DepError> {
         let req = CursorRequest {
             cursor: Some(cursor.to_owned()),
             limit,

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,11 +84,13 @@ struct PageWire {
     more_to_follow: bool,
 }
 
-impl TryFrom<PageWire> for DevicePage {
-    type Error = serde_json::Error;
-
-    fn try_from(wire: PageWire) -> Result<Self, Self::Error> {
-        let devices = wire
+impl PageWire {
+    /// The page, each device read from its text by `parse`.
+    fn into_page(
+        self,
+        parse: impl Fn(&str) -> Result<Device, serde_json::Error>,
+    ) -> Result<DevicePage, serde_json::Error> {
+        let devices = self
             .devices
             .into_iter()
             .map(|raw| {
@@ -98,18 +101,73 @@ impl TryFrom<PageWire> for DevicePage {
                         raw.get()
                     )));
                 }
-                let mut device: Device = serde_json::from_str(raw.get())?;
+                let mut device = parse(raw.get())?;
                 device.raw = Some(raw.into());
                 Ok(device)
             })
             .collect::<Result<_, serde_json::Error>>()?;
         Ok(DevicePage {
-            cursor: wire.cursor,
+            cursor: self.cursor,
             devices,
-            fetched_until: wire.fetched_until,
-            more_to_follow: wire.more_to_follow,
+            fetched_until: self.fetched_until,
+            more_to_follow: self.more_to_follow,
         })
     }
+}
+
+impl TryFrom<PageWire> for DevicePage {
+    type Error = serde_json::Error;
+
+    fn try_from(wire: PageWire) -> Result<Self, Self::Error> {
+        wire.into_page(|text| serde_json::from_str::<Device>(text))
+    }
+}
+
+/// A [`DevicePage`] whose devices have only the fields depd's sync reads
+/// (`serial_number`, `op_type`, `op_date`, `profile_status`,
+/// `profile_uuid`) parsed, besides their whole text in [`Device::raw`]:
+/// the inventory and the webhook use the text, and not allocating a
+/// dozen strings per device that nothing reads is the sync path's largest
+/// saving in the allocator. Other fields are not checked either.
+#[derive(Debug, Default, Deserialize)]
+#[serde(try_from = "PageWire")]
+pub struct SyncPage(pub DevicePage);
+
+impl TryFrom<PageWire> for SyncPage {
+    type Error = serde_json::Error;
+
+    fn try_from(wire: PageWire) -> Result<Self, Self::Error> {
+        wire.into_page(|text| {
+            let f: SyncFields<'_> = serde_json::from_str(text)?;
+            let owned = |c: Option<Cow<'_, str>>| c.map(Cow::into_owned);
+            Ok(Device {
+                serial_number: f.serial_number.into_owned(),
+                op_type: owned(f.op_type),
+                op_date: owned(f.op_date),
+                profile_status: owned(f.profile_status),
+                profile_uuid: owned(f.profile_uuid),
+                ..Device::default()
+            })
+        })
+        .map(SyncPage)
+    }
+}
+
+/// The fields of a device that sync reads, borrowed from the text where
+/// it has no escapes.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SyncFields<'a> {
+    #[serde(borrow)]
+    serial_number: Cow<'a, str>,
+    #[serde(borrow)]
+    op_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    op_date: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    profile_status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    profile_uuid: Option<Cow<'a, str>>,
 }
 
 /// A device as Apple describes it (fetch, sync and details). Keys depd
@@ -270,6 +328,41 @@ mod tests {
             page.devices[0].raw.as_deref(),
             Some(r#"{"serial_number":"A"}"#)
         );
+    }
+
+    #[test]
+    fn sync_pages_parse_what_sync_reads_and_keep_the_text() {
+        let device = r#"{"serial_number":"C0\u0032X","model":"Mac","op_type":"modified","op_date":"2026-11-24T10:00:00Z","profile_status":"removed","profile_uuid":"P1","color":5,"new_field":[1]}"#;
+        let text = format!(
+            r#"{{"cursor":"c2","devices":[{device}],"fetched_until":"t","more_to_follow":true}}"#
+        );
+        let SyncPage(page) = serde_json::from_str(&text).expect("page");
+        assert_eq!((page.cursor.as_str(), page.more_to_follow), ("c2", true));
+        assert_eq!(page.fetched_until, "t");
+        let d = &page.devices[0];
+        // Escapes are decoded (an owned string), plain text borrowed.
+        assert_eq!(d.serial_number, "C02X");
+        assert_eq!(d.op_type.as_deref(), Some("modified"));
+        assert_eq!(d.op_date.as_deref(), Some("2026-11-24T10:00:00Z"));
+        assert_eq!(d.profile_status.as_deref(), Some("removed"));
+        assert_eq!(d.profile_uuid.as_deref(), Some("P1"));
+        // The rest is only in the text, which is Apple's, unchecked.
+        assert_eq!(d.model, None);
+        assert_eq!(d.raw.as_deref(), Some(device));
+        // The typed page checks every field it knows.
+        assert!(serde_json::from_str::<DevicePage>(&text).is_err());
+        // Absent fields are fine; a device that is not an object, or a
+        // field sync reads with the wrong type, fails the page.
+        let SyncPage(page) =
+            serde_json::from_str(r#"{"devices":[{"serial_number":"A"}]}"#).expect("page");
+        assert_eq!(page.devices[0].op_type, None);
+        for devices in ["[1]", "[[]]", r#"[{"serial_number":"A","op_type":3}]"#] {
+            let text = format!(r#"{{"cursor":"c","devices":{devices}}}"#);
+            assert!(
+                serde_json::from_str::<SyncPage>(&text).is_err(),
+                "{devices}"
+            );
+        }
     }
 
     #[test]
