@@ -363,11 +363,9 @@ impl<S: SessionSource> DepClient<S> {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
-        let req = CursorRequest {
-            cursor: cursor.map(str::to_owned),
-            limit,
-        };
-        self.call(Method::POST, "/server/devices", Some(&req)).await
+        self.page("/server/devices", cursor, limit)
+            .await
+            .map(|(p, _)| p)
     }
 
     /// [`Self::fetch_devices`] for depd's sync: with the page's JSON as
@@ -378,12 +376,7 @@ impl<S: SessionSource> DepClient<S> {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<(SyncPage, Bytes), DepError> {
-        let req = CursorRequest {
-            cursor: cursor.map(str::to_owned),
-            limit,
-        };
-        self.call_raw(Method::POST, "/server/devices", Some(&req))
-            .await
+        self.page("/server/devices", cursor, limit).await
     }
 
     /// `POST /devices/sync`: the changes since `cursor`.
@@ -392,11 +385,9 @@ impl<S: SessionSource> DepClient<S> {
         cursor: &str,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
-        let req = CursorRequest {
-            cursor: Some(cursor.to_owned()),
-            limit,
-        };
-        self.call(Method::POST, "/devices/sync", Some(&req)).await
+        self.page("/devices/sync", Some(cursor), limit)
+            .await
+            .map(|(p, _)| p)
     }
 
     /// [`Self::sync_devices`] for depd's sync, as [`Self::fetch_devices_raw`].
@@ -405,12 +396,21 @@ impl<S: SessionSource> DepClient<S> {
         cursor: &str,
         limit: Option<u32>,
     ) -> Result<(SyncPage, Bytes), DepError> {
+        self.page("/devices/sync", Some(cursor), limit).await
+    }
+
+    /// One page of `path` (fetch or sync), read as `T`, with its text.
+    async fn page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<(T, Bytes), DepError> {
         let req = CursorRequest {
-            cursor: Some(cursor.to_owned()),
+            cursor: cursor.map(str::to_owned),
             limit,
         };
-        self.call_raw(Method::POST, "/devices/sync", Some(&req))
-            .await
+        self.call_raw(Method::POST, path, Some(&req)).await
     }
 
     pub async fn device_details(&self, serials: &[String]) -> Result<DeviceDetails, DepError> {
