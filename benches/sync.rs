@@ -153,15 +153,27 @@ async fn post(client: &awc::Client, url: &str) -> serde_json::Value {
     serde_json::from_slice(&body).expect("JSON")
 }
 
-fn receiver() -> (String, Arc<AtomicU64>) {
-    let events = Arc::new(AtomicU64::new(0));
+/// Events the webhook receiver got: all of them, and those of fetch pages.
+#[derive(Default)]
+struct Received {
+    all: AtomicU64,
+    fetch: AtomicU64,
+}
+
+fn receiver() -> (String, Arc<Received>) {
+    let events = Arc::new(Received::default());
     let e = events.clone();
     let server = HttpServer::new(move || {
         let e = e.clone();
         App::new()
             .app_data(web::PayloadConfig::new(64 << 20))
-            .default_service(web::to(move |_body: web::Bytes| {
-                e.fetch_add(1, Ordering::Relaxed);
+            .default_service(web::to(move |body: web::Bytes| {
+                e.all.fetch_add(1, Ordering::Relaxed);
+                // The topic is the envelope's first field.
+                let head = &body[..body.len().min(64)];
+                if head.windows(16).any(|w| w == b"dep.FetchDevices") {
+                    e.fetch.fetch_add(1, Ordering::Relaxed);
+                }
                 async { HttpResponse::Ok().finish() }
             }))
     })
@@ -228,8 +240,20 @@ async fn full(devices: usize) {
         .finish();
     let start = Instant::now();
     let (depd_cpu, own_cpu) = (cpu_secs(child.id()), cpu_secs(std::process::id()));
+    // When the full fetch itself is done end to end: every device stored
+    // and assigned, every fetch page delivered. The cycle goes on with its
+    // sync phase, which reads back the events the assignments caused.
+    let fetch_done = actix_web::rt::spawn(fetch_done(
+        client.clone(),
+        url.clone(),
+        events.clone(),
+        devices,
+        start,
+    ));
     let report = post(&client, &format!("{url}/v1/sync/bench?wait=1")).await;
     let secs = start.elapsed().as_secs_f64();
+    fetch_done.abort();
+    let fetch_secs = fetch_done.await.ok().flatten();
     let depd_cpu = cpu_secs(child.id()) - depd_cpu;
     let own_cpu = cpu_secs(std::process::id()) - own_cpu;
     let (rss, hwm) = memory(child.id());
@@ -239,9 +263,16 @@ async fn full(devices: usize) {
         devices as f64 / secs,
         report["pages"],
         report["assignments"],
-        events.load(Ordering::Relaxed),
+        events.all.load(Ordering::Relaxed),
         report["webhook_backlog"]
     );
+    match fetch_secs {
+        Some(f) => println!(
+            "  the full fetch alone (all stored, assigned and delivered): {f:.1} s  {:.0} devices/s",
+            devices as f64 / f
+        ),
+        None => println!("  the full fetch alone: not seen done"),
+    }
     println!(
         "  cpu: depd {depd_cpu:.1} s ({:.1} us/device), depsim + receiver {own_cpu:.1} s",
         depd_cpu * 1e6 / devices as f64
@@ -249,6 +280,46 @@ async fn full(devices: usize) {
     println!("  depd memory: VmHWM {hwm:.0} MiB, VmRSS after {rss:.0} MiB");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Seconds from `start` until every device is assigned and every fetch
+/// page delivered, sampled every 100 ms through depd's status.
+async fn fetch_done(
+    client: awc::Client,
+    url: String,
+    events: Arc<Received>,
+    devices: usize,
+    start: Instant,
+) -> Option<f64> {
+    let pages = devices.div_ceil(1000) as u64;
+    let mut delivered = false;
+    loop {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        if events.fetch.load(Ordering::Relaxed) < pages {
+            continue;
+        }
+        if !delivered {
+            delivered = true;
+            println!(
+                "  every fetch page delivered after {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        let Ok(mut resp) = client
+            .get(format!("{url}/v1/status/bench"))
+            .basic_auth("depserver", KEY)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let Ok(status) = resp.json::<serde_json::Value>().limit(1 << 20).await else {
+            continue;
+        };
+        if status["assignments"]["by_result"]["SUCCESS"].as_u64() >= Some(devices as u64) {
+            return Some(start.elapsed().as_secs_f64());
+        }
+    }
 }
 
 async fn names(count: usize) {
