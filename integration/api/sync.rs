@@ -383,6 +383,53 @@ async fn a_serial_left_due_is_not_sent_twice_in_one_pass() {
     );
 }
 
+#[actix_web::test]
+async fn assignments_go_in_batches_during_the_cycle_each_serial_once() {
+    // Five pages of five devices, calls of at most two serials: passes run
+    // as pages arrive, one batch's answer is recorded while the next batch
+    // is sent, and no serial is sent twice or left out.
+    let (app, sim, _clock) = setup(
+        "[sync]\nauto = false\npage_limit = 5\n[assigner]\nbatch_limit = 2\n",
+        25,
+    )
+    .await;
+    let uuid = assigner(&app, "Corp").await;
+    let report = sync(&app).await;
+    assert_eq!(report["outcome"], "complete", "{report}");
+    assert_eq!(
+        report["assignments"]["SUCCESS"].as_u64(),
+        Some(25),
+        "{report}"
+    );
+    let mut sent = Vec::new();
+    for r in sim.requests() {
+        if r.method == "POST" && r.path == "/profile/devices" {
+            let body: Value = serde_json::from_str(&r.body).expect("JSON");
+            let devices = body["devices"].as_array().expect("devices").clone();
+            assert!(
+                (1..=2).contains(&devices.len()),
+                "a call of {}",
+                devices.len()
+            );
+            sent.extend(
+                devices
+                    .into_iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned)),
+            );
+        }
+    }
+    sent.sort();
+    let mut expected = sim.serials(0, 25);
+    expected.sort();
+    assert_eq!(sent, expected, "every serial sent exactly once");
+    for serial in &expected {
+        let state = sim.device(serial).expect("device");
+        assert_eq!(state.profile_uuid, uuid, "{serial}");
+    }
+    let s = status(&app).await;
+    assert_eq!(s["assignments"]["by_result"]["SUCCESS"], 25, "{s}");
+}
+
 /// Waits (bounded) for work the tick started in the background; failing
 /// the bound fails the test, so it is not a timing assumption.
 async fn wait_for(mut done: impl FnMut() -> bool) {

@@ -103,6 +103,10 @@ pub struct Syncer {
     /// `/server/devices` and `/profile/devices` maxima from `/account`.
     limits: Option<(Option<u32>, Option<u32>, OffsetDateTime)>,
     assigning: bool,
+    /// Work was queued while a pass ran (a page, the end of a cycle, a new
+    /// profile): the pass may have looked before it was stored, so another
+    /// pass follows at once.
+    assign_requested: bool,
     pub(super) assign_at: Option<OffsetDateTime>,
     delivering: bool,
     pub(super) deliver_at: Option<OffsetDateTime>,
@@ -113,9 +117,13 @@ pub struct Syncer {
     /// Assignment results since the running (or finishing) cycle started:
     /// passes run during a cycle too, as its pages arrive.
     assigned_in_cycle: BTreeMap<String, u64>,
-    /// Serials (hashed) sent by the passes that finish a cycle, carried
-    /// from one such pass to the next so that none is sent twice there.
-    finishing_sent: Option<HashSet<u64, SentHasher>>,
+    /// Serials (hashed) sent by the passes since the last tick started one,
+    /// carried from pass to pass (passes start as pages arrive, when a
+    /// cycle ends, and one after the other while work is due) so that none
+    /// is sent twice among them. Dropped when a pass leaves nothing due, and
+    /// when the tick starts a pass: a serial Apple wants again at once is
+    /// sent at most once a tick.
+    chained_sent: Option<HashSet<u64, SentHasher>>,
 }
 
 impl Syncer {
@@ -127,6 +135,7 @@ impl Syncer {
             last_failure: None,
             limits: None,
             assigning: false,
+            assign_requested: false,
             assign_at: None,
             delivering: false,
             deliver_at: None,
@@ -134,7 +143,7 @@ impl Syncer {
             finishing: None,
             waiters: Vec::new(),
             assigned_in_cycle: BTreeMap::new(),
-            finishing_sent: None,
+            chained_sent: None,
         }
     }
 
@@ -219,6 +228,7 @@ impl DepNameActor {
             started = true;
         }
         if !self.syncer.assigning && due(self.syncer.assign_at) {
+            self.syncer.chained_sent = None;
             self.run_assigner(ctx);
         }
         if !self.syncer.delivering && due(self.syncer.deliver_at) {
@@ -488,6 +498,11 @@ impl DepNameActor {
                         if summary.outbox_seq.is_some() {
                             act.kick_delivery(ctx);
                         }
+                        if summary.assignments > 0 {
+                            // At once, not at the next tick; a pass under
+                            // way chains the next one when it ends.
+                            act.run_assigner(ctx);
+                        }
                         act.on_action(generation, step.action, ctx);
                     }
                     Err(e) => act.cycle_store_failed(e, ctx),
@@ -594,10 +609,10 @@ impl DepNameActor {
     /// at the earliest retry time.
     fn run_assigner(&mut self, ctx: &mut Context<Self>) {
         if self.syncer.assigning {
+            self.syncer.assign_requested = true;
             return;
         }
-        // Only the pass right after a finishing one inherits its serials.
-        let sent = self.syncer.finishing_sent.take().unwrap_or_default();
+        let sent = self.syncer.chained_sent.take().unwrap_or_default();
         let profile = self.assigner_profile();
         let (Some(profile), Some(_)) = (profile, self.state.data().tokens.as_ref()) else {
             self.syncer.assign_at = None;
@@ -605,6 +620,7 @@ impl DepNameActor {
             return;
         };
         self.syncer.assigning = true;
+        self.syncer.assign_requested = false;
         self.syncer.assign_at = None;
         let policy = AssignPolicy::from_settings(&self.settings.assigner);
         let batch = policy.batch_size(self.syncer.limits.and_then(|(_, a, _)| a));
@@ -634,16 +650,16 @@ impl DepNameActor {
                         for (k, v) in &pass.results {
                             *act.syncer.assigned_in_cycle.entry(k.clone()).or_default() += v;
                         }
-                        if act.syncer.finishing.is_some() {
-                            // A pass started before the cycle ended (by the
-                            // tick) did not see the cycle's last pages: go
-                            // on while work is due and passes make progress.
-                            let due = act.syncer.assign_at.is_some_and(|t| t <= act.clock.now());
-                            if due && !pass.results.is_empty() {
-                                act.syncer.finishing_sent = Some(pass.sent);
-                                act.run_assigner(ctx);
-                                return;
-                            }
+                        // Work queued while the pass ran (a cycle's pages
+                        // keep coming) is for the next pass: start it now
+                        // rather than at the next tick, while passes make
+                        // progress or when new work was queued meanwhile.
+                        let due = act.syncer.assign_at.is_some_and(|t| t <= act.clock.now());
+                        let progress = !pass.results.is_empty();
+                        act.syncer.chained_sent = due.then_some(pass.sent);
+                        if pass.error.is_none() && (act.syncer.assign_requested || (due && progress)) {
+                            act.run_assigner(ctx);
+                            return;
                         }
                     }
                     Err(e) => {
@@ -780,7 +796,10 @@ struct AssignPass {
 }
 
 impl AssignJob {
-    async fn run(self) -> Result<AssignPass, StoreError> {
+    /// Sends the due serials in batches. The answer to one call is recorded
+    /// while the next batch is chosen and sent, so the store's work and
+    /// Apple's overlap; at most one call is in flight.
+    async fn run(mut self) -> Result<AssignPass, StoreError> {
         let mut pass = AssignPass::default();
         // A pass takes what was due when it began: work queued meanwhile
         // (pages keep coming during a cycle) is for the next pass, so a
@@ -791,64 +810,123 @@ impl AssignJob {
         // same second cannot loop. Remembered by hash (8 bytes, not the
         // serial): a collision only leaves a serial to a later pass.
         let hasher = SentHasher::default();
-        let mut sent_in_pass = self.sent;
+        let mut sent_in_pass = std::mem::take(&mut self.sent);
+        // The previous call's answer, being recorded.
+        let mut recording: Option<Recording> = None;
         loop {
-            let now = self.clock.now().unix_timestamp();
-            let (n, batch) = (self.name.clone(), self.batch);
-            let due = self
-                .store
-                .blocking(move |s| s.due_assignments(&n, began, batch))
-                .await?;
-            let serials: Vec<String> = due
-                .into_iter()
-                .map(|(serial, _)| serial)
-                .filter(|s| !sent_in_pass.contains(&hasher.hash_one(s)))
-                .collect();
-            if serials.is_empty() {
+            let next = self.send_next(began, &hasher, &mut sent_in_pass);
+            let (next, recorded) = match recording.take() {
+                Some(r) => {
+                    let (next, recorded) = futures_util::future::join(next, r).await;
+                    (next, Some(recorded))
+                }
+                None => (next.await, None),
+            };
+            if let Some(recorded) = recorded {
+                self.count(&mut pass, &recorded?);
+            }
+            let Some((serials, answer, now)) = next? else {
                 break;
-            }
-            sent_in_pass.extend(serials.iter().map(|s| hasher.hash_one(s)));
-            let answer = self.client.assign_profile(&self.profile, &serials).await;
-            let (n, profile, policy) =
-                (self.name.clone(), self.profile.clone(), self.policy.clone());
-            let recorded = answer.clone();
-            let records = self
-                .store
-                .blocking(move |s| {
-                    persist::record_assignment(
-                        s,
-                        &n,
-                        &profile,
-                        &serials,
-                        recorded.as_ref(),
-                        &policy,
-                        now,
-                    )
-                })
-                .await?;
-            for r in records.values() {
-                *pass
-                    .results
-                    .entry(r.result.as_str().to_owned())
-                    .or_default() += 1;
-                crate::metrics::assignment_results(self.name.as_str(), r.result.as_str(), 1);
-            }
-            if let Err(e) = answer {
+            };
+            let failed = answer.as_ref().err().cloned();
+            recording = Some(Box::pin(self.record(serials, answer, now)));
+            if let Some(e) = failed {
+                // The whole call failed: record it and stop here.
+                if let Some(r) = recording.take() {
+                    self.count(&mut pass, &r.await?);
+                }
                 pass.error = Some(e);
                 break;
             }
         }
+        if let Some(r) = recording.take() {
+            self.count(&mut pass, &r.await?);
+        }
         pass.sent = sent_in_pass;
         let n = self.name.clone();
+        // One flush for the pass's answers (see `Store::put_assignment_results`).
         pass.next_due = self
             .store
-            .blocking(move |s| s.due_assignments(&n, i64::MAX, 1))
+            .blocking(move |s| {
+                s.flush()?;
+                s.due_assignments(&n, i64::MAX, 1)
+            })
             .await?
             .first()
             .and_then(|(_, r)| r.next_retry_unix);
         Ok(pass)
     }
+
+    /// Chooses the next batch of due serials not yet sent in this pass and
+    /// sends it; `None` when there is none.
+    async fn send_next(
+        &self,
+        began: i64,
+        hasher: &SentHasher,
+        sent_in_pass: &mut HashSet<u64, SentHasher>,
+    ) -> Result<Option<Sent>, StoreError> {
+        let now = self.clock.now().unix_timestamp();
+        let (n, batch, h) = (self.name.clone(), self.batch, hasher.clone());
+        // The set goes to the store's thread and back: serials sent but
+        // still due (the previous answer is being recorded) are passed over.
+        let sent = std::mem::take(sent_in_pass);
+        let (due, sent) = self
+            .store
+            .blocking(move |s| {
+                let due = s.due_assignments_where(&n, began, batch, |serial| {
+                    !sent.contains(&h.hash_one(serial))
+                })?;
+                Ok((due, sent))
+            })
+            .await?;
+        *sent_in_pass = sent;
+        let serials: Vec<String> = due.into_iter().map(|(serial, _)| serial).collect();
+        if serials.is_empty() {
+            return Ok(None);
+        }
+        sent_in_pass.extend(serials.iter().map(|s| hasher.hash_one(s)));
+        let answer = self.client.assign_profile(&self.profile, &serials).await;
+        Ok(Some((serials, answer, now)))
+    }
+
+    async fn record(
+        &self,
+        serials: Vec<String>,
+        answer: Result<crate::dep::wire::AssignResponse, DepError>,
+        now: i64,
+    ) -> Result<BTreeMap<String, StoredAssignment>, StoreError> {
+        let (n, profile, policy) = (self.name.clone(), self.profile.clone(), self.policy.clone());
+        self.store
+            .blocking(move |s| {
+                persist::record_assignment(s, &n, &profile, &serials, answer.as_ref(), &policy, now)
+            })
+            .await
+    }
+
+    fn count(&self, pass: &mut AssignPass, records: &BTreeMap<String, StoredAssignment>) {
+        for r in records.values() {
+            *pass
+                .results
+                .entry(r.result.as_str().to_owned())
+                .or_default() += 1;
+            crate::metrics::assignment_results(self.name.as_str(), r.result.as_str(), 1);
+        }
+    }
 }
+
+/// A batch sent: its serials, Apple's answer and when it was sent.
+type Sent = (
+    Vec<String>,
+    Result<crate::dep::wire::AssignResponse, DepError>,
+    i64,
+);
+/// An answer being recorded.
+type Recording<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<BTreeMap<String, StoredAssignment>, StoreError>>
+            + 'a,
+    >,
+>;
 
 /// Delivery of the outbox, oldest first, run off the actor's mailbox.
 struct DeliverJob {

@@ -390,18 +390,24 @@ impl NameIndex {
     }
 
     /// Up to `limit` serials whose assignment is due at `now_unix` or
-    /// earlier, earliest first, with where their records live.
-    pub fn due(&self, now_unix: i64, limit: usize) -> Vec<(String, Loc)> {
+    /// earlier, earliest first, with where their records live. Serials
+    /// `keep` refuses are passed over and do not count towards `limit`.
+    pub fn due_where(
+        &self,
+        now_unix: i64,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Loc)> {
         let now = u32::try_from(now_unix.max(0)).unwrap_or(u32::MAX);
         self.due
             .iter()
             .take_while(|(due, _)| *due <= now)
-            .take(limit)
             .filter_map(|&(_, i)| {
                 let e = &self.entries[i as usize];
-                (e.asg_seg != NONE).then(|| {
+                let serial = self.serial_of(e);
+                (e.asg_seg != NONE && keep(serial)).then(|| {
                     (
-                        self.serial_of(e).to_owned(),
+                        serial.to_owned(),
                         Loc {
                             seg: e.asg_seg,
                             slot: e.asg_slot,
@@ -409,6 +415,7 @@ impl NameIndex {
                     )
                 })
             })
+            .take(limit)
             .collect()
     }
 
@@ -507,9 +514,21 @@ mod tests {
         ix.set_assignment(&long, Loc { seg: 0, slot: 0 }, due(30));
         ix.set_assignment("B", Loc { seg: 0, slot: 1 }, due(10));
         ix.set_assignment("C", Loc { seg: 0, slot: 2 }, due(10));
-        let got: Vec<String> = ix.due(30, 10).into_iter().map(|(s, _)| s).collect();
-        assert_eq!(got, ["B", "C", long.as_str()]);
-        assert_eq!(ix.due(20, 1).len(), 1);
+        let due_at = |ix: &NameIndex, t, limit| -> Vec<String> {
+            ix.due_where(t, limit, |_| true)
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect()
+        };
+        assert_eq!(due_at(&ix, 30, 10), ["B", "C", long.as_str()]);
+        assert_eq!(due_at(&ix, 20, 1).len(), 1);
+        // Serials passed over do not use up the limit.
+        let skipped: Vec<String> = ix
+            .due_where(30, 1, |s| s != "B")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(skipped, ["C"]);
         ix.add_assignment_segment(1, 1);
         ix.set_assignment(
             "B",
@@ -520,8 +539,7 @@ mod tests {
                 gave_up: false,
             },
         );
-        let got: Vec<String> = ix.due(30, 10).into_iter().map(|(s, _)| s).collect();
-        assert_eq!(got, ["C", long.as_str()]);
+        assert_eq!(due_at(&ix, 30, 10), ["C", long.as_str()]);
         assert_eq!(ix.assignment(&long), Some(Loc { seg: 0, slot: 0 }));
         assert_eq!(ix.assignment("nope"), None);
     }

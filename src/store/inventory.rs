@@ -1043,13 +1043,43 @@ impl Store {
         name: &DepName,
         records: &BTreeMap<String, StoredAssignment>,
     ) -> Result<(), StoreError> {
+        self.write_assignments(name, records, true)
+    }
+
+    /// Like [`Self::put_assignments`] but not flushed: for the answers to
+    /// assignment calls, which the assigner flushes once at the end of its
+    /// pass. An answer lost in a crash leaves the serial's record as it was
+    /// before the call (due), so it is sent again; assigning the profile a
+    /// device already has changes nothing at Apple, and a lost `FAILED`
+    /// costs one more attempt at most. The next commit (the next page),
+    /// [`Store::flush`] or sled's own flush every half second makes it
+    /// durable; sled's log keeps batches in order, so a later durable
+    /// batch never survives without an earlier one.
+    pub fn put_assignment_results(
+        &self,
+        name: &DepName,
+        records: &BTreeMap<String, StoredAssignment>,
+    ) -> Result<(), StoreError> {
+        self.write_assignments(name, records, false)
+    }
+
+    fn write_assignments(
+        &self,
+        name: &DepName,
+        records: &BTreeMap<String, StoredAssignment>,
+        flush: bool,
+    ) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         self.with_index(name, |ix| {
             let mut writes = Vec::new();
             let plan = self.plan_assignments(name, ix, records.clone(), &mut writes)?;
-            self.engine.commit(writes)?;
+            if flush {
+                self.engine.commit(writes)?;
+            } else {
+                self.engine.apply(writes)?;
+            }
             plan.apply(ix);
             Ok(())
         })
@@ -1065,9 +1095,22 @@ impl Store {
         now_unix: i64,
         limit: usize,
     ) -> Result<Vec<(String, StoredAssignment)>, StoreError> {
+        self.due_assignments_where(name, now_unix, limit, |_| true)
+    }
+
+    /// Like [`Self::due_assignments`], passing over the serials `keep`
+    /// refuses: the assigner's pass skips what it has already sent, some of
+    /// which may still be due while their answer is being recorded.
+    pub fn due_assignments_where(
+        &self,
+        name: &DepName,
+        now_unix: i64,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, StoredAssignment)>, StoreError> {
         self.read_located(
             name,
-            |ix| ix.due(now_unix, limit),
+            |ix| ix.due_where(now_unix, limit, &keep),
             |wanted| self.assignments_at(name, wanted),
         )
     }

@@ -68,7 +68,8 @@ pub fn apply_page(
 }
 
 /// Records the outcome of one assignment call for `sent` (the answer, or
-/// the error of the whole call) and returns the records written.
+/// the error of the whole call) and returns the records written. Not
+/// flushed: see [`Store::put_assignment_results`].
 pub fn record_assignment(
     store: &Store,
     name: &DepName,
@@ -85,7 +86,7 @@ pub fn record_assignment(
         }
         Err(error) => assigner::apply_call_error(&records, profile, sent, error, policy, now_unix),
     };
-    store.put_assignments(name, &next)?;
+    store.put_assignment_results(name, &next)?;
     Ok(next)
 }
 
