@@ -466,26 +466,42 @@ impl DepNameActor {
         let state = step.next.state().clone();
         let store = self.store.clone();
         let now_unix = now.unix_timestamp();
+        // The cycle goes on once the page is durable; the store finishes
+        // (index update, freeing the page) while the next request is out.
+        let (durable_tx, durable_rx) = oneshot::channel();
+        let applying = actix_web::rt::spawn(async move {
+            store
+                .blocking(move |s| {
+                    persist::apply_page(
+                        s,
+                        &name,
+                        &page,
+                        PageInput {
+                            phase,
+                            state: &state,
+                            profile: profile.as_deref(),
+                            policy: &policy,
+                            webhook,
+                            now_unix,
+                        },
+                        |summary| {
+                            let _ = durable_tx.send(summary.clone());
+                        },
+                    )
+                })
+                .await
+        });
         ctx.spawn(
             async move {
                 let _slot = slot;
-                store
-                    .blocking(move |s| {
-                        persist::apply_page(
-                            s,
-                            &name,
-                            &page,
-                            PageInput {
-                                phase,
-                                state: &state,
-                                profile: profile.as_deref(),
-                                policy: &policy,
-                                webhook,
-                                now_unix,
-                            },
-                        )
-                    })
-                    .await
+                match durable_rx.await {
+                    Ok(summary) => Ok(summary),
+                    // Not stored: the task's answer says why.
+                    Err(_) => match applying.await {
+                        Ok(res) => res,
+                        Err(e) => Err(StoreError::Task(e.to_string())),
+                    },
+                }
             }
             .into_actor(self)
             .map(move |res, act, ctx| {

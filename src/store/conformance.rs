@@ -231,6 +231,7 @@ fn apply(
                 assignments: BTreeMap::new(),
                 now_unix: now,
             },
+            |_| {},
         )
         .expect("apply page")
 }
@@ -397,6 +398,7 @@ fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
                 assignments,
                 now_unix: T,
             },
+            |_| {},
         )
     };
     let s = page_apply("c1", &["A", "B"]).expect("apply");
@@ -534,6 +536,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
                     assignments: BTreeMap::new(),
                     now_unix: T + i as i64,
                 },
+                |_| {},
             )
             .expect("apply");
         assert_eq!(s.outbox_seq, Some(i));
@@ -570,6 +573,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
                 assignments: BTreeMap::new(),
                 now_unix: T,
             },
+            |_| {},
         )
         .expect("apply");
     assert_eq!(s.outbox_seq, Some(300));

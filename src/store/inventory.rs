@@ -718,10 +718,16 @@ impl Store {
     ///
     /// Only the name's actor calls this, so reading the stored records first
     /// and committing afterwards cannot lose a concurrent write.
+    ///
+    /// `durable` is called as soon as the batch is flushed, before the
+    /// index learns of it (the index stays locked until then, so no reader
+    /// sees it behind the store): the sync loop can ask Apple for the next
+    /// page while this call finishes.
     pub fn apply_page(
         &self,
         name: &DepName,
         apply: PageApply<'_>,
+        durable: impl FnOnce(&PageSummary),
     ) -> Result<PageSummary, StoreError> {
         self.with_index(name, |ix| {
             let mut summary = PageSummary::default();
@@ -789,6 +795,7 @@ impl Store {
                 record::encode(apply.sync),
             ));
             self.engine.commit(writes)?;
+            durable(&summary);
             device_plan.apply(ix);
             assign_plan.apply(ix);
             Ok(summary)

@@ -476,9 +476,41 @@ mod tests {
                 assignments: Default::default(),
                 now_unix: 1,
             };
-            store.apply_page(name, page).expect("apply");
+            store.apply_page(name, page, |_| {}).expect("apply");
         }
         names
+    }
+
+    #[test]
+    fn a_page_is_reported_durable_once_committed_while_the_index_waits() {
+        let store = Store::memory();
+        let name = DepName::parse("a").expect("name");
+        let devices = [Device {
+            serial_number: "S1".into(),
+            ..Default::default()
+        }];
+        let page = PageApply {
+            devices: &devices,
+            fetched_until: None,
+            sync: &StoredSync::default(),
+            outbox: None,
+            assignments: Default::default(),
+            now_unix: 1,
+        };
+        let mut heard = Vec::new();
+        let summary = store
+            .apply_page(&name, page, |summary| {
+                let stored = store.engine.scan(b"", None, usize::MAX).expect("scan");
+                let cache = store.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+                let slot = cache.slots.get(&name).map(|c| c.slot.clone()).expect("slot");
+                drop(cache);
+                // Committed, and readers of the index wait for its update.
+                heard.push((summary.upserted, !stored.is_empty(), slot.try_lock().is_err()));
+            })
+            .expect("apply");
+        assert_eq!(heard, [(1, true, true)]);
+        assert_eq!(summary.upserted, 1);
+        assert!(store.device(&name, "S1").expect("read").is_some());
     }
 
     #[test]

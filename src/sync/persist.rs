@@ -29,12 +29,14 @@ pub struct PageInput<'a> {
 }
 
 /// Applies a page in one atomic batch: inventory, assignment work for the
-/// page's candidates, webhook event, sync state.
+/// page's candidates, webhook event, sync state. `durable` hears of it as
+/// soon as it is flushed (see [`Store::apply_page`]).
 pub fn apply_page(
     store: &Store,
     name: &DepName,
     page: &DevicePage,
     input: PageInput<'_>,
+    durable: impl FnOnce(&PageSummary),
 ) -> Result<PageSummary, StoreError> {
     let mut assignments = BTreeMap::new();
     if let Some(profile) = input.profile.filter(|p| !p.is_empty()) {
@@ -64,6 +66,7 @@ pub fn apply_page(
             assignments,
             now_unix: input.now_unix,
         },
+        durable,
     )
 }
 
@@ -209,6 +212,7 @@ mod tests {
                 webhook: Some(event),
                 now_unix: T,
             },
+            |_| {},
         )
         .expect("apply");
         assert_eq!((summary.upserted, summary.assignments), (4, 2));
@@ -237,6 +241,7 @@ mod tests {
                 webhook: None,
                 now_unix: T,
             },
+            |_| {},
         )
         .expect("apply");
         assert_eq!((s.assignments, s.outbox_seq), (0, None));
@@ -316,6 +321,7 @@ mod tests {
                 webhook: None,
                 now_unix: T,
             },
+            |_| {},
         )
         .expect("apply");
         store.record_removals(&n, ["MINE"], T).expect("removal");
