@@ -346,8 +346,11 @@ async fn names(count: usize) {
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     let (idle_before, _) = memory(child.id());
     let start = Instant::now();
+    let (depd_cpu, own_cpu) = (cpu_secs(child.id()), cpu_secs(std::process::id()));
     let answer = post(&client, &format!("{url}/v1/sync?wait=1")).await;
     let secs = start.elapsed().as_secs_f64();
+    let depd_cpu = cpu_secs(child.id()) - depd_cpu;
+    let own_cpu = cpu_secs(std::process::id()) - own_cpu;
     let reports = answer["reports"].as_array().map_or(0, Vec::len);
     let complete = answer["reports"]
         .as_array()
@@ -365,6 +368,7 @@ async fn names(count: usize) {
         "  {secs:.1} s  ({reports} reports, {complete} complete, {} /session calls)",
         sim.stats().session_calls
     );
+    println!("  cpu: depd {depd_cpu:.1} s, depsim {own_cpu:.1} s");
     println!(
         "  depd memory: idle before {idle_before:.0} MiB, VmHWM {hwm:.0} MiB, idle after {idle_after:.0} MiB"
     );

@@ -502,10 +502,18 @@ mod tests {
             .apply_page(&name, page, |summary| {
                 let stored = store.engine.scan(b"", None, usize::MAX).expect("scan");
                 let cache = store.indexes.lock().unwrap_or_else(PoisonError::into_inner);
-                let slot = cache.slots.get(&name).map(|c| c.slot.clone()).expect("slot");
+                let slot = cache
+                    .slots
+                    .get(&name)
+                    .map(|c| c.slot.clone())
+                    .expect("slot");
                 drop(cache);
                 // Committed, and readers of the index wait for its update.
-                heard.push((summary.upserted, !stored.is_empty(), slot.try_lock().is_err()));
+                heard.push((
+                    summary.upserted,
+                    !stored.is_empty(),
+                    slot.try_lock().is_err(),
+                ));
             })
             .expect("apply");
         assert_eq!(heard, [(1, true, true)]);
