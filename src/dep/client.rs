@@ -146,13 +146,46 @@ fn retry_after_of(headers: &header::HeaderMap, clock: &SharedClock) -> Option<Du
         .and_then(|v| retry_after::parse(v, clock.now()))
 }
 
-async fn read_body(resp: &mut awc::ClientResponse) -> Result<actix_web::web::Bytes, DepError> {
-    resp.body().limit(MAX_ANSWER).await.map_err(|e| match e {
-        awc::error::PayloadError::Overflow => {
-            DepError::Decode(format!("answer larger than {MAX_ANSWER} bytes"))
+async fn read_body(resp: &mut awc::ClientResponse) -> Result<Bytes, DepError> {
+    let announced = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    collect_body(resp, announced, MAX_ANSWER).await
+}
+
+/// At most this much is reserved up front from an answer's `Content-Length`
+/// (a page of 1000 devices is under 1 MB); a larger answer grows as it
+/// arrives.
+const RESERVE_MAX: usize = 4 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes into one buffer sized from the
+/// announced length. (awc's own reader starts empty and doubles, copying a
+/// page of 1000 devices about twice over before it is parsed; that copying
+/// sat between one page and the request for the next.)
+async fn collect_body<S>(
+    mut body: S,
+    announced: Option<usize>,
+    limit: usize,
+) -> Result<Bytes, DepError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let too_large = || DepError::Decode(format!("answer larger than {limit} bytes"));
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = actix_web::web::BytesMut::with_capacity(announced.unwrap_or(0).min(RESERVE_MAX));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| DepError::Network(e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
         }
-        other => DepError::Network(other.to_string()),
-    })
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// Gives out session tokens and learns of rotated ones.
@@ -530,6 +563,52 @@ mod tests {
             join_url("http://h:1/prefix", "x?y=1"),
             "http://h:1/prefix/x?y=1"
         );
+    }
+
+    fn chunks(
+        parts: &[&'static str],
+        fail: bool,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin {
+        let mut items: Vec<Result<Bytes, awc::error::PayloadError>> = parts
+            .iter()
+            .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+            .collect();
+        if fail {
+            items.push(Err(awc::error::PayloadError::Incomplete(None)));
+        }
+        futures_util::stream::iter(items)
+    }
+
+    #[actix_web::test]
+    async fn bodies_are_read_whole_and_bounded() {
+        let got = collect_body(chunks(&["{\"a\"", ":1}"], false), Some(7), 7)
+            .await
+            .expect("body");
+        assert_eq!(&got[..], b"{\"a\":1}");
+        // Without a length, or with a wrong one, the chunks still decide.
+        let got = collect_body(chunks(&["ab", "cd"], false), None, 10)
+            .await
+            .expect("body");
+        assert_eq!(&got[..], b"abcd");
+        let got = collect_body(chunks(&["ab", "cd"], false), Some(2), 10)
+            .await
+            .expect("body");
+        assert_eq!(&got[..], b"abcd");
+        // Over the limit: refused as announced, or as it arrives.
+        for announced in [Some(11), None, Some(3)] {
+            let e = collect_body(chunks(&["abcdef", "ghijk"], false), announced, 10)
+                .await
+                .expect_err("too large");
+            assert!(
+                matches!(&e, DepError::Decode(m) if m.contains("larger than 10 bytes")),
+                "{e:?}"
+            );
+        }
+        // A connection that breaks mid-body is a network error.
+        let e = collect_body(chunks(&["ab"], true), Some(4), 10)
+            .await
+            .expect_err("broken");
+        assert!(matches!(e, DepError::Network(_)), "{e:?}");
     }
 
     #[test]
