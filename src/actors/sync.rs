@@ -475,7 +475,7 @@ impl DepNameActor {
                     persist::apply_page(
                         s,
                         &name,
-                        page,
+                        &page,
                         PageInput {
                             phase,
                             state: &state,

@@ -224,7 +224,7 @@ fn apply(
         .apply_page(
             name,
             PageApply {
-                devices: devices.to_vec(),
+                devices,
                 fetched_until,
                 sync: &sync_at(cursor),
                 outbox: None,
@@ -387,7 +387,7 @@ fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
         store.apply_page(
             &acme,
             PageApply {
-                devices: devices.clone(),
+                devices: &devices,
                 fetched_until: None,
                 sync: &sync,
                 outbox: Some(OutboxEntry {
@@ -525,7 +525,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
             .apply_page(
                 &acme,
                 PageApply {
-                    devices: Vec::new(),
+                    devices: &[],
                     fetched_until: None,
                     sync: &sync_at("c"),
                     outbox: Some(OutboxEntry {
@@ -562,7 +562,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
         .apply_page(
             &acme,
             PageApply {
-                devices: Vec::new(),
+                devices: &[],
                 fetched_until: None,
                 sync: &sync_at("c"),
                 outbox: Some(OutboxEntry {

@@ -111,27 +111,27 @@ fn is_stale(new: Option<i64>, old: Option<i64>) -> bool {
 }
 
 fn stored_device(
-    mut device: Device,
+    device: &Device,
     op_date_unix: Option<i64>,
     first_seen_unix: i64,
     now_unix: i64,
 ) -> Result<StoredDevice, StoreError> {
     // Apple's own text when the device came in a page; encoded otherwise.
-    let json = match device.raw.take() {
-        Some(raw) => raw.into_string(),
-        None => serde_json::to_string(&device).map_err(|e| {
+    let json = match &device.raw {
+        Some(raw) => raw.to_string(),
+        None => serde_json::to_string(device).map_err(|e| {
             StoreError::Engine(format!("encoding device {}: {e}", device.serial_number))
         })?,
     };
-    let op_type = device.op_type.unwrap_or_default();
+    let op_type = device.op_type.clone().unwrap_or_default();
     Ok(StoredDevice {
-        serial: device.serial_number,
+        serial: device.serial_number.clone(),
         json,
         deleted: op_type == "deleted",
         op_type,
         op_date_unix,
-        profile_status: device.profile_status.unwrap_or_default(),
-        profile_uuid: device.profile_uuid.unwrap_or_default(),
+        profile_status: device.profile_status.clone().unwrap_or_default(),
+        profile_uuid: device.profile_uuid.clone().unwrap_or_default(),
         first_seen_unix,
         last_event_unix: now_unix,
     })
@@ -269,9 +269,8 @@ impl AssignmentPlan {
 /// Everything one page of devices changes, written in one atomic batch.
 #[derive(Debug)]
 pub struct PageApply<'a> {
-    /// The page's devices, as Apple sent them (their text and fields move
-    /// into the records).
-    pub devices: Vec<Device>,
+    /// The page's devices, as Apple sent them.
+    pub devices: &'a [Device],
     /// The page's `fetched_until`: the date of devices without `op_date`.
     pub fetched_until: Option<&'a str>,
     /// The sync state after this page (cursor advanced).
@@ -616,29 +615,29 @@ impl Store {
         all.extend(moved);
         let mut seg = ix.devices.next;
         for run in segments_of(all) {
-            let (fields, json): (Vec<_>, Vec<_>) =
-                run.into_iter().map(StoredDeviceFields::split).unzip();
-            let segment = StoredDeviceSegment { devices: fields };
-            writes.push(Write::Put(
-                seg_key(DEVICE_SEG, name, seg),
-                record::encode(&segment),
-            ));
-            writes.push(Write::Put(
-                seg_key(JSON_SEG, name, seg),
-                record::encode(&StoredJsonSegment { json }),
-            ));
-            plan.segments.push((seg, segment.devices.len()));
-            // The index needs the fields once the batch is committed: moved
-            // there after encoding, not copied.
-            for (i, f) in segment.devices.into_iter().enumerate() {
+            let mut fields = Vec::with_capacity(run.len());
+            let mut json = Vec::with_capacity(run.len());
+            for (i, d) in run.into_iter().enumerate() {
+                let (f, j) = StoredDeviceFields::split(d);
                 plan.records.push((
                     Loc {
                         seg,
                         slot: slot(i)?,
                     },
-                    f,
+                    f.clone(),
                 ));
+                fields.push(f);
+                json.push(j);
             }
+            plan.segments.push((seg, fields.len()));
+            writes.push(Write::Put(
+                seg_key(DEVICE_SEG, name, seg),
+                record::encode(&StoredDeviceSegment { devices: fields }),
+            ));
+            writes.push(Write::Put(
+                seg_key(JSON_SEG, name, seg),
+                record::encode(&StoredJsonSegment { json }),
+            ));
             seg = seg
                 .checked_add(1)
                 .ok_or_else(|| corrupt(format!("device segment numbers of {name} ran out")))?;
@@ -735,19 +734,16 @@ impl Store {
             let page_date = parse_time(apply.fetched_until);
             // The same serial may appear several times in one page: later
             // events are compared with the earlier ones of the page, not
-            // only with what is stored. Decided on the page as it is, then
-            // the winning events are taken out of it (their text and fields
-            // move into the records, nothing is copied).
-            let mut winners: hashbrown::HashMap<&str, (usize, Option<i64>, i64)> =
-                hashbrown::HashMap::with_capacity(apply.devices.len());
-            for (i, device) in apply.devices.iter().enumerate() {
+            // only with what is stored.
+            let mut devices: BTreeMap<&str, StoredDevice> = BTreeMap::new();
+            for device in apply.devices {
                 let serial = device.serial_number.as_str();
                 if serial.is_empty() {
                     summary.ignored += 1;
                     continue;
                 }
-                let current = match winners.get(serial) {
-                    Some(&(_, op_date, first_seen)) => Some((op_date, first_seen)),
+                let current = match devices.get(serial) {
+                    Some(d) => Some((d.op_date_unix, d.first_seen_unix)),
                     None => ix
                         .device(serial)
                         .map(|v| (v.op_date_unix, v.first_seen_unix)),
@@ -761,23 +757,15 @@ impl Store {
                     Some((_, first_seen)) => first_seen,
                     None => apply.now_unix,
                 };
+                let record = stored_device(device, op_date, first_seen, apply.now_unix)?;
                 summary.upserted += 1;
-                summary.deleted += usize::from(device.op_type.as_deref() == Some("deleted"));
-                winners.insert(serial, (i, op_date, first_seen));
-            }
-            let mut chosen = vec![None; apply.devices.len()];
-            for (i, op_date, first_seen) in winners.into_values() {
-                chosen[i] = Some((op_date, first_seen));
-            }
-            let mut records = Vec::with_capacity(apply.devices.len());
-            for (device, chosen) in apply.devices.into_iter().zip(chosen) {
-                if let Some((op_date, first_seen)) = chosen {
-                    records.push(stored_device(device, op_date, first_seen, apply.now_unix)?);
-                }
+                summary.deleted += usize::from(record.deleted);
+                devices.insert(serial, record);
             }
 
             let mut writes = Vec::with_capacity(8);
-            let device_plan = self.plan_devices(name, ix, records, &mut writes)?;
+            let device_plan =
+                self.plan_devices(name, ix, devices.into_values().collect(), &mut writes)?;
             summary.assignments = apply.assignments.len();
             let assign_plan = self.plan_assignments(name, ix, apply.assignments, &mut writes)?;
             if let Some(entry) = apply.outbox {

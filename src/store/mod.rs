@@ -469,7 +469,7 @@ mod tests {
                 })
                 .collect();
             let page = PageApply {
-                devices,
+                devices: &devices,
                 fetched_until: None,
                 sync: &StoredSync::default(),
                 outbox: None,
@@ -490,7 +490,7 @@ mod tests {
             ..Default::default()
         }];
         let page = PageApply {
-            devices: devices.to_vec(),
+            devices: &devices,
             fetched_until: None,
             sync: &StoredSync::default(),
             outbox: None,

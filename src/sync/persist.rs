@@ -34,7 +34,7 @@ pub struct PageInput<'a> {
 pub fn apply_page(
     store: &Store,
     name: &DepName,
-    page: DevicePage,
+    page: &DevicePage,
     input: PageInput<'_>,
     durable: impl FnOnce(&PageSummary),
 ) -> Result<PageSummary, StoreError> {
@@ -59,7 +59,7 @@ pub fn apply_page(
     store.apply_page(
         name,
         PageApply {
-            devices: page.devices,
+            devices: &page.devices,
             fetched_until: Some(page.fetched_until.as_str()).filter(|s| !s.is_empty()),
             sync: input.state,
             outbox: input.webhook,
@@ -203,7 +203,7 @@ mod tests {
         let summary = apply_page(
             &store,
             &n,
-            pg.clone(),
+            &pg,
             PageInput {
                 phase: SyncPhase::Sync,
                 state: &state,
@@ -232,7 +232,7 @@ mod tests {
         let s = apply_page(
             &store,
             &n2,
-            pg,
+            &pg,
             PageInput {
                 phase: SyncPhase::Sync,
                 state: &StoredSync::default(),
@@ -312,7 +312,7 @@ mod tests {
         apply_page(
             &store,
             &n,
-            pg,
+            &pg,
             PageInput {
                 phase: SyncPhase::Fetch,
                 state: &StoredSync::default(),
@@ -328,7 +328,7 @@ mod tests {
         let queued =
             apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 1).expect("change");
         assert_eq!(queued, 3);
-        let mut due: Vec<String> = store
+        let due: Vec<String> = store
             .due_assignments(&n, T + 1, 10)
             .expect("due")
             .into_iter()
@@ -337,8 +337,6 @@ mod tests {
                 s
             })
             .collect();
-        // Serials due at the same second come in no promised order.
-        due.sort();
         assert_eq!(due, ["NONE", "OLD1", "OLD2"]);
         // Again: nothing new.
         assert_eq!(
