@@ -455,6 +455,18 @@ mod tests {
     use crate::dep::wire::Device;
     use std::sync::PoisonError;
 
+    /// A fetch page of `devices` without assignment work or webhook event.
+    fn page<'a>(devices: &'a [Device], sync: &'a StoredSync) -> PageApply<'a> {
+        PageApply {
+            devices,
+            fetched_until: None,
+            sync,
+            outbox: None,
+            assignments: Default::default(),
+            now_unix: 1,
+        }
+    }
+
     /// Stores `count` devices (serials `{name}000`…) for each of `names`.
     fn fill(store: &Store, names: &[&str], count: usize) -> Vec<DepName> {
         let names: Vec<DepName> = names
@@ -468,15 +480,9 @@ mod tests {
                     ..Default::default()
                 })
                 .collect();
-            let page = PageApply {
-                devices: &devices,
-                fetched_until: None,
-                sync: &StoredSync::default(),
-                outbox: None,
-                assignments: Default::default(),
-                now_unix: 1,
-            };
-            store.apply_page(name, page, |_| {}).expect("apply");
+            store
+                .apply_page(name, page(&devices, &StoredSync::default()), |_| {})
+                .expect("apply");
         }
         names
     }
@@ -489,17 +495,9 @@ mod tests {
             serial_number: "S1".into(),
             ..Default::default()
         }];
-        let page = PageApply {
-            devices: &devices,
-            fetched_until: None,
-            sync: &StoredSync::default(),
-            outbox: None,
-            assignments: Default::default(),
-            now_unix: 1,
-        };
         let mut heard = Vec::new();
         let summary = store
-            .apply_page(&name, page, |summary| {
+            .apply_page(&name, page(&devices, &StoredSync::default()), |summary| {
                 let stored = store.engine.scan(b"", None, usize::MAX).expect("scan");
                 let cache = store.indexes.lock().unwrap_or_else(PoisonError::into_inner);
                 let slot = cache
