@@ -722,7 +722,8 @@ impl Store {
     /// `durable` is called as soon as the batch is flushed, before the
     /// index learns of it (the index stays locked until then, so no reader
     /// sees it behind the store): the sync loop can ask Apple for the next
-    /// page while this call finishes.
+    /// page while this call finishes. It runs with the name's index locked,
+    /// so it must only hand the summary on, never call the store.
     pub fn apply_page(
         &self,
         name: &DepName,
