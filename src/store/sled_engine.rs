@@ -9,13 +9,27 @@
 //! [`PART_BYTES`] (16 entries per leaf: at most 128 KiB a page) the cache
 //! bound holds.
 //!
+//! Values larger than [`COMPRESS_MIN`] are LZ4-compressed when that saves
+//! at least an eighth. Most of what depd stores by volume is Apple's JSON
+//! (device segments, webhook events), which shrinks 5-6 times. sled writes
+//! every value several times over (each insert as a delta, then again when
+//! its leaf page is consolidated or split: about 4 bytes to disk per byte
+//! stored), so at a million devices the disk's bandwidth, not the CPU, set
+//! the pace before compression.
+//!
 //! Value encoding in the tree:
 //! - a value of at most [`PART_BYTES`] whose first byte is neither `0xFE`
 //!   nor `0xFF` is stored as it is;
 //! - other small values get a `0xFE` byte in front;
 //! - a larger value is stored as a marker, `0xFF`, the number of parts
 //!   (u32 BE) and the length (u64 BE), with its parts under
-//!   `0xFF <key> <part: u32 BE>`, in the same batch.
+//!   `0xFF <key> <part: u32 BE>`, in the same batch;
+//! - a compressed value is a marker `0xFF`, the number of parts (u32 BE),
+//!   `u64::MAX` where the length was (so a version of depd that predates
+//!   compression fails loudly on it instead of misreading it), the
+//!   compressed length (u64 BE) and the value's length (u64 BE). With no
+//!   parts the compressed bytes follow in the marker itself; otherwise they
+//!   are in parts as above.
 //!
 //! Keys starting with `0xFF` are the parts' and refused from callers.
 
@@ -48,8 +62,21 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// larger ones.
 const PART_BYTES: usize = 8 * 1024;
 
+/// Values larger than this are compressed when it pays.
+const COMPRESS_MIN: usize = 1024;
+
 const ESCAPED: u8 = 0xFE;
 const PARTED: u8 = 0xFF;
+
+/// The marker of a value in parts: `0xFF`, count, length.
+const MARKER_LEN: usize = 13;
+/// The length field of a compressed value's marker.
+const COMPRESSED: u64 = u64::MAX;
+/// The marker of a compressed value, before any inline bytes.
+const PACKED_MARKER_LEN: usize = MARKER_LEN + 16;
+/// LZ4 expands at most about 255 times; a marker claiming more is damaged
+/// (and is not worth allocating for).
+const LZ4_MAX_RATIO: u64 = 255;
 
 fn part_key(key: &[u8], part: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 5);
@@ -59,28 +86,98 @@ fn part_key(key: &[u8], part: u32) -> Vec<u8> {
     k
 }
 
-/// A stored value: in one piece, or the marker of a value in parts.
+/// A stored value: in one piece, the marker of a value in parts, or a
+/// compressed value (inline when `count` is 0, else in parts).
 enum Stored<'a> {
     Whole(&'a [u8]),
-    Parts { count: u32, len: u64 },
+    Parts {
+        count: u32,
+        len: u64,
+    },
+    Packed {
+        count: u32,
+        packed_len: u64,
+        len: u64,
+        inline: &'a [u8],
+    },
+}
+
+fn be_u32(raw: &[u8], at: usize) -> Option<u32> {
+    let b = raw.get(at..at + 4)?;
+    <[u8; 4]>::try_from(b).ok().map(u32::from_be_bytes)
+}
+
+fn be_u64(raw: &[u8], at: usize) -> Option<u64> {
+    let b = raw.get(at..at + 8)?;
+    <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
+}
+
+fn malformed() -> StoreError {
+    StoreError::Engine("malformed value marker".into())
 }
 
 fn parse(raw: &[u8]) -> Result<Stored<'_>, StoreError> {
     match raw.first() {
         Some(&ESCAPED) => Ok(Stored::Whole(&raw[1..])),
         Some(&PARTED) => {
-            let count = raw.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok());
-            let len = raw.get(5..13).and_then(|b| <[u8; 8]>::try_from(b).ok());
-            match (count, len) {
-                (Some(c), Some(l)) => Ok(Stored::Parts {
-                    count: u32::from_be_bytes(c),
-                    len: u64::from_be_bytes(l),
-                }),
-                _ => Err(StoreError::Engine("malformed value marker".into())),
+            let (count, len) = be_u32(raw, 1).zip(be_u64(raw, 5)).ok_or_else(malformed)?;
+            if len != COMPRESSED {
+                return Ok(Stored::Parts { count, len });
             }
+            let (packed_len, len) = be_u64(raw, MARKER_LEN)
+                .zip(be_u64(raw, MARKER_LEN + 8))
+                .ok_or_else(malformed)?;
+            let inline = &raw[PACKED_MARKER_LEN..];
+            let inline_len = if count == 0 { packed_len } else { 0 };
+            if inline.len() as u64 != inline_len {
+                return Err(malformed());
+            }
+            Ok(Stored::Packed {
+                count,
+                packed_len,
+                len,
+                inline,
+            })
         }
         _ => Ok(Stored::Whole(raw)),
     }
+}
+
+/// `value` compressed, when that saves at least an eighth of it.
+fn pack(value: &[u8]) -> Option<Vec<u8>> {
+    if value.len() <= COMPRESS_MIN {
+        return None;
+    }
+    let packed = lz4_flex::block::compress(value);
+    (packed.len() + PACKED_MARKER_LEN <= value.len() - value.len() / 8).then_some(packed)
+}
+
+/// The value `packed` holds, which the marker says is `len` bytes long.
+fn unpack(key: &[u8], packed: &[u8], len: u64) -> Result<Vec<u8>, StoreError> {
+    let damaged = |why: String| {
+        StoreError::Engine(format!(
+            "compressed value of {} is damaged: {why}",
+            String::from_utf8_lossy(key)
+        ))
+    };
+    if len > (packed.len() as u64).saturating_mul(LZ4_MAX_RATIO) {
+        return Err(damaged(format!("{} bytes cannot hold {len}", packed.len())));
+    }
+    let len = usize::try_from(len).map_err(|_| damaged("too long".into()))?;
+    let mut out = vec![0; len];
+    match lz4_flex::block::decompress_into(packed, &mut out) {
+        Ok(n) if n == len => Ok(out),
+        Ok(n) => Err(damaged(format!("{n} bytes, its marker says {len}"))),
+        Err(e) => Err(damaged(e.to_string())),
+    }
+}
+
+fn marker(count: u32, len: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(MARKER_LEN);
+    m.push(PARTED);
+    m.extend_from_slice(&count.to_be_bytes());
+    m.extend_from_slice(&len.to_be_bytes());
+    m
 }
 
 impl SledEngine {
@@ -122,11 +219,27 @@ impl SledEngine {
 
     /// The value of `key` from its stored form.
     fn assemble(&self, key: &[u8], raw: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let (count, len) = match parse(raw)? {
-            Stored::Whole(v) => return Ok(v.to_vec()),
-            Stored::Parts { count, len } => (count, len),
-        };
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        match parse(raw)? {
+            Stored::Whole(v) => Ok(v.to_vec()),
+            Stored::Parts { count, len } => self.gather(key, count, len),
+            Stored::Packed {
+                count: 0,
+                len,
+                inline,
+                ..
+            } => unpack(key, inline, len),
+            Stored::Packed {
+                count,
+                packed_len,
+                len,
+                ..
+            } => unpack(key, &self.gather(key, count, packed_len)?, len),
+        }
+    }
+
+    /// The `count` parts of `key`'s value, joined: `len` bytes.
+    fn gather(&self, key: &[u8], count: u32, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
         for part in 0..count {
             let piece = self
                 .tree
@@ -158,12 +271,23 @@ impl SledEngine {
         }
         match self.tree.get(key).map_err(engine_err)? {
             Some(raw) => Ok(match parse(&raw)? {
-                Stored::Parts { count, .. } => count,
+                Stored::Parts { count, .. } | Stored::Packed { count, .. } => count,
                 Stored::Whole(_) => 0,
             }),
             None => Ok(0),
         }
     }
+}
+
+/// Puts `bytes` into `batch` as parts of `key`'s value; returns how many.
+fn put_parts(batch: &mut sled::Batch, key: &[u8], bytes: &[u8]) -> Result<u32, StoreError> {
+    let count = u32::try_from(bytes.len().div_ceil(PART_BYTES))
+        .map_err(|_| StoreError::Engine("value too large".into()))?;
+    for (i, piece) in bytes.chunks(PART_BYTES).enumerate() {
+        // `i < count`, which fits in u32.
+        batch.insert(part_key(key, i as u32), piece);
+    }
+    Ok(count)
 }
 
 impl Engine for SledEngine {
@@ -223,31 +347,40 @@ impl Engine for SledEngine {
             }
             let old_parts = self.parts_now(&key, &in_batch)?;
             let new_parts = match w {
-                Write::Put(k, v) if v.len() > PART_BYTES => {
-                    let count = u32::try_from(v.len().div_ceil(PART_BYTES))
-                        .map_err(|_| StoreError::Engine("value too large".into()))?;
-                    for (i, piece) in v.chunks(PART_BYTES).enumerate() {
-                        // `i < count`, which fits in u32.
-                        batch.insert(part_key(&k, i as u32), piece);
+                Write::Put(k, v) => match pack(&v) {
+                    Some(packed) => {
+                        let inline = PACKED_MARKER_LEN + packed.len() <= PART_BYTES;
+                        let count = if inline {
+                            0
+                        } else {
+                            put_parts(&mut batch, &k, &packed)?
+                        };
+                        let mut m = marker(count, COMPRESSED);
+                        m.extend_from_slice(&(packed.len() as u64).to_be_bytes());
+                        m.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                        if inline {
+                            m.extend_from_slice(&packed);
+                        }
+                        batch.insert(k, m);
+                        count
                     }
-                    let mut marker = Vec::with_capacity(13);
-                    marker.push(PARTED);
-                    marker.extend_from_slice(&count.to_be_bytes());
-                    marker.extend_from_slice(&(v.len() as u64).to_be_bytes());
-                    batch.insert(k, marker);
-                    count
-                }
-                Write::Put(k, v) => {
-                    if matches!(v.first(), Some(&ESCAPED | &PARTED)) {
-                        let mut escaped = Vec::with_capacity(v.len() + 1);
-                        escaped.push(ESCAPED);
-                        escaped.extend_from_slice(&v);
-                        batch.insert(k, escaped);
-                    } else {
-                        batch.insert(k, v);
+                    None if v.len() > PART_BYTES => {
+                        let count = put_parts(&mut batch, &k, &v)?;
+                        batch.insert(k, marker(count, v.len() as u64));
+                        count
                     }
-                    0
-                }
+                    None => {
+                        if matches!(v.first(), Some(&ESCAPED | &PARTED)) {
+                            let mut escaped = Vec::with_capacity(v.len() + 1);
+                            escaped.push(ESCAPED);
+                            escaped.extend_from_slice(&v);
+                            batch.insert(k, escaped);
+                        } else {
+                            batch.insert(k, v);
+                        }
+                        0
+                    }
+                },
                 Write::Delete(k) => {
                     batch.remove(k);
                     0
@@ -274,12 +407,40 @@ mod tests {
         e.tree.scan_prefix([PARTED]).count()
     }
 
+    /// Bytes LZ4 cannot shrink (xorshift), starting with `first`.
+    fn noise(len: usize, first: u8) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ len as u64;
+        let mut out: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        out[0] = first;
+        out
+    }
+
+    /// Something like a page of Apple's JSON: repetitive, compressible.
+    fn json_like(devices: usize) -> Vec<u8> {
+        let mut out = String::from("[");
+        for i in 0..devices {
+            out.push_str(&format!(
+                r#"{{"serial_number":"C02X{i:06}","model":"MacBook Pro","op_type":"added","op_date":"2026-11-{:02}T10:00:00Z"}},"#,
+                i % 28 + 1
+            ));
+        }
+        out.push(']');
+        out.into_bytes()
+    }
+
     #[test]
     fn large_values_are_stored_in_parts_and_leave_none_behind() {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = SledEngine::open(dir.path()).expect("open");
-        let big: Vec<u8> = (0..PART_BYTES * 3 + 5).map(|i| (i % 251) as u8).collect();
-        let bigger: Vec<u8> = vec![0xFF; PART_BYTES * 5];
+        let big = noise(PART_BYTES * 3 + 5, 1);
+        let bigger = noise(PART_BYTES * 5, 0xFF);
         e.commit(vec![Write::Put(b"k/a".to_vec(), big.clone())])
             .expect("put");
         assert_eq!(parts_stored(&e), 4);
@@ -319,5 +480,90 @@ mod tests {
             e.commit(vec![Write::Put(vec![0xFF, 1], vec![1])]).is_err(),
             "reserved keys are refused"
         );
+    }
+
+    #[test]
+    fn compressible_values_are_stored_compressed_inline_or_in_parts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SledEngine::open(dir.path()).expect("open");
+        let small = json_like(40); // a few KiB: compressed into the marker
+        let page = json_like(3000); // ~270 KiB: compressed into parts
+        assert!(small.len() > COMPRESS_MIN && page.len() > PART_BYTES * 20);
+        e.commit(vec![
+            Write::Put(b"k/small".to_vec(), small.clone()),
+            Write::Put(b"k/page".to_vec(), page.clone()),
+        ])
+        .expect("put");
+        let stored = e.tree.get(b"k/small").expect("raw").expect("stored");
+        assert!(matches!(
+            parse(&stored),
+            Ok(Stored::Packed { count: 0, .. })
+        ));
+        assert!(stored.len() < small.len() / 2, "{} bytes", stored.len());
+        let parts = parts_stored(&e);
+        let page_parts = page.len().div_ceil(PART_BYTES);
+        assert!(
+            parts > 0 && parts * 3 < page_parts,
+            "{parts} parts against {page_parts} uncompressed"
+        );
+        assert_eq!(e.get(b"k/small").expect("get"), Some(small.clone()));
+        assert_eq!(e.get(b"k/page").expect("get"), Some(page.clone()));
+        assert_eq!(
+            e.scan(b"k/", None, 10).expect("scan"),
+            vec![
+                (b"k/page".to_vec(), page.clone()),
+                (b"k/small".to_vec(), small)
+            ]
+        );
+        // Compressed in parts → incompressible in parts → compressed inline
+        // → deleted: no part is left behind at any step.
+        let raw = noise(PART_BYTES * 2 + 1, 7);
+        e.commit(vec![Write::Put(b"k/page".to_vec(), raw.clone())])
+            .expect("raw");
+        assert_eq!(parts_stored(&e), 3);
+        assert_eq!(e.get(b"k/page").expect("get"), Some(raw));
+        e.commit(vec![Write::Put(b"k/page".to_vec(), json_like(30))])
+            .expect("inline");
+        assert_eq!(parts_stored(&e), 0);
+        e.commit(vec![Write::Put(b"k/page".to_vec(), page.clone())])
+            .expect("parts again");
+        assert_eq!(parts_stored(&e), parts);
+        e.commit(vec![Write::Delete(b"k/page".to_vec())])
+            .expect("delete");
+        assert_eq!(parts_stored(&e), 0);
+        assert_eq!(e.get(b"k/page").expect("get"), None);
+        // Small and incompressible values are stored as they are.
+        let short = b"{\"a\":1}".to_vec();
+        e.commit(vec![Write::Put(b"k/short".to_vec(), short.clone())])
+            .expect("short");
+        let stored = e.tree.get(b"k/short").expect("raw").expect("stored");
+        assert_eq!(stored.as_ref(), short.as_slice());
+    }
+
+    #[test]
+    fn a_damaged_compressed_value_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SledEngine::open(dir.path()).expect("open");
+        let packed = lz4_flex::block::compress(&json_like(40));
+        let stored = |count: u32, packed_len: u64, len: u64, inline: &[u8]| {
+            let mut m = marker(count, COMPRESSED);
+            m.extend_from_slice(&packed_len.to_be_bytes());
+            m.extend_from_slice(&len.to_be_bytes());
+            m.extend_from_slice(inline);
+            m
+        };
+        let n = packed.len() as u64;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("claims a huge length", stored(0, n, u64::MAX / 2, &packed)),
+            ("claims too few bytes", stored(0, n, 10, &packed)),
+            ("inline bytes cut short", stored(0, n, 5000, &packed[..10])),
+            ("garbage", stored(0, 6, 1000, &[0xF0, 1, 2, 3, 4, 5])),
+            ("marker cut short", stored(0, n, 5000, &[])[..20].to_vec()),
+            ("parts missing", stored(2, n, 5000, &[])),
+        ];
+        for (why, raw) in cases {
+            e.tree.insert(b"k/x", raw).expect("insert");
+            assert!(e.get(b"k/x").is_err(), "{why}");
+        }
     }
 }
