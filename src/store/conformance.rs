@@ -228,7 +228,7 @@ fn apply(
                 fetched_until,
                 sync: &sync_at(cursor),
                 outbox: None,
-                assignments: BTreeMap::new(),
+                assignments: AssignQueue::none(),
                 now_unix: now,
             },
             |_| {},
@@ -246,6 +246,72 @@ fn pending(now: i64) -> StoredAssignment {
         next_retry_unix: Some(now),
         gave_up: false,
     }
+}
+
+/// A page's assignment queue decides from each candidate's stored record,
+/// read in the page's own batch: what it returns is written, `None` keeps
+/// the record (or its absence) as it is.
+fn page_queues_assignments_from_stored_records(e: Arc<dyn Engine>) {
+    let store = Store::new(e);
+    let acme = DepName::parse("acme").expect("name");
+    let done = StoredAssignment {
+        result: AssignResult::Success,
+        attempts: 1,
+        next_retry_unix: None,
+        ..pending(T)
+    };
+    let mut first = BTreeMap::new();
+    first.insert("A".to_owned(), done.clone());
+    first.insert("B".to_owned(), pending(T));
+    store.put_assignments(&acme, &first).expect("put");
+    let devices: Vec<Device> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|s| device(s, "added", None, "", ""))
+        .collect();
+    let seen = std::sync::Mutex::new(Vec::new());
+    // A stored SUCCESS is queued again, a stored pending record is left,
+    // C (nothing stored) is queued, D is not a candidate.
+    let decide = |stored: Option<&StoredAssignment>| {
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(stored.map(|r| r.result));
+        match stored {
+            Some(r) if r.result == AssignResult::Pending => None,
+            _ => Some(pending(T + 5)),
+        }
+    };
+    let summary = store
+        .apply_page(
+            &acme,
+            PageApply {
+                devices: &devices,
+                fetched_until: None,
+                sync: &sync_at("c1"),
+                outbox: None,
+                assignments: AssignQueue {
+                    candidates: vec!["A".into(), "B".into(), "C".into()],
+                    decide: &decide,
+                },
+                now_unix: T,
+            },
+            |_| {},
+        )
+        .expect("apply");
+    assert_eq!(summary.assignments, 2);
+    assert_eq!(
+        seen.into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        vec![
+            Some(AssignResult::Success),
+            Some(AssignResult::Pending),
+            None
+        ]
+    );
+    let get = |s: &str| store.assignment(&acme, s).expect("get");
+    assert_eq!(get("A"), Some(pending(T + 5)));
+    assert_eq!(get("B"), Some(pending(T)));
+    assert_eq!(get("C"), Some(pending(T + 5)));
+    assert_eq!(get("D"), None);
 }
 
 fn page_upserts_by_op_date(e: Arc<dyn Engine>) {
@@ -380,10 +446,7 @@ fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
             .map(|s| device(s, "added", None, "", ""))
             .collect();
         let sync = sync_at(cursor);
-        let assignments = devices
-            .iter()
-            .map(|d| (d.serial_number.clone(), pending(T)))
-            .collect();
+        let candidates = devices.iter().map(|d| d.serial_number.clone()).collect();
         store.apply_page(
             &acme,
             PageApply {
@@ -395,7 +458,10 @@ fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
                     topic: "dep.SyncDevices".into(),
                     body: format!("{{\"cursor\":\"{cursor}\"}}"),
                 }),
-                assignments,
+                assignments: AssignQueue {
+                    candidates,
+                    decide: &|_| Some(pending(T)),
+                },
                 now_unix: T,
             },
             |_| {},
@@ -533,7 +599,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
                         topic: "dep.SyncDevices".into(),
                         body: format!("{i}"),
                     }),
-                    assignments: BTreeMap::new(),
+                    assignments: AssignQueue::none(),
                     now_unix: T + i as i64,
                 },
                 |_| {},
@@ -570,7 +636,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
                     topic: "dep.SyncDevices".into(),
                     body: String::new(),
                 }),
-                assignments: BTreeMap::new(),
+                assignments: AssignQueue::none(),
                 now_unix: T,
             },
             |_| {},
@@ -843,6 +909,7 @@ fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     corrupt_record_is_reported(make());
     page_upserts_by_op_date(make());
     page_is_one_atomic_batch(make());
+    page_queues_assignments_from_stored_records(make());
     inventory_query_and_counts(make());
     outbox_in_order(make());
     assignments_and_due_index(make());

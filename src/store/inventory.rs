@@ -277,9 +277,35 @@ pub struct PageApply<'a> {
     pub sync: &'a StoredSync,
     /// The webhook event of this page, when webhooks are configured.
     pub outbox: Option<OutboxEntry>,
-    /// Assignment records to write (candidates of this page), by serial.
-    pub assignments: BTreeMap<String, StoredAssignment>,
+    /// Assignment work for the page's candidates.
+    pub assignments: AssignQueue<'a>,
     pub now_unix: i64,
+}
+
+/// Assignment work to queue with a page: each candidate's stored record
+/// (if any) is read under the same index lock as the page's write, and
+/// `decide` says what to write for it (nothing: leave it as it is).
+pub struct AssignQueue<'a> {
+    pub candidates: Vec<String>,
+    pub decide: &'a dyn Fn(Option<&StoredAssignment>) -> Option<StoredAssignment>,
+}
+
+impl AssignQueue<'_> {
+    /// No assignment work.
+    pub fn none() -> Self {
+        AssignQueue {
+            candidates: Vec::new(),
+            decide: &|_| None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AssignQueue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssignQueue")
+            .field("candidates", &self.candidates)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A webhook event to queue; the store gives it its sequence number.
@@ -764,11 +790,12 @@ impl Store {
                 devices.insert(serial, record);
             }
 
+            let assignments = self.queue_assignments(name, ix, apply.assignments)?;
             let mut writes = Vec::with_capacity(8);
             let device_plan =
                 self.plan_devices(name, ix, devices.into_values().collect(), &mut writes)?;
-            summary.assignments = apply.assignments.len();
-            let assign_plan = self.plan_assignments(name, ix, apply.assignments, &mut writes)?;
+            summary.assignments = assignments.len();
+            let assign_plan = self.plan_assignments(name, ix, assignments, &mut writes)?;
             if let Some(entry) = apply.outbox {
                 let seq_key = prefix(OUTBOX_SEQ, name);
                 let seq = match self.engine.get(&seq_key)? {
@@ -801,6 +828,32 @@ impl Store {
             assign_plan.apply(ix);
             Ok(summary)
         })
+    }
+
+    /// The records `queue` decides to write, from its candidates' stored
+    /// records (read with the index locked: nothing moves meanwhile).
+    fn queue_assignments(
+        &self,
+        name: &DepName,
+        ix: &NameIndex,
+        queue: AssignQueue<'_>,
+    ) -> Result<BTreeMap<String, StoredAssignment>, StoreError> {
+        let wanted: Vec<(String, Loc)> = queue
+            .candidates
+            .iter()
+            .filter_map(|s| ix.assignment(s).map(|l| (s.clone(), l)))
+            .collect();
+        let Some(found) = self.assignments_at(name, &wanted)? else {
+            return Err(corrupt(format!(
+                "assignment records of {name} are missing from their segments"
+            )));
+        };
+        let existing: HashMap<String, StoredAssignment> = found.into_iter().collect();
+        Ok(queue
+            .candidates
+            .into_iter()
+            .filter_map(|s| (queue.decide)(existing.get(&s)).map(|r| (s, r)))
+            .collect())
     }
 
     /// Reads device records at the given places, grouped by segment, in

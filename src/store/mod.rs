@@ -20,7 +20,8 @@ mod sled_engine;
 mod conformance;
 
 pub use inventory::{
-    AssignmentCounts, DeviceCounts, DeviceList, DeviceQuery, OutboxEntry, PageApply, PageSummary,
+    AssignQueue, AssignmentCounts, DeviceCounts, DeviceList, DeviceQuery, OutboxEntry, PageApply,
+    PageSummary,
 };
 pub use memory::MemoryEngine;
 pub use record::{
@@ -462,7 +463,7 @@ mod tests {
             fetched_until: None,
             sync,
             outbox: None,
-            assignments: Default::default(),
+            assignments: AssignQueue::none(),
             now_unix: 1,
         }
     }

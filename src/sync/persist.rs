@@ -9,7 +9,8 @@ use crate::dep::DepError;
 use crate::dep::wire::{AssignResponse, DevicePage};
 use crate::name::DepName;
 use crate::store::{
-    OutboxEntry, PageApply, PageSummary, Store, StoreError, StoredAssignment, StoredSync, SyncPhase,
+    AssignQueue, OutboxEntry, PageApply, PageSummary, Store, StoreError, StoredAssignment,
+    StoredSync, SyncPhase,
 };
 use std::collections::BTreeMap;
 
@@ -38,24 +39,26 @@ pub fn apply_page(
     input: PageInput<'_>,
     durable: impl FnOnce(&PageSummary),
 ) -> Result<PageSummary, StoreError> {
-    let mut assignments = BTreeMap::new();
-    if let Some(profile) = input.profile.filter(|p| !p.is_empty()) {
-        let removals = store.removals(name, assigner::removal_checks(&page.devices))?;
-        let candidates = assigner::candidates(
-            &page.devices,
-            input.phase,
-            profile,
-            &removals,
-            input.policy,
-            input.now_unix,
-        );
-        let existing = store.assignments(name, candidates.iter().map(String::as_str))?;
-        for serial in candidates {
-            if let Some(r) = assigner::enqueue(existing.get(&serial), profile, input.now_unix) {
-                assignments.insert(serial, r);
-            }
+    let profile = input.profile.filter(|p| !p.is_empty());
+    let candidates = match profile {
+        Some(profile) => {
+            let removals = store.removals(name, assigner::removal_checks(&page.devices))?;
+            assigner::candidates(
+                &page.devices,
+                input.phase,
+                profile,
+                &removals,
+                input.policy,
+                input.now_unix,
+            )
+            .into_iter()
+            .collect()
         }
-    }
+        None => Vec::new(),
+    };
+    let decide = |existing: Option<&StoredAssignment>| {
+        profile.and_then(|p| assigner::enqueue(existing, p, input.now_unix))
+    };
     store.apply_page(
         name,
         PageApply {
@@ -63,7 +66,10 @@ pub fn apply_page(
             fetched_until: Some(page.fetched_until.as_str()).filter(|s| !s.is_empty()),
             sync: input.state,
             outbox: input.webhook,
-            assignments,
+            assignments: AssignQueue {
+                candidates,
+                decide: &decide,
+            },
             now_unix: input.now_unix,
         },
         durable,
