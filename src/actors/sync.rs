@@ -865,11 +865,9 @@ impl AssignJob {
             .store
             .blocking(move |s| {
                 s.flush()?;
-                s.due_assignments(&n, i64::MAX, 1)
+                s.next_due_assignment(&n)
             })
-            .await?
-            .first()
-            .and_then(|(_, r)| r.next_retry_unix);
+            .await?;
         Ok(pass)
     }
 
@@ -886,17 +884,16 @@ impl AssignJob {
         // The set goes to the store's thread and back: serials sent but
         // still due (the previous answer is being recorded) are passed over.
         let sent = std::mem::take(sent_in_pass);
-        let (due, sent) = self
+        let (serials, sent) = self
             .store
             .blocking(move |s| {
-                let due = s.due_assignments_where(&n, began, batch, |serial| {
+                let due = s.due_serials_where(&n, began, batch, |serial| {
                     !sent.contains(&h.hash_one(serial))
                 })?;
                 Ok((due, sent))
             })
             .await?;
         *sent_in_pass = sent;
-        let serials: Vec<String> = due.into_iter().map(|(serial, _)| serial).collect();
         if serials.is_empty() {
             return Ok(None);
         }

@@ -421,6 +421,14 @@ impl NameIndex {
             .collect()
     }
 
+    /// The earliest time an assignment record is due, if any is.
+    pub fn next_due(&self) -> Option<i64> {
+        self.due
+            .iter()
+            .find(|&&(_, i)| self.entries[i as usize].asg_seg != NONE)
+            .and_then(|&(due, _)| from_u32(due))
+    }
+
     /// Every device record: serial, where it lives, and its labels and
     /// deleted flag, in no particular order.
     pub fn each_device(&self, mut f: impl FnMut(&str, Loc, &str, &str, bool)) {
@@ -523,6 +531,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(due_at(&ix, 30, 10), ["B", "C", long.as_str()]);
+        assert_eq!(ix.next_due(), Some(10));
         assert_eq!(due_at(&ix, 20, 1).len(), 1);
         // Serials passed over do not use up the limit.
         let skipped: Vec<String> = ix
@@ -542,7 +551,18 @@ mod tests {
             },
         );
         assert_eq!(due_at(&ix, 30, 10), ["C", long.as_str()]);
-        assert_eq!(ix.assignment(&long), Some(Loc { seg: 0, slot: 0 }));
+        assert_eq!(ix.next_due(), Some(10), "C is still due at 10");
+        ix.add_assignment_segment(2, 2);
+        let done = AssignFacts {
+            result: 1,
+            next_retry_unix: None,
+            gave_up: false,
+        };
+        ix.set_assignment("C", Loc { seg: 2, slot: 0 }, done);
+        assert_eq!(ix.next_due(), Some(30));
+        ix.set_assignment(&long, Loc { seg: 2, slot: 1 }, done);
+        assert_eq!(ix.next_due(), None);
+        assert_eq!(ix.assignment(&long), Some(Loc { seg: 2, slot: 1 }));
         assert_eq!(ix.assignment("nope"), None);
     }
 }

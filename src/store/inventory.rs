@@ -1156,24 +1156,36 @@ impl Store {
         now_unix: i64,
         limit: usize,
     ) -> Result<Vec<(String, StoredAssignment)>, StoreError> {
-        self.due_assignments_where(name, now_unix, limit, |_| true)
+        self.read_located(
+            name,
+            |ix| ix.due_where(now_unix, limit, |_| true),
+            |wanted| self.assignments_at(name, wanted),
+        )
     }
 
-    /// Like [`Self::due_assignments`], passing over the serials `keep`
-    /// refuses: the assigner's pass skips what it has already sent, some of
-    /// which may still be due while their answer is being recorded.
-    pub fn due_assignments_where(
+    /// The serials of [`Self::due_assignments`], from the index alone,
+    /// passing over those `keep` refuses: the assigner's pass skips what it
+    /// has already sent, some of which may still be due while their answer
+    /// is being recorded. Recording the answer reads the records.
+    pub fn due_serials_where(
         &self,
         name: &DepName,
         now_unix: i64,
         limit: usize,
         keep: impl Fn(&str) -> bool,
-    ) -> Result<Vec<(String, StoredAssignment)>, StoreError> {
-        self.read_located(
-            name,
-            |ix| ix.due_where(now_unix, limit, &keep),
-            |wanted| self.assignments_at(name, wanted),
-        )
+    ) -> Result<Vec<String>, StoreError> {
+        self.with_index(name, |ix| {
+            Ok(ix
+                .due_where(now_unix, limit, keep)
+                .into_iter()
+                .map(|(serial, _)| serial)
+                .collect())
+        })
+    }
+
+    /// The earliest time an assignment record of `name` is due.
+    pub fn next_due_assignment(&self, name: &DepName) -> Result<Option<i64>, StoreError> {
+        self.with_index(name, |ix| Ok(ix.next_due()))
     }
 
     /// Up to `limit` assignment records in serial order after `after`, for
