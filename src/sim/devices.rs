@@ -5,7 +5,6 @@
 use super::rng::Rng;
 use serde::Serialize;
 use std::collections::HashMap;
-use time::OffsetDateTime;
 
 /// Device families, as Apple names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +226,9 @@ pub struct Profile {
     pub body: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A device as the JSON of a page or of details.
+/// A device as the JSON of a page or of details. Its times and asset tag
+/// are kept as numbers and written on the way out, so building a page
+/// allocates nothing per device.
 #[derive(Debug, Serialize)]
 pub struct DeviceJson<'a> {
     pub serial_number: &'a str,
@@ -236,24 +237,245 @@ pub struct DeviceJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub color: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub asset_tag: Option<String>,
+    pub asset_tag: Option<AssetTag>,
     pub os: &'static str,
     pub device_family: &'static str,
     pub profile_status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_uuid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile_assign_time: Option<String>,
+    pub profile_assign_time: Option<Stamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile_push_time: Option<String>,
-    pub device_assigned_date: String,
+    pub profile_push_time: Option<Stamp>,
+    pub device_assigned_date: Stamp,
     pub device_assigned_by: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub op_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub op_date: Option<String>,
+    pub op_date: Option<Stamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_status: Option<&'static str>,
+}
+
+impl DeviceJson<'_> {
+    /// Appends the device's JSON to `out`: the same bytes as serde's
+    /// (`serde_json::to_vec`), written directly. Pages are most of what
+    /// depsim sends, and serde's string escaper was the largest part of
+    /// making one.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = ObjectWriter::new(out);
+        w.str("serial_number", self.serial_number);
+        w.str("model", self.model);
+        w.str("description", self.description);
+        if let Some(c) = self.color {
+            w.str("color", c);
+        }
+        if let Some(t) = self.asset_tag {
+            w.str("asset_tag", t.text().as_str());
+        }
+        w.str("os", self.os);
+        w.str("device_family", self.device_family);
+        w.str("profile_status", self.profile_status);
+        if let Some(u) = self.profile_uuid {
+            w.str("profile_uuid", u);
+        }
+        if let Some(t) = self.profile_assign_time {
+            w.str("profile_assign_time", t.text().as_str());
+        }
+        if let Some(t) = self.profile_push_time {
+            w.str("profile_push_time", t.text().as_str());
+        }
+        w.str(
+            "device_assigned_date",
+            self.device_assigned_date.text().as_str(),
+        );
+        w.str("device_assigned_by", self.device_assigned_by);
+        if let Some(o) = self.op_type {
+            w.str("op_type", o);
+        }
+        if let Some(t) = self.op_date {
+            w.str("op_date", t.text().as_str());
+        }
+        if let Some(r) = self.response_status {
+            w.str("response_status", r);
+        }
+        w.end();
+    }
+}
+
+/// Writes one JSON object's string members, as serde_json does.
+pub(super) struct ObjectWriter<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> ObjectWriter<'o> {
+    pub(super) fn new(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    /// `key` is one of depsim's own member names, which need no escaping.
+    fn key(&mut self, key: &str, value_len: usize) {
+        debug_assert!(!needs_escape(key));
+        self.out.reserve(key.len() + value_len + 6);
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    pub(super) fn str(&mut self, key: &str, value: &str) {
+        self.key(key, value.len());
+        push_json_str(self.out, value);
+    }
+
+    /// A member whose value is JSON written by `f`.
+    pub(super) fn raw(&mut self, key: &str, f: impl FnOnce(&mut Vec<u8>)) {
+        self.key(key, 0);
+        f(self.out);
+    }
+
+    pub(super) fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Whether serde_json would escape something in `s` (a control character,
+/// a quote or a backslash). Also true for DEL and non-ASCII, which serde
+/// leaves as they are, so those strings simply take serde's path. No early
+/// exit, so the loop is vectorised.
+fn needs_escape(s: &str) -> bool {
+    s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x7f)
+    })
+}
+
+/// A JSON string: copied as it is when nothing in it needs escaping (what
+/// depsim writes almost always), escaped by serde_json otherwise.
+pub(super) fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// A time as Apple writes it (RFC 3339, seconds, `Z`), kept as unix
+/// seconds until written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(pub i64);
+
+/// Up to 20 bytes of ASCII text, on the stack.
+pub struct ShortText {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl ShortText {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and punctuation are ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl Stamp {
+    /// `YYYY-MM-DDTHH:MM:SSZ`; empty for a time before year 0 or after
+    /// 9999 (depsim never makes one).
+    pub fn text(self) -> ShortText {
+        let mut t = ShortText {
+            buf: [0; 20],
+            len: 0,
+        };
+        let days = self.0.div_euclid(86_400);
+        let secs = self.0.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        if !(0..=9999).contains(&y) {
+            return t;
+        }
+        let digits = |buf: &mut [u8], v: i64| {
+            let mut v = v;
+            for b in buf.iter_mut().rev() {
+                *b = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        digits(&mut t.buf[0..4], y);
+        t.buf[4] = b'-';
+        digits(&mut t.buf[5..7], m);
+        t.buf[7] = b'-';
+        digits(&mut t.buf[8..10], d);
+        t.buf[10] = b'T';
+        digits(&mut t.buf[11..13], secs / 3600);
+        t.buf[13] = b':';
+        digits(&mut t.buf[14..16], secs / 60 % 60);
+        t.buf[16] = b':';
+        digits(&mut t.buf[17..19], secs % 60);
+        t.buf[19] = b'Z';
+        t.len = 20;
+        t
+    }
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.text().as_str())
+    }
+}
+
+/// An asset tag, `ASSET-` and six digits (or more), kept as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetTag(pub u32);
+
+impl AssetTag {
+    pub fn text(self) -> ShortText {
+        let mut t = ShortText {
+            buf: [0; 20],
+            len: 0,
+        };
+        t.buf[..6].copy_from_slice(b"ASSET-");
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        let mut v = self.0;
+        while v > 0 || n < 6 {
+            digits[n] = b'0' + (v % 10) as u8;
+            v /= 10;
+            n += 1;
+        }
+        for (i, d) in digits[..n].iter().rev().enumerate() {
+            t.buf[6 + i] = *d;
+        }
+        t.len = 6 + n;
+        t
+    }
+}
+
+impl Serialize for AssetTag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.text().as_str())
+    }
 }
 
 /// The assignment state of one serial, for tests.
@@ -269,18 +491,7 @@ pub struct DeviceState {
 
 /// Apple's time format: RFC 3339, seconds, `Z`.
 pub fn format_time(unix: i64) -> String {
-    match OffsetDateTime::from_unix_timestamp(unix) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => String::new(),
-    }
+    Stamp(unix).text().as_str().to_owned()
 }
 
 /// Why an operation on one serial did not apply.
@@ -575,13 +786,13 @@ impl Population {
     fn json(&self, i: u32, status: ProfileStatus, profile: u32, protocol: u32) -> DeviceJson<'_> {
         let d = &self.devs[i as usize];
         let model = &MODELS[d.model as usize];
-        let nonzero = |t: i64| (t != 0).then(|| format_time(t));
+        let nonzero = |t: i64| (t != 0).then_some(Stamp(t));
         DeviceJson {
             serial_number: d.serial(),
             model: model.name,
             description: model.description,
             color: (d.color != 0).then(|| COLORS[d.color as usize]),
-            asset_tag: (d.asset_tag != 0).then(|| format!("ASSET-{:06}", d.asset_tag)),
+            asset_tag: (d.asset_tag != 0).then_some(AssetTag(d.asset_tag)),
             os: model.family.os(protocol),
             device_family: model.family.name(),
             profile_status: status.as_str(),
@@ -596,7 +807,7 @@ impl Population {
             } else {
                 None
             },
-            device_assigned_date: format_time(d.assigned_date),
+            device_assigned_date: Stamp(d.assigned_date),
             device_assigned_by: ASSIGNERS[d.assigned_by as usize],
             op_type: None,
             op_date: None,
@@ -649,7 +860,7 @@ impl Population {
             .map(|e| {
                 let mut j = self.json(e.device, e.status, e.profile, protocol);
                 j.op_type = Some(e.op.as_str());
-                j.op_date = Some(format_time(e.date));
+                j.op_date = Some(Stamp(e.date));
                 j
             })
             .collect();
@@ -731,7 +942,75 @@ mod tests {
         assert_eq!(events[0].op_type, Some("modified"));
         assert_eq!(events[1].profile_status, "removed");
         assert_eq!(events[1].profile_uuid, None);
-        assert_eq!(events[1].op_date.as_deref(), Some("2023-11-14T22:13:22Z"));
+        assert_eq!(
+            events[1].op_date.map(|t| format_time(t.0)).as_deref(),
+            Some("2023-11-14T22:13:22Z")
+        );
+    }
+
+    #[test]
+    fn written_devices_are_serdes_bytes() {
+        let mut p = Population::generate(3000, 3, NOW);
+        let prof = p.define_profile(serde_json::Map::new());
+        for i in 0..300 {
+            let s = p.serial_at(i * 7).unwrap_or_default().to_string();
+            p.assign(&s, prof, NOW + i as i64).expect("assign");
+            if i % 3 == 0 {
+                p.push_profile(&s, NOW + 10 + i as i64).expect("push");
+            }
+            if i % 5 == 0 {
+                p.remove_profile(&s, NOW + 20).expect("remove");
+            }
+        }
+        let (page, _) = p.fetch_page(0, 3000, 10);
+        let (events, _) = p.sync_page(0, 3000, 6);
+        let mut odd = p.json(0, ProfileStatus::Empty, NO_PROFILE, 10);
+        odd.serial_number = "quote\" back\\slash \u{1} é \u{7f}";
+        odd.asset_tag = Some(AssetTag(u32::MAX));
+        odd.response_status = Some("SUCCESS");
+        let all = page.iter().chain(&events).chain(std::iter::once(&odd));
+        let (mut colors, mut tags, mut ops) = (0, 0, 0);
+        for d in all {
+            let mut mine = Vec::new();
+            d.write_json(&mut mine);
+            let serde = serde_json::to_vec(d).expect("serde");
+            assert_eq!(
+                String::from_utf8_lossy(&mine),
+                String::from_utf8_lossy(&serde)
+            );
+            colors += usize::from(d.color.is_some());
+            tags += usize::from(d.asset_tag.is_some());
+            ops += usize::from(d.op_type.is_some());
+        }
+        // Both sides of every optional member were compared.
+        assert!(colors > 0 && tags > 0 && ops > 0);
+        assert!(page.iter().any(|d| d.profile_push_time.is_some()));
+        assert!(page.iter().any(|d| d.profile_assign_time.is_none()));
+    }
+
+    #[test]
+    fn times_match_the_time_crate() {
+        let mut t: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+        let end: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        while t <= end {
+            let want = time::OffsetDateTime::from_unix_timestamp(t)
+                .expect("in range")
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("format");
+            assert_eq!(format_time(t), want, "{t}");
+            // About 41.7 days: every month, day and hour, over 10,000 years.
+            t += 3_599_999;
+        }
+        for t in [0, 951_782_400, 951_868_799, 4_107_542_399, end] {
+            let want = time::OffsetDateTime::from_unix_timestamp(t)
+                .expect("in range")
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("format");
+            assert_eq!(format_time(t), want, "{t}");
+        }
+        assert_eq!(format_time(end + 1), "");
+        assert_eq!(AssetTag(42).text().as_str(), "ASSET-000042");
+        assert_eq!(AssetTag(1_234_567).text().as_str(), "ASSET-1234567");
     }
 
     #[test]
