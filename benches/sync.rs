@@ -249,6 +249,7 @@ async fn full(devices: usize) {
         events.clone(),
         devices,
         start,
+        (child.id(), depd_cpu, own_cpu),
     ));
     let report = post(&client, &format!("{url}/v1/sync/bench?wait=1")).await;
     let secs = start.elapsed().as_secs_f64();
@@ -267,9 +268,11 @@ async fn full(devices: usize) {
         report["webhook_backlog"]
     );
     match fetch_secs {
-        Some(f) => println!(
-            "  the full fetch alone (all stored, assigned and delivered): {f:.1} s  {:.0} devices/s",
-            devices as f64 / f
+        Some((f, depd, own)) => println!(
+            "  the full fetch alone (all stored, assigned and delivered): {f:.1} s  {:.0} devices/s\n  \
+             cpu during the full fetch: depd {depd:.1} s ({:.1} us/device), depsim + receiver {own:.1} s",
+            devices as f64 / f,
+            depd * 1e6 / devices as f64
         ),
         None => println!("  the full fetch alone: not seen done"),
     }
@@ -283,14 +286,17 @@ async fn full(devices: usize) {
 }
 
 /// Seconds from `start` until every device is assigned and every fetch
-/// page delivered, sampled every 100 ms through depd's status.
+/// page delivered, sampled every 100 ms through depd's status, with the
+/// CPU seconds depd and this process used until then (`cpu`: depd's pid
+/// and both processes' CPU time at `start`).
 async fn fetch_done(
     client: awc::Client,
     url: String,
     events: Arc<Received>,
     devices: usize,
     start: Instant,
-) -> Option<f64> {
+    cpu: (u32, f64, f64),
+) -> Option<(f64, f64, f64)> {
     let pages = devices.div_ceil(1000) as u64;
     let mut delivered = false;
     loop {
@@ -317,7 +323,12 @@ async fn fetch_done(
             continue;
         };
         if status["assignments"]["by_result"]["SUCCESS"].as_u64() >= Some(devices as u64) {
-            return Some(start.elapsed().as_secs_f64());
+            let (pid, depd, own) = cpu;
+            return Some((
+                start.elapsed().as_secs_f64(),
+                cpu_secs(pid) - depd,
+                cpu_secs(std::process::id()) - own,
+            ));
         }
     }
 }
