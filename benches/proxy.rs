@@ -18,6 +18,11 @@
 //! less, so `cpu ratio` (direct µs/req over proxied µs/req) is the figure
 //! to compare changes by there. It is not the target, only a steadier
 //! view of the same work.
+//!
+//! Each phase's CPU is also split by who spent it (`where:`): depsim's HTTP
+//! workers, depd's HTTP workers and the load generator's threads, read per
+//! thread from /proc (the servers' threads are told apart by the threads
+//! each server's start created).
 
 use depd::app::Application;
 use depd::clock::{SharedClock, SystemClock};
@@ -43,16 +48,60 @@ struct Servers {
     sim_url: String,
     depd_url: String,
     session: String,
+    /// Threads created by depsim's start and by depd's.
+    sim_threads: Vec<u32>,
+    depd_threads: Vec<u32>,
+}
+
+/// This process's thread ids.
+fn threads() -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// User + system CPU seconds of this process's threads `tids` so far.
+fn threads_cpu_secs(tids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    tids.iter()
+        .map(|tid| {
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+            // Fields after the command name, which is in parentheses.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            // utime and stime are fields 14 and 15; `rest` starts at field 3.
+            (ticks(11) + ticks(12)) / hz
+        })
+        .sum()
+}
+
+/// The threads created since `before`, once a server's workers are up
+/// (they start in the background after its start returns).
+async fn new_threads(before: &[u32]) -> Vec<u32> {
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    threads()
+        .into_iter()
+        .filter(|t| !before.contains(t))
+        .collect()
 }
 
 fn start_servers(tx: mpsc::Sender<Servers>) {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
+        let before = threads();
         let sim = Simulator::start(SimConfig {
             workers: 2,
             ..SimConfig::default()
         })
         .expect("start depsim");
+        let sim_threads = new_threads(&before).await;
+        let before = threads();
         let dir = tempfile::tempdir().expect("tempdir");
         let flags = FlagOverrides {
             listen: Some("127.0.0.1:0".into()),
@@ -65,6 +114,7 @@ fn start_servers(tx: mpsc::Sender<Servers>) {
         let app = Application::build(settings).await.expect("depd");
         let depd_url = format!("http://{}", app.addr());
         actix_web::rt::spawn(app.run_until_stopped());
+        let depd_threads = new_threads(&before).await;
 
         let http = awc::Client::new();
         let put = |path: String, body: String| {
@@ -106,6 +156,8 @@ fn start_servers(tx: mpsc::Sender<Servers>) {
             sim_url: sim.base_url(),
             depd_url,
             session,
+            sim_threads,
+            depd_threads,
         })
         .expect("report");
         // Serve until the process exits.
@@ -120,6 +172,8 @@ struct Phase {
     secs: f64,
     /// CPU time of the whole process during the phase.
     cpu_secs: f64,
+    /// CPU time of depsim's, depd's and the load generator's threads.
+    split_secs: [f64; 3],
     latencies_us: Vec<u32>,
 }
 
@@ -152,10 +206,22 @@ impl Phase {
 }
 
 /// `conns` concurrent loops of GET `url` for `secs`, spread over `threads`
-/// load-generator threads.
-fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u64) -> Phase {
+/// load-generator threads; `servers` for the CPU split.
+fn load(
+    url: &str,
+    headers: &[(&str, String)],
+    conns: u64,
+    threads: u64,
+    secs: u64,
+    servers: &Servers,
+) -> Phase {
     let start = Instant::now();
     let cpu_start = process_cpu_secs();
+    let servers_start = [
+        threads_cpu_secs(&servers.sim_threads),
+        threads_cpu_secs(&servers.depd_threads),
+    ];
+
     let deadline = start + Duration::from_secs(secs);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -166,7 +232,11 @@ fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u
                 .collect();
             let mine = conns / threads + u64::from(t < conns % threads);
             std::thread::spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() } as u32;
+                let cpu = || threads_cpu_secs(&[tid]);
+                let cpu_start = cpu();
+                let loops = actix_web::rt::System::new().block_on(async move {
                     let http = awc::Client::builder()
                         .connector(awc::Connector::new().limit(0))
                         .timeout(Duration::from_secs(30))
@@ -197,7 +267,8 @@ fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u
                         }
                     });
                     futures_util::future::join_all(loops).await
-                })
+                });
+                (loops, cpu() - cpu_start)
             })
         })
         .collect();
@@ -206,10 +277,13 @@ fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u
         errors: 0,
         secs: 0.0,
         cpu_secs: 0.0,
+        split_secs: [0.0; 3],
         latencies_us: Vec::new(),
     };
     for h in handles {
-        for (n, e, lat) in h.join().expect("load thread") {
+        let (loops, cpu) = h.join().expect("load thread");
+        phase.split_secs[2] += cpu;
+        for (n, e, lat) in loops {
             phase.requests += n;
             phase.errors += e;
             phase.latencies_us.extend(lat);
@@ -217,6 +291,9 @@ fn load(url: &str, headers: &[(&str, String)], conns: u64, threads: u64, secs: u
     }
     phase.secs = start.elapsed().as_secs_f64();
     phase.cpu_secs = process_cpu_secs() - cpu_start;
+    phase.split_secs[0] = threads_cpu_secs(&servers.sim_threads) - servers_start[0];
+    phase.split_secs[1] = threads_cpu_secs(&servers.depd_threads) - servers_start[1];
+
     phase.latencies_us.sort_unstable();
     phase
 }
@@ -230,6 +307,13 @@ fn report(label: &str, p: &Phase) {
         p.percentile(0.50),
         p.percentile(0.99),
         p.cpu_us_per_request()
+    );
+    let per = |secs: f64| secs * 1e6 / (p.requests.max(1) as f64);
+    println!(
+        "         where: depsim workers {:.1} us/req, depd workers {:.1} us/req, load generator {:.1} us/req",
+        per(p.split_secs[0]),
+        per(p.split_secs[1]),
+        per(p.split_secs[2])
     );
 }
 
@@ -256,16 +340,23 @@ fn main() {
     let proxied_url = format!("{}/proxy/bench/account", servers.depd_url);
     let proxied_headers = [("Authorization", auth)];
     // Warm both paths (connections, the proxy's session) before measuring.
-    load(&direct_url, &direct_headers, conns, threads, 1);
-    load(&proxied_url, &proxied_headers, conns, threads, 1);
+    load(&direct_url, &direct_headers, conns, threads, 1, &servers);
+    load(&proxied_url, &proxied_headers, conns, threads, 1, &servers);
     let mut ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
     let (mut direct, mut proxied) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         println!("round {round}");
-        let d = load(&direct_url, &direct_headers, conns, threads, secs);
+        let d = load(&direct_url, &direct_headers, conns, threads, secs, &servers);
         report("direct", &d);
-        let p = load(&proxied_url, &proxied_headers, conns, threads, secs);
+        let p = load(
+            &proxied_url,
+            &proxied_headers,
+            conns,
+            threads,
+            secs,
+            &servers,
+        );
         report("proxied", &p);
         ratios.push(p.rate() / d.rate().max(1.0));
         cpu_ratios.push(d.cpu_us_per_request() / p.cpu_us_per_request().max(f64::MIN_POSITIVE));
@@ -282,6 +373,7 @@ fn main() {
             errors: 0,
             secs: 0.0,
             cpu_secs: 0.0,
+            split_secs: [0.0; 3],
             latencies_us: Vec::new(),
         };
         for p in phases {
@@ -289,6 +381,9 @@ fn main() {
             merged.errors += p.errors;
             merged.secs += p.secs;
             merged.cpu_secs += p.cpu_secs;
+            for (m, s) in merged.split_secs.iter_mut().zip(p.split_secs) {
+                *m += s;
+            }
             merged.latencies_us.extend(p.latencies_us);
         }
         merged.latencies_us.sort_unstable();
