@@ -162,6 +162,19 @@ struct Flaky {
     inner: Arc<dyn Engine>,
     commits: std::sync::atomic::AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
+    /// The prefixes scanned, in order.
+    scans: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Flaky {
+    fn new(inner: Arc<dyn Engine>) -> Self {
+        Flaky {
+            inner,
+            commits: Default::default(),
+            fail: Default::default(),
+            scans: Default::default(),
+        }
+    }
 }
 
 impl Engine for Flaky {
@@ -174,6 +187,10 @@ impl Engine for Flaky {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
+        self.scans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(prefix.to_vec());
         self.inner.scan(prefix, after, limit)
     }
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -433,11 +450,7 @@ fn page_upserts_by_op_date(e: Arc<dyn Engine>) {
 
 fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
     use std::sync::atomic::Ordering;
-    let flaky = Arc::new(Flaky {
-        inner,
-        commits: Default::default(),
-        fail: Default::default(),
-    });
+    let flaky = Arc::new(Flaky::new(inner));
     let store = Store::new(flaky.clone());
     let acme = DepName::parse("acme").expect("name");
     let page_apply = |cursor: &'static str, devices: &'static [&'static str]| {
@@ -900,6 +913,41 @@ fn legacy_layout_migrates(e: Arc<dyn Engine>) {
     }
 }
 
+/// A store opened without old-layout records never looks for them again:
+/// building a name's index reads only its segment prefixes.
+fn no_legacy_lookups_without_legacy_records(inner: Arc<dyn Engine>) {
+    let flaky = Arc::new(Flaky::new(inner));
+    let store = Store::new(flaky.clone());
+    let scans = |f: &Flaky| {
+        std::mem::take(
+            &mut *f
+                .scans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    };
+    let at_open = scans(&flaky);
+    assert_eq!(at_open.len(), 3, "one look per old prefix at open");
+    let acme = DepName::parse("acme").expect("name");
+    apply(
+        &store,
+        &acme,
+        &[device("S1", "added", None, "", "")],
+        None,
+        "c1",
+        T,
+    );
+    assert_eq!(store.device_counts(&acme).expect("counts").total, 1);
+    let old: Vec<&[u8]> = vec![b"d/", b"a/", b"t/"];
+    for prefix in scans(&flaky) {
+        assert!(
+            !old.iter().any(|o| prefix.starts_with(o)),
+            "looked for old records under {}",
+            String::from_utf8_lossy(&prefix)
+        );
+    }
+}
+
 fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     get_put_delete(make().as_ref());
     batch_applies_in_order(make().as_ref());
@@ -916,6 +964,7 @@ fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     removals_window(make());
     index_rebuilds_and_segments_compact(make());
     legacy_layout_migrates(make());
+    no_legacy_lookups_without_legacy_records(make());
 }
 
 #[test]

@@ -66,6 +66,18 @@ const COMPACT_PER_BATCH: usize = 2;
 /// finding a record in the index and reading it.
 const READ_TRIES: usize = 8;
 
+/// Whether `engine` holds any record of the one-key-per-record layout (a
+/// failed look counts as yes: the names are then checked one by one).
+pub(super) fn holds_legacy(engine: &dyn super::Engine) -> bool {
+    [LEGACY_DEVICE, LEGACY_ASSIGNMENT, LEGACY_DUE]
+        .iter()
+        .any(|kind| {
+            engine
+                .scan(kind, None, 1)
+                .map_or(true, |found| !found.is_empty())
+        })
+}
+
 fn prefix(kind: &[u8], name: &DepName) -> Vec<u8> {
     let mut key = kind.to_vec();
     key.extend_from_slice(name.as_str().as_bytes());
@@ -514,6 +526,9 @@ impl Store {
     /// into segments, a chunk per batch, deleting the old keys in the same
     /// batch: an interrupted migration continues on the next start.
     fn migrate_legacy(&self, name: &DepName, ix: &mut NameIndex) -> Result<(), StoreError> {
+        if !self.legacy {
+            return Ok(());
+        }
         self.drain_legacy(LEGACY_DEVICE, name, ix, |store, ix, chunk, writes| {
             let records = chunk
                 .iter()

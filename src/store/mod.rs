@@ -206,6 +206,11 @@ pub struct Store {
     /// The in-memory index of each name's devices and assignment records
     /// (`index.rs`), built from the stored segments on first use.
     indexes: Arc<Mutex<IndexCache>>,
+    /// Whether the store held records of the one-key-per-record layout
+    /// when it was opened. Nothing writes that layout any more, so a store
+    /// without them never needs to look for them again: building a name's
+    /// index then reads its two segment prefixes, not five.
+    legacy: bool,
 }
 
 /// One name's index; `None` until loaded (or after a panic while it was
@@ -324,9 +329,10 @@ const CONCURRENT_CALLS: usize = 8;
 impl Store {
     pub fn new(engine: Arc<dyn Engine>) -> Self {
         Store {
-            engine,
             permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
             indexes: Arc::default(),
+            legacy: inventory::holds_legacy(engine.as_ref()),
+            engine,
         }
     }
 
