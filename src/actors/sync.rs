@@ -482,6 +482,7 @@ impl DepNameActor {
                             profile: profile.as_deref(),
                             policy: &policy,
                             webhook,
+                            text: std::str::from_utf8(&raw).ok(),
                             now_unix,
                         },
                         |summary| {

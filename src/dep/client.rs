@@ -302,6 +302,20 @@ impl<S: SessionSource> DepClient<S> {
         path_and_query: &str,
         body: Option<&B>,
     ) -> Result<(T, Bytes), DepError> {
+        self.call_parsed(method, path_and_query, body, |text| {
+            serde_json::from_str(text)
+        })
+        .await
+    }
+
+    /// [`Self::call_raw`] with the answer's text read by `parse`.
+    async fn call_parsed<B: Serialize, T>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+        parse: impl Fn(&str) -> Result<T, serde_json::Error>,
+    ) -> Result<(T, Bytes), DepError> {
         let body = match body {
             Some(b) => Some(
                 serde_json::to_vec(b)
@@ -326,7 +340,7 @@ impl<S: SessionSource> DepClient<S> {
                     // per string as `from_slice` does.
                     let value = std::str::from_utf8(&bytes)
                         .map_err(|e| e.to_string())
-                        .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+                        .and_then(|text| parse(text).map_err(|e| e.to_string()))
                         .map_err(|e| {
                             DepError::Decode(format!("{method} {path_and_query} answer: {e}"))
                         })?;
@@ -396,9 +410,11 @@ impl<S: SessionSource> DepClient<S> {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
-        self.page("/server/devices", cursor, limit)
-            .await
-            .map(|(p, _)| p)
+        self.page("/server/devices", cursor, limit, |t| {
+            serde_json::from_str(t)
+        })
+        .await
+        .map(|(p, _)| p)
     }
 
     /// [`Self::fetch_devices`] for depd's sync: with the page's JSON as
@@ -409,7 +425,8 @@ impl<S: SessionSource> DepClient<S> {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<(SyncPage, Bytes), DepError> {
-        self.page("/server/devices", cursor, limit).await
+        self.page("/server/devices", cursor, limit, SyncPage::parse)
+            .await
     }
 
     /// `POST /devices/sync`: the changes since `cursor`.
@@ -418,9 +435,11 @@ impl<S: SessionSource> DepClient<S> {
         cursor: &str,
         limit: Option<u32>,
     ) -> Result<DevicePage, DepError> {
-        self.page("/devices/sync", Some(cursor), limit)
-            .await
-            .map(|(p, _)| p)
+        self.page("/devices/sync", Some(cursor), limit, |t| {
+            serde_json::from_str(t)
+        })
+        .await
+        .map(|(p, _)| p)
     }
 
     /// [`Self::sync_devices`] for depd's sync, as [`Self::fetch_devices_raw`].
@@ -429,21 +448,24 @@ impl<S: SessionSource> DepClient<S> {
         cursor: &str,
         limit: Option<u32>,
     ) -> Result<(SyncPage, Bytes), DepError> {
-        self.page("/devices/sync", Some(cursor), limit).await
+        self.page("/devices/sync", Some(cursor), limit, SyncPage::parse)
+            .await
     }
 
-    /// One page of `path` (fetch or sync), read as `T`, with its text.
-    async fn page<T: DeserializeOwned>(
+    /// One page of `path` (fetch or sync), read by `parse`, with its text.
+    async fn page<T>(
         &self,
         path: &str,
         cursor: Option<&str>,
         limit: Option<u32>,
+        parse: impl Fn(&str) -> Result<T, serde_json::Error>,
     ) -> Result<(T, Bytes), DepError> {
         let req = CursorRequest {
             cursor: cursor.map(str::to_owned),
             limit,
         };
-        self.call_raw(Method::POST, path, Some(&req)).await
+        self.call_parsed(Method::POST, path, Some(&req), parse)
+            .await
     }
 
     pub async fn device_details(&self, serials: &[String]) -> Result<DeviceDetails, DepError> {

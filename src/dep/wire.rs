@@ -124,30 +124,65 @@ impl TryFrom<PageWire> for DevicePage {
 
 /// A [`DevicePage`] whose devices have only the fields depd's sync reads
 /// (`serial_number`, `op_type`, `op_date`, `profile_status`,
-/// `profile_uuid`) parsed, besides their whole text in [`Device::raw`]:
-/// the inventory and the webhook use the text, so the dozen other strings
-/// per device were allocated for nothing (about 40 % of the allocator's
-/// work in a 10,000-name cycle). Other fields are not checked either.
-#[derive(Debug, Default, Deserialize)]
-#[serde(try_from = "PageWire")]
+/// `profile_uuid`) parsed, and where each device's text sits in the page's
+/// text ([`Device::span`]): the inventory and the webhook use the text, so
+/// the dozen other strings per device (about 40 % of the allocator's work
+/// in a 10,000-name cycle), and a copy of each device's text, were made
+/// for nothing. Other fields are not checked either.
+#[derive(Debug, Default)]
 pub struct SyncPage(pub DevicePage);
 
-impl TryFrom<PageWire> for SyncPage {
-    type Error = serde_json::Error;
+/// A page as sync reads it: each device borrowed from the page's text.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SyncPageWire<'a> {
+    cursor: String,
+    #[serde(borrow)]
+    devices: Vec<&'a RawValue>,
+    fetched_until: String,
+    more_to_follow: bool,
+}
 
-    fn try_from(wire: PageWire) -> Result<Self, Self::Error> {
-        wire.into_page(|text| {
-            let f: SyncFields = serde_json::from_str(text)?;
-            Ok(Device {
-                serial_number: f.serial_number,
-                op_type: f.op_type,
-                op_date: f.op_date,
-                profile_status: f.profile_status,
-                profile_uuid: f.profile_uuid,
-                ..Device::default()
+impl SyncPage {
+    /// Reads a fetch or sync page from its text.
+    pub fn parse(text: &str) -> Result<SyncPage, serde_json::Error> {
+        let wire: SyncPageWire<'_> = serde_json::from_str(text)?;
+        let base = text.as_ptr() as usize;
+        let devices = wire
+            .devices
+            .into_iter()
+            .map(|raw| {
+                let own = raw.get();
+                // A struct also reads from a JSON array; a device is an object.
+                if !own.starts_with('{') {
+                    return Err(serde::de::Error::custom(format!(
+                        "a device is not a JSON object: {own:.40}"
+                    )));
+                }
+                // `own` is a slice of `text` (a borrowed raw value).
+                let span = u32::try_from(own.as_ptr() as usize - base)
+                    .ok()
+                    .zip(u32::try_from(own.len()).ok())
+                    .filter(|(start, len)| start.checked_add(*len).is_some())
+                    .ok_or_else(|| serde::de::Error::custom("a page over 4 GiB"))?;
+                let f: SyncFields = serde_json::from_str(own)?;
+                Ok(Device {
+                    serial_number: f.serial_number,
+                    op_type: f.op_type,
+                    op_date: f.op_date,
+                    profile_status: f.profile_status,
+                    profile_uuid: f.profile_uuid,
+                    span: Some(span),
+                    ..Device::default()
+                })
             })
-        })
-        .map(SyncPage)
+            .collect::<Result<_, serde_json::Error>>()?;
+        Ok(SyncPage(DevicePage {
+            cursor: wire.cursor,
+            devices,
+            fetched_until: wire.fetched_until,
+            more_to_follow: wire.more_to_follow,
+        }))
     }
 }
 
@@ -206,6 +241,24 @@ pub struct Device {
     /// `Device` writes its fields.
     #[serde(skip)]
     pub raw: Option<Box<str>>,
+    /// Where the device's JSON object sits in its page's text (start and
+    /// length in bytes), when it was read with [`SyncPage::parse`], which
+    /// does not copy it into [`Device::raw`].
+    #[serde(skip)]
+    pub span: Option<(u32, u32)>,
+}
+
+impl Device {
+    /// The device's JSON text as Apple sent it, when known: its own
+    /// ([`Device::raw`]) or its span of `page`, the text of the page it
+    /// came in.
+    pub fn text<'a>(&'a self, page: Option<&'a str>) -> Option<&'a str> {
+        if let Some(raw) = &self.raw {
+            return Some(raw);
+        }
+        let (start, len) = self.span?;
+        page?.get(start as usize..(start as usize).checked_add(len as usize)?)
+    }
 }
 
 /// `POST /devices` request.
@@ -328,7 +381,7 @@ mod tests {
         let text = format!(
             r#"{{"cursor":"c2","devices":[{device}],"fetched_until":"t","more_to_follow":true}}"#
         );
-        let SyncPage(page) = serde_json::from_str(&text).expect("page");
+        let SyncPage(page) = SyncPage::parse(&text).expect("page");
         assert_eq!((page.cursor.as_str(), page.more_to_follow), ("c2", true));
         assert_eq!(page.fetched_until, "t");
         let d = &page.devices[0];
@@ -338,23 +391,35 @@ mod tests {
         assert_eq!(d.op_date.as_deref(), Some("2026-11-24T10:00:00Z"));
         assert_eq!(d.profile_status.as_deref(), Some("removed"));
         assert_eq!(d.profile_uuid.as_deref(), Some("P1"));
-        // The rest is only in the text, which is Apple's, unchecked.
+        // The rest is only in the text, which is Apple's, unchecked, and
+        // stays in the page's text.
         assert_eq!(d.model, None);
-        assert_eq!(d.raw.as_deref(), Some(device));
+        assert_eq!(d.raw, None);
+        assert_eq!(d.text(Some(&text)), Some(device));
+        assert_eq!(d.text(None), None);
         // The typed page checks every field it knows.
         assert!(serde_json::from_str::<DevicePage>(&text).is_err());
         // Absent fields are fine; a device that is not an object, or a
         // field sync reads with the wrong type, fails the page.
         let SyncPage(page) =
-            serde_json::from_str(r#"{"devices":[{"serial_number":"A"}]}"#).expect("page");
+            SyncPage::parse(r#"{"devices":[{"serial_number":"A"}]}"#).expect("page");
         assert_eq!(page.devices[0].op_type, None);
         for devices in ["[1]", "[[]]", r#"[{"serial_number":"A","op_type":3}]"#] {
             let text = format!(r#"{{"cursor":"c","devices":{devices}}}"#);
-            assert!(
-                serde_json::from_str::<SyncPage>(&text).is_err(),
-                "{devices}"
-            );
+            assert!(SyncPage::parse(&text).is_err(), "{devices}");
         }
+        // Spans of devices among whitespace, escapes and other devices.
+        let text = "{\"devices\":[ \n {\"serial_number\":\"A\\\"\"} ,{\"serial_number\":\"B\",\"x\":[{}]}\n],\"cursor\":\"c\"}";
+        let SyncPage(page) = SyncPage::parse(text).expect("page");
+        assert_eq!(page.devices[0].serial_number, "A\"");
+        assert_eq!(
+            page.devices[0].text(Some(text)),
+            Some(r#"{"serial_number":"A\""}"#)
+        );
+        assert_eq!(
+            page.devices[1].text(Some(text)),
+            Some(r#"{"serial_number":"B","x":[{}]}"#)
+        );
     }
 
     #[test]

@@ -241,6 +241,7 @@ fn apply(
         .apply_page(
             name,
             PageApply {
+                text: None,
                 devices,
                 fetched_until,
                 sync: &sync_at(cursor),
@@ -301,6 +302,7 @@ fn page_queues_assignments_from_stored_records(e: Arc<dyn Engine>) {
         .apply_page(
             &acme,
             PageApply {
+                text: None,
                 devices: &devices,
                 fetched_until: None,
                 sync: &sync_at("c1"),
@@ -463,13 +465,14 @@ fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
         store.apply_page(
             &acme,
             PageApply {
+                text: None,
                 devices: &devices,
                 fetched_until: None,
                 sync: &sync,
                 outbox: Some(OutboxEntry {
                     event_id: format!("e-{cursor}"),
                     topic: "dep.SyncDevices".into(),
-                    body: format!("{{\"cursor\":\"{cursor}\"}}"),
+                    body: EventBody::Whole(format!("{{\"cursor\":\"{cursor}\"}}")),
                 }),
                 assignments: AssignQueue {
                     candidates,
@@ -604,13 +607,14 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
             .apply_page(
                 &acme,
                 PageApply {
+                    text: None,
                     devices: &[],
                     fetched_until: None,
                     sync: &sync_at("c"),
                     outbox: Some(OutboxEntry {
                         event_id: format!("e{i}"),
                         topic: "dep.SyncDevices".into(),
-                        body: format!("{i}"),
+                        body: EventBody::Whole(format!("{i}")),
                     }),
                     assignments: AssignQueue::none(),
                     now_unix: T + i as i64,
@@ -641,13 +645,14 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
         .apply_page(
             &acme,
             PageApply {
+                text: None,
                 devices: &[],
                 fetched_until: None,
                 sync: &sync_at("c"),
                 outbox: Some(OutboxEntry {
                     event_id: "next".into(),
                     topic: "dep.SyncDevices".into(),
-                    body: String::new(),
+                    body: EventBody::Whole(String::new()),
                 }),
                 assignments: AssignQueue::none(),
                 now_unix: T,
@@ -948,6 +953,161 @@ fn no_legacy_lookups_without_legacy_records(inner: Arc<dyn Engine>) {
     }
 }
 
+/// A page read as sync reads it (devices as spans of its text) and applied
+/// with its webhook event.
+fn apply_text(store: &Store, name: &DepName, text: &str, event: &str, now: i64) -> PageSummary {
+    let crate::dep::wire::SyncPage(page) = crate::dep::wire::SyncPage::parse(text).expect("page");
+    store
+        .apply_page(
+            name,
+            PageApply {
+                devices: &page.devices,
+                text: Some(text),
+                fetched_until: None,
+                sync: &sync_at(&page.cursor),
+                outbox: Some(OutboxEntry {
+                    event_id: event.into(),
+                    topic: "dep.SyncDevices".into(),
+                    body: EventBody::AroundPage {
+                        head: format!(r#"{{"event_id":"{event}","page":"#),
+                        tail: "}".into(),
+                    },
+                }),
+                assignments: AssignQueue::none(),
+                now_unix: now,
+            },
+            |_| {},
+        )
+        .expect("apply page")
+}
+
+fn page_text(cursor: &str, serials: &[&str], date: &str) -> String {
+    let devices: Vec<String> = serials
+        .iter()
+        .map(|s| {
+            format!(
+                r#"{{"serial_number":"{s}","op_type":"modified","op_date":"{date}","extra":{{"k":[1,"{cursor}"]}}}}"#
+            )
+        })
+        .collect();
+    format!(
+        " {{\"cursor\":\"{cursor}\",\"devices\":[ {} ],\"more_to_follow\":false}}\n",
+        devices.join(" , ")
+    )
+}
+
+/// A page's text is stored once: the inventory's device texts are ranges
+/// of it and its webhook event refers to it. It stays while either needs
+/// it, in both orders of delivery and supersession, across a rebuilt
+/// index, and goes with the last. (Pages of 100 devices: smaller segments
+/// would be compacted, which copies their live records' texts.)
+fn page_text_is_shared_by_inventory_and_event(e: Arc<dyn Engine>) {
+    let store = Store::new(e.clone());
+    let acme = DepName::parse("acme").expect("name");
+    let owned =
+        |prefix: &str| -> Vec<String> { (0..100).map(|i| format!("{prefix}{i:03}")).collect() };
+    let (ss, tt) = (owned("S"), owned("T"));
+    let s: Vec<&str> = ss.iter().map(String::as_str).collect();
+    let t: Vec<&str> = tt.iter().map(String::as_str).collect();
+    let p1 = page_text("c1", &s, "2026-01-01T00:00:00Z");
+    apply_text(&store, &acme, &p1, "e1", T);
+    // The event goes out with the page as sent, without the whitespace
+    // around it; the devices read back as sent.
+    let events = store.outbox_peek(&acme, 10).expect("peek");
+    assert_eq!(
+        events[0].1.body,
+        format!(r#"{{"event_id":"e1","page":{}}}"#, p1.trim())
+    );
+    let a = store.device(&acme, "S000").expect("get").expect("S000");
+    assert!(p1.contains(&a.json) && a.json.starts_with('{') && a.json.contains(r#""S000""#));
+    // One copy: the stored event holds the envelope, not the page.
+    let stored: usize = e
+        .scan(b"o/acme\0", None, 10)
+        .expect("scan")
+        .iter()
+        .map(|(_, v)| v.len())
+        .sum();
+    assert!(stored < 100, "the event's record is {stored} bytes");
+    assert_eq!(segment_keys(e.as_ref(), "gj"), 1);
+
+    // Superseded before delivery: the records' segment goes, its text
+    // stays for the event, until the event is delivered.
+    let p2 = page_text("c2", &s, "2026-01-02T00:00:00Z");
+    apply_text(&store, &acme, &p2, "e2", T + 1);
+    assert_eq!(segment_keys(e.as_ref(), "gd"), 1);
+    assert_eq!(segment_keys(e.as_ref(), "gj"), 2);
+    // A store opened afresh knows the event still needs it.
+    let store = Store::new(e.clone());
+    let events = store.outbox_peek(&acme, 10).expect("peek");
+    assert_eq!(events.len(), 2);
+    assert!(events[0].1.body.contains(r#""cursor":"c1""#));
+    // A new page does not take the number of the kept segment.
+    let p3 = page_text("c3", &t, "2026-01-03T00:00:00Z");
+    apply_text(&store, &acme, &p3, "e3", T + 2);
+    assert_eq!(segment_keys(e.as_ref(), "gj"), 3);
+    assert!(
+        store.outbox_peek(&acme, 1).expect("peek")[0]
+            .1
+            .body
+            .contains(r#""c1""#)
+    );
+    store.outbox_remove(&acme, &[0]).expect("delivered");
+    assert_eq!(segment_keys(e.as_ref(), "gj"), 2);
+
+    // Delivered before superseded: the texts stay for the records.
+    store.outbox_remove(&acme, &[1, 2]).expect("delivered");
+    assert_eq!(segment_keys(e.as_ref(), "gj"), 2);
+    let b = store.device(&acme, "S099").expect("get").expect("S099");
+    assert!(p2.contains(&b.json) && b.json.contains(r#""c2""#));
+    let c = store.device(&acme, "T000").expect("get").expect("T000");
+    assert!(p3.contains(&c.json));
+    // ...and go with the last of them.
+    let both: Vec<&str> = s.iter().chain(&t).copied().collect();
+    let p4 = page_text("c4", &both, "2026-01-04T00:00:00Z");
+    apply_text(&store, &acme, &p4, "e4", T + 3);
+    store.outbox_remove(&acme, &[3]).expect("delivered");
+    assert_eq!(segment_keys(e.as_ref(), "gd"), 1);
+    assert_eq!(segment_keys(e.as_ref(), "gj"), 1);
+    for serial in ["S000", "S099", "T000", "T099"] {
+        let d = store.device(&acme, serial).expect("get").expect("device");
+        assert!(p4.contains(&d.json), "{serial}");
+    }
+
+    // A page none of whose devices is stored (all stale) keeps its text
+    // in the event itself.
+    let old = page_text("c5", &["S000"], "2025-01-01T00:00:00Z");
+    let summary = apply_text(&store, &acme, &old, "e5", T + 4);
+    assert_eq!((summary.upserted, summary.stale), (0, 1));
+    let events = store.outbox_peek(&acme, 10).expect("peek");
+    assert_eq!(
+        events[0].1.body,
+        format!(r#"{{"event_id":"e5","page":{}}}"#, old.trim())
+    );
+    assert_eq!(segment_keys(e.as_ref(), "gj"), 1);
+    store.outbox_remove(&acme, &[4]).expect("delivered");
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 0);
+
+    // An index rebuilt while an event waits still keeps that event's page
+    // when its records are superseded afterwards.
+    let q1 = page_text("q1", &s, "2026-02-01T00:00:00Z");
+    apply_text(&store, &acme, &q1, "e6", T + 5);
+    let store = Store::new(e.clone());
+    let q2 = page_text("q2", &s, "2026-02-02T00:00:00Z");
+    apply_text(&store, &acme, &q2, "e7", T + 6);
+    let events = store.outbox_peek(&acme, 10).expect("peek");
+    assert_eq!(events.len(), 2);
+    assert!(events[0].1.body.contains(r#""cursor":"q1""#));
+    store.outbox_remove(&acme, &[5, 6]).expect("delivered");
+    assert_eq!(
+        store
+            .device(&acme, "S000")
+            .expect("get")
+            .map(|d| p4.contains(&d.json)),
+        Some(false)
+    );
+    assert!(store.device(&acme, "T000").expect("get").is_some());
+}
+
 fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     get_put_delete(make().as_ref());
     batch_applies_in_order(make().as_ref());
@@ -965,6 +1125,7 @@ fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     index_rebuilds_and_segments_compact(make());
     legacy_layout_migrates(make());
     no_legacy_lookups_without_legacy_records(make());
+    page_text_is_shared_by_inventory_and_event(make());
 }
 
 #[test]

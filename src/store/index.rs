@@ -199,6 +199,11 @@ pub(super) struct NameIndex {
     pub assigns: Segments,
     /// Due assignments: (due unix, entry number).
     due: BTreeSet<(u32, u32)>,
+    /// Device segments whose JSON (their page's text) webhook events still
+    /// waiting for delivery refer to, with how many: that JSON stays when
+    /// the segment's last record is superseded, and goes with the last such
+    /// event.
+    pub outbox_refs: HashMap<u32, u32>,
 }
 
 impl Default for NameIndex {
@@ -213,6 +218,7 @@ impl Default for NameIndex {
             devices: Segments::default(),
             assigns: Segments::default(),
             due: BTreeSet::new(),
+            outbox_refs: HashMap::new(),
         }
     }
 }
@@ -386,6 +392,31 @@ impl NameIndex {
 
     /// Forgets segments no record points to (after a rebuild: their
     /// records were all superseded by later segments).
+    /// A webhook event now refers to segment `seg`'s JSON.
+    pub fn add_outbox_ref(&mut self, seg: u32) {
+        *self.outbox_refs.entry(seg).or_default() += 1;
+    }
+
+    /// A webhook event referring to `seg`'s JSON was delivered.
+    pub fn drop_outbox_ref(&mut self, seg: u32) {
+        if let Some(n) = self.outbox_refs.get_mut(&seg) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.outbox_refs.remove(&seg);
+            }
+        }
+    }
+
+    /// How many webhook events waiting for delivery refer to `seg`'s JSON.
+    pub fn outbox_refs_of(&self, seg: u32) -> u32 {
+        self.outbox_refs.get(&seg).copied().unwrap_or(0)
+    }
+
+    /// Whether a webhook event still needs segment `seg`'s JSON.
+    pub fn has_outbox_ref(&self, seg: u32) -> bool {
+        self.outbox_refs.contains_key(&seg)
+    }
+
     pub fn retain_live(&mut self) {
         self.devices.sizes.retain(|_, (_, live)| *live > 0);
         self.assigns.sizes.retain(|_, (_, live)| *live > 0);

@@ -6,9 +6,9 @@
 //! | key | value |
 //! |---|---|
 //! | `gd/<name>\0<seg: u32 BE>` | [`StoredDeviceSegment`]: device records of one batch |
-//! | `gj/<name>\0<seg: u32 BE>` | [`StoredJsonSegment`]: their JSON, slot by slot |
+//! | `gj/<name>\0<seg: u32 BE>` | [`StoredJsonSegment`]: their JSON, slot by slot (a page's text, which its devices' JSON are ranges of, plus other texts) |
 //! | `ga/<name>\0<seg: u32 BE>` | [`StoredAssignmentSegment`]: assignment records of one batch |
-//! | `o/<name>\0<seq: u64 BE>` | [`StoredOutboxEntry`] |
+//! | `o/<name>\0<seq: u64 BE>` | [`StoredOutboxEntry`]: a webhook event, whose body may be a page's text stored in a `gj/` segment |
 //! | `q/<name>\0` | [`StoredOutboxSeq`]: the next outbox sequence number |
 //! | `r/<name>\0<serial>` | [`StoredRemoval`] |
 //!
@@ -19,6 +19,14 @@
 //! and per due time (`t/`); those are moved into segments when the name's
 //! index is first built ([`Store::migrate_legacy`]).
 //!
+//! A page's text is stored once. The first segment written for a page
+//! keeps the page's whole text as Apple sent it in its JSON; its devices'
+//! JSON are ranges of it, and the page's webhook event refers to that
+//! segment instead of holding a copy. The segment's JSON therefore stays
+//! until both its records are superseded and the events referring to it
+//! are delivered, whichever comes last: the index counts each segment's
+//! events waiting for delivery (rebuilt from the outbox with the index).
+//!
 //! Big-endian numbers make key order the numeric order, so the oldest outbox
 //! entry is the first key of its prefix and segments are read in the order
 //! they were written. Only a name's actor writes these keys, so its
@@ -28,8 +36,8 @@
 
 use super::index::{AssignFacts, DeviceFacts, Loc, NameIndex, SEGMENT_MAX, is_sparse};
 use super::record::{
-    self, Record, StoredAssignmentSegment, StoredDeviceFields, StoredDeviceSegment,
-    StoredJsonSegment, StoredOutboxSeq, StoredRemoval,
+    self, DeviceSegmentRef, JsonSegmentRef, Record, StoredAssignmentSegment, StoredDeviceFields,
+    StoredDeviceSegment, StoredEventBody, StoredJsonSegment, StoredOutboxSeq, StoredRemoval,
 };
 use super::{
     AssignResult, Entry, Field, Store, StoreError, StoredAssignment, StoredDevice,
@@ -122,31 +130,59 @@ fn is_stale(new: Option<i64>, old: Option<i64>) -> bool {
     matches!((new, old), (Some(new), Some(old)) if new < old)
 }
 
+/// The text at `start`, `len` bytes long, of `page`.
+fn span_of(page: Option<&str>, start: u32, len: u32) -> Option<&str> {
+    let start = start as usize;
+    page?.get(start..start.checked_add(len as usize)?)
+}
+
+/// Where the JSON of a device record being written comes from.
+enum Text {
+    /// A span of the text of the page being applied (start, length).
+    Page(u32, u32),
+    /// Its own text.
+    Own(String),
+}
+
+/// The record of a device of a page, and where its JSON comes from:
+/// Apple's text (a span of the page's text, or the device's own), encoded
+/// from its fields otherwise.
 fn stored_device(
     device: &Device,
+    page: Option<&str>,
     op_date_unix: Option<i64>,
     first_seen_unix: i64,
     now_unix: i64,
-) -> Result<StoredDevice, StoreError> {
-    // Apple's own text when the device came in a page; encoded otherwise.
-    let json = match &device.raw {
-        Some(raw) => raw.to_string(),
-        None => serde_json::to_string(device).map_err(|e| {
+) -> Result<(StoredDeviceFields, Text), StoreError> {
+    let text = match (device.span, &device.raw) {
+        (Some((start, len)), _) if span_of(page, start, len).is_some() => Text::Page(start, len),
+        (_, Some(raw)) => Text::Own(raw.to_string()),
+        // Read from a page whose text is not at hand: its fields alone
+        // would lose what Apple sent.
+        (Some(_), None) => {
+            return Err(StoreError::Engine(format!(
+                "the JSON of device {} is not in the page given",
+                device.serial_number
+            )));
+        }
+        (None, None) => Text::Own(serde_json::to_string(device).map_err(|e| {
             StoreError::Engine(format!("encoding device {}: {e}", device.serial_number))
-        })?,
+        })?),
     };
     let op_type = device.op_type.clone().unwrap_or_default();
-    Ok(StoredDevice {
-        serial: device.serial_number.clone(),
-        json,
-        deleted: op_type == "deleted",
-        op_type,
-        op_date_unix,
-        profile_status: device.profile_status.clone().unwrap_or_default(),
-        profile_uuid: device.profile_uuid.clone().unwrap_or_default(),
-        first_seen_unix,
-        last_event_unix: now_unix,
-    })
+    Ok((
+        StoredDeviceFields {
+            serial: device.serial_number.clone(),
+            deleted: op_type == "deleted",
+            op_type,
+            op_date_unix,
+            profile_status: device.profile_status.clone().unwrap_or_default(),
+            profile_uuid: device.profile_uuid.clone().unwrap_or_default(),
+            first_seen_unix,
+            last_event_unix: now_unix,
+        },
+        text,
+    ))
 }
 
 fn device_facts(d: &StoredDeviceFields) -> DeviceFacts<'_> {
@@ -248,6 +284,10 @@ impl Kills {
 struct DevicePlan {
     segments: Vec<(u32, usize)>,
     records: Vec<(Loc, StoredDeviceFields)>,
+    /// The segment whose JSON holds the page's text, if any.
+    page_seg: Option<u32>,
+    /// A webhook event of the batch refers to `page_seg`'s JSON.
+    page_ref: bool,
 }
 
 impl DevicePlan {
@@ -257,6 +297,9 @@ impl DevicePlan {
         }
         for (loc, d) in &self.records {
             ix.set_device(&d.serial, *loc, &device_facts(d));
+        }
+        if let (Some(seg), true) = (self.page_seg, self.page_ref) {
+            ix.add_outbox_ref(seg);
         }
     }
 }
@@ -283,6 +326,10 @@ impl AssignmentPlan {
 pub struct PageApply<'a> {
     /// The page's devices, as Apple sent them.
     pub devices: &'a [Device],
+    /// The page's text as Apple sent it, which devices read with
+    /// [`crate::dep::wire::SyncPage`] are spans of: stored once, for the
+    /// inventory and the webhook event.
+    pub text: Option<&'a str>,
     /// The page's `fetched_until`: the date of devices without `op_date`.
     pub fetched_until: Option<&'a str>,
     /// The sync state after this page (cursor advanced).
@@ -325,6 +372,37 @@ impl std::fmt::Debug for AssignQueue<'_> {
 pub struct OutboxEntry {
     pub event_id: String,
     pub topic: String,
+    pub body: EventBody,
+}
+
+/// A webhook event's body as queued.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    Whole(String),
+    /// `head`, the page's text without surrounding whitespace
+    /// ([`PageApply::text`], which must be given), then `tail`.
+    AroundPage {
+        head: String,
+        tail: String,
+    },
+}
+
+impl EventBody {
+    /// The whole body, with `page` (the page's text) where it goes.
+    pub fn complete(&self, page: Option<&str>) -> Option<String> {
+        match self {
+            EventBody::Whole(body) => Some(body.clone()),
+            EventBody::AroundPage { head, tail } => Some(format!("{head}{}{tail}", page?.trim())),
+        }
+    }
+}
+
+/// A webhook event waiting for delivery, its body complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    pub event_id: String,
+    pub topic: String,
+    pub created_unix: i64,
     pub body: String,
 }
 
@@ -479,11 +557,30 @@ impl Store {
             Ok(())
         })?;
         ix.retain_live();
+        // Webhook events waiting for delivery that keep a segment's JSON.
+        let p = prefix(OUTBOX, name);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self.engine.scan(&p, after.as_deref(), SCAN_CHUNK)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            for (k, v) in chunk {
+                if let StoredEventBody::Page { seg, .. } =
+                    decode_at::<StoredOutboxEntry>(&k, &v)?.body
+                {
+                    ix.add_outbox_ref(seg);
+                    // Never reuse the number of a segment whose JSON stays.
+                    ix.devices.next = ix.devices.next.max(seg.saturating_add(1));
+                }
+            }
+        }
         let mut garbage = Vec::new();
         for seg in seen_devices {
             if ix.devices.live(seg) == 0 {
                 garbage.push(Write::Delete(seg_key(DEVICE_SEG, name, seg)));
-                garbage.push(Write::Delete(seg_key(JSON_SEG, name, seg)));
+                if !ix.has_outbox_ref(seg) {
+                    garbage.push(Write::Delete(seg_key(JSON_SEG, name, seg)));
+                }
             }
         }
         for seg in seen_assigns {
@@ -532,9 +629,13 @@ impl Store {
         self.drain_legacy(LEGACY_DEVICE, name, ix, |store, ix, chunk, writes| {
             let records = chunk
                 .iter()
-                .map(|(k, v)| decode_at::<StoredDevice>(k, v))
-                .collect::<Result<Vec<_>, _>>()?;
-            let plan = store.plan_devices(name, ix, records, writes)?;
+                .map(|(k, v)| {
+                    let (fields, json) =
+                        StoredDeviceFields::split(decode_at::<StoredDevice>(k, v)?);
+                    Ok((fields, Text::Own(json)))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let plan = store.plan_devices(name, ix, records, None, writes)?;
             Ok(move |ix: &mut NameIndex| plan.apply(ix))
         })?;
         let assigns = prefix(LEGACY_ASSIGNMENT, name);
@@ -579,25 +680,31 @@ impl Store {
         }
     }
 
+    /// A device segment's records and their JSON texts, slot by slot.
     fn read_device_segment(
         &self,
         name: &DepName,
         seg: u32,
-    ) -> Result<Option<(StoredDeviceSegment, StoredJsonSegment)>, StoreError> {
+    ) -> Result<Option<(StoredDeviceSegment, Vec<String>)>, StoreError> {
         let (fk, jk) = (seg_key(DEVICE_SEG, name, seg), seg_key(JSON_SEG, name, seg));
         let (Some(fields), Some(json)) = (self.engine.get(&fk)?, self.engine.get(&jk)?) else {
             return Ok(None);
         };
         let fields: StoredDeviceSegment = decode_at(&fk, &fields)?;
         let json: StoredJsonSegment = decode_at(&jk, &json)?;
-        if fields.devices.len() != json.json.len() {
+        let texts = json.into_texts().ok_or_else(|| {
+            corrupt(format!(
+                "the JSON of device segment {seg} of {name} has a damaged span"
+            ))
+        })?;
+        if fields.devices.len() != texts.len() {
             return Err(corrupt(format!(
                 "device segment {seg} of {name} has {} records and {} JSON texts",
                 fields.devices.len(),
-                json.json.len()
+                texts.len()
             )));
         }
-        Ok(Some((fields, json)))
+        Ok(Some((fields, texts)))
     }
 
     fn read_assignment_segment(
@@ -612,11 +719,17 @@ impl Store {
     /// Plans device records into new segments: the segment writes, the
     /// deletion of segments left empty, and the compaction of sparse ones
     /// (their live records join the new segments).
+    ///
+    /// The first new segment's JSON holds `page` (the text of the page the
+    /// records come from, which their [`Text::Page`] spans refer to) as it
+    /// is; other texts are copied after it. A segment left empty keeps its
+    /// JSON while a webhook event refers to it.
     fn plan_devices(
         &self,
         name: &DepName,
         ix: &NameIndex,
-        records: Vec<StoredDevice>,
+        records: Vec<(StoredDeviceFields, Text)>,
+        page: Option<&str>,
         writes: &mut Vec<Write>,
     ) -> Result<DevicePlan, StoreError> {
         let mut plan = DevicePlan::default();
@@ -624,61 +737,95 @@ impl Store {
             return Ok(plan);
         }
         let mut kills = Kills::default();
-        for r in &records {
+        for (r, _) in &records {
             if let Some(old) = ix.device(&r.serial) {
                 kills.add(old.loc.seg);
             }
         }
-        let written: HashSet<&str> = records.iter().map(|r| r.serial.as_str()).collect();
+        let written: HashSet<&str> = records.iter().map(|(r, _)| r.serial.as_str()).collect();
         let mut moved = Vec::new();
         for seg in kills.compaction(&ix.devices) {
-            let Some((fields, json)) = self.read_device_segment(name, seg)? else {
+            let Some((fields, texts)) = self.read_device_segment(name, seg)? else {
                 return Err(corrupt(format!(
                     "device segment {seg} of {name} is missing"
                 )));
             };
-            for (i, (f, j)) in fields.devices.into_iter().zip(json.json).enumerate() {
+            for (i, (f, j)) in fields.devices.into_iter().zip(texts).enumerate() {
                 let at = Loc {
                     seg,
                     slot: slot(i)?,
                 };
                 if ix.is_current_device(&f.serial, at) && !written.contains(f.serial.as_str()) {
                     kills.add(seg);
-                    moved.push(f.join(j));
+                    moved.push((f, Text::Own(j)));
                 }
             }
         }
+        drop(written);
         for seg in kills.emptied(&ix.devices) {
             writes.push(Write::Delete(seg_key(DEVICE_SEG, name, seg)));
-            writes.push(Write::Delete(seg_key(JSON_SEG, name, seg)));
+            if !ix.has_outbox_ref(seg) {
+                writes.push(Write::Delete(seg_key(JSON_SEG, name, seg)));
+            }
         }
         let mut all = records;
         all.extend(moved);
         let mut seg = ix.devices.next;
-        for run in segments_of(all) {
+        let too_large = || corrupt(format!("a JSON segment of {name} over 4 GiB"));
+        for (n, run) in segments_of(all).into_iter().enumerate() {
+            // The page's text goes with the first segment only.
+            let here = if n == 0 { page } else { None };
+            // Texts not in `here` follow it, in `extra`.
+            let base = here.map_or(0, str::len);
+            let mut extra = String::new();
+            let mut append = |t: &str| {
+                let start = u32::try_from(base + extra.len()).ok()?;
+                let len = u32::try_from(t.len()).ok()?;
+                start.checked_add(len)?;
+                extra.push_str(t);
+                Some((start, len))
+            };
+            let mut spans = Vec::with_capacity(run.len());
             let mut fields = Vec::with_capacity(run.len());
-            let mut json = Vec::with_capacity(run.len());
-            for (i, d) in run.into_iter().enumerate() {
-                let (f, j) = StoredDeviceFields::split(d);
+            for (f, text) in run {
+                let span = match (text, here) {
+                    (Text::Page(start, len), Some(_)) => (start, len),
+                    (Text::Page(start, len), None) => {
+                        let t = span_of(page, start, len).ok_or_else(|| {
+                            corrupt(format!("device {} has no text in its page", f.serial))
+                        })?;
+                        append(t).ok_or_else(too_large)?
+                    }
+                    (Text::Own(t), _) => append(&t).ok_or_else(too_large)?,
+                };
+                spans.push(span);
+                fields.push(f);
+            }
+            writes.push(Write::Put(
+                seg_key(DEVICE_SEG, name, seg),
+                record::encode_as::<StoredDeviceSegment, _>(&DeviceSegmentRef { devices: &fields }),
+            ));
+            writes.push(Write::Put(
+                seg_key(JSON_SEG, name, seg),
+                record::encode_as::<StoredJsonSegment, _>(&JsonSegmentRef {
+                    page: here.unwrap_or(""),
+                    extra: &extra,
+                    spans: &spans,
+                }),
+            ));
+            if here.is_some() {
+                plan.page_seg = Some(seg);
+            }
+            plan.segments.push((seg, fields.len()));
+            for (i, f) in fields.into_iter().enumerate() {
                 plan.records.push((
                     Loc {
                         seg,
                         slot: slot(i)?,
                     },
-                    f.clone(),
+                    f,
                 ));
-                fields.push(f);
-                json.push(j);
             }
-            plan.segments.push((seg, fields.len()));
-            writes.push(Write::Put(
-                seg_key(DEVICE_SEG, name, seg),
-                record::encode(&StoredDeviceSegment { devices: fields }),
-            ));
-            writes.push(Write::Put(
-                seg_key(JSON_SEG, name, seg),
-                record::encode(&StoredJsonSegment { json }),
-            ));
             seg = seg
                 .checked_add(1)
                 .ok_or_else(|| corrupt(format!("device segment numbers of {name} ran out")))?;
@@ -777,7 +924,7 @@ impl Store {
             // The same serial may appear several times in one page: later
             // events are compared with the earlier ones of the page, not
             // only with what is stored.
-            let mut devices: BTreeMap<&str, StoredDevice> = BTreeMap::new();
+            let mut devices: BTreeMap<&str, (StoredDeviceFields, Text)> = BTreeMap::new();
             for device in apply.devices {
                 let serial = device.serial_number.as_str();
                 if serial.is_empty() {
@@ -785,7 +932,7 @@ impl Store {
                     continue;
                 }
                 let current = match devices.get(serial) {
-                    Some(d) => Some((d.op_date_unix, d.first_seen_unix)),
+                    Some((d, _)) => Some((d.op_date_unix, d.first_seen_unix)),
                     None => ix
                         .device(serial)
                         .map(|v| (v.op_date_unix, v.first_seen_unix)),
@@ -799,16 +946,22 @@ impl Store {
                     Some((_, first_seen)) => first_seen,
                     None => apply.now_unix,
                 };
-                let record = stored_device(device, op_date, first_seen, apply.now_unix)?;
+                let record =
+                    stored_device(device, apply.text, op_date, first_seen, apply.now_unix)?;
                 summary.upserted += 1;
-                summary.deleted += usize::from(record.deleted);
+                summary.deleted += usize::from(record.0.deleted);
                 devices.insert(serial, record);
             }
 
             let assignments = self.queue_assignments(name, ix, apply.assignments)?;
             let mut writes = Vec::with_capacity(8);
-            let device_plan =
-                self.plan_devices(name, ix, devices.into_values().collect(), &mut writes)?;
+            let mut device_plan = self.plan_devices(
+                name,
+                ix,
+                devices.into_values().collect(),
+                apply.text,
+                &mut writes,
+            )?;
             summary.assignments = assignments.len();
             let assign_plan = self.plan_assignments(name, ix, assignments, &mut writes)?;
             if let Some(entry) = apply.outbox {
@@ -817,11 +970,28 @@ impl Store {
                     Some(v) => decode_at::<StoredOutboxSeq>(&seq_key, &v)?.next,
                     None => 0,
                 };
+                let body = match (entry.body, device_plan.page_seg, apply.text) {
+                    (EventBody::Whole(body), _, _) => StoredEventBody::Text(body),
+                    // The page's text is stored once, with its devices.
+                    (EventBody::AroundPage { head, tail }, Some(seg), Some(_)) => {
+                        device_plan.page_ref = true;
+                        StoredEventBody::Page { head, seg, tail }
+                    }
+                    // No device of the page is stored (all stale, say).
+                    (body @ EventBody::AroundPage { .. }, None, Some(text)) => {
+                        StoredEventBody::Text(body.complete(Some(text)).unwrap_or_default())
+                    }
+                    (EventBody::AroundPage { .. }, _, None) => {
+                        return Err(StoreError::Engine(format!(
+                            "the webhook event of a page of {name} needs the page's text"
+                        )));
+                    }
+                };
                 let stored = StoredOutboxEntry {
                     event_id: entry.event_id,
                     topic: entry.topic,
                     created_unix: apply.now_unix,
-                    body: entry.body,
+                    body,
                 };
                 writes.push(Write::Put(
                     key(OUTBOX, name, &seq.to_be_bytes()),
@@ -888,7 +1058,7 @@ impl Store {
                 let Some((f, j)) = self.read_device_segment(name, loc.seg)? else {
                     return Ok(None);
                 };
-                current = Some((loc.seg, f.devices.into_iter().map(Some).collect(), j.json));
+                current = Some((loc.seg, f.devices.into_iter().map(Some).collect(), j));
             }
             let Some((_, fields, json)) = current.as_mut() else {
                 return Ok(None);
@@ -956,7 +1126,7 @@ impl Store {
             };
             let live = self.with_index(name, |ix| {
                 let mut live = Vec::new();
-                for (i, (d, j)) in fields.devices.into_iter().zip(json.json).enumerate() {
+                for (i, (d, j)) in fields.devices.into_iter().zip(json).enumerate() {
                     if ix.is_current_device(
                         &d.serial,
                         Loc {
@@ -1247,38 +1417,95 @@ impl Store {
     }
 
     /// The oldest `limit` webhook events of a name, with their sequence
-    /// numbers, in order.
+    /// numbers, in order, their bodies complete.
     pub fn outbox_peek(
         &self,
         name: &DepName,
         limit: usize,
-    ) -> Result<Vec<(u64, StoredOutboxEntry)>, StoreError> {
+    ) -> Result<Vec<(u64, PendingEvent)>, StoreError> {
         let p = prefix(OUTBOX, name);
         let mut out = Vec::new();
         for (k, v) in self.engine.scan(&p, None, limit)? {
             let Some(seq) = k[p.len()..].first_chunk::<8>() else {
                 continue;
             };
-            out.push((u64::from_be_bytes(*seq), decode_at(&k, &v)?));
+            let entry: StoredOutboxEntry = decode_at(&k, &v)?;
+            let body = match entry.body {
+                StoredEventBody::Text(body) => body,
+                // The segment's JSON stays while this event refers to it.
+                StoredEventBody::Page { head, seg, tail } => {
+                    let jk = seg_key(JSON_SEG, name, seg);
+                    let Some(json) = self.engine.get(&jk)? else {
+                        return Err(corrupt(format!(
+                            "the page text of webhook event {} of {name} (segment {seg}) is missing",
+                            entry.event_id
+                        )));
+                    };
+                    let json: StoredJsonSegment = decode_at(&jk, &json)?;
+                    let page = json.page.trim();
+                    let mut body = String::with_capacity(head.len() + page.len() + tail.len());
+                    body.push_str(&head);
+                    body.push_str(page);
+                    body.push_str(&tail);
+                    body
+                }
+            };
+            out.push((
+                u64::from_be_bytes(*seq),
+                PendingEvent {
+                    event_id: entry.event_id,
+                    topic: entry.topic,
+                    created_unix: entry.created_unix,
+                    body,
+                },
+            ));
         }
         Ok(out)
     }
 
-    /// Removes delivered events, atomically. The deliverer removes from the
-    /// head of the outbox (delivery is in order), which keeps the sequence
-    /// numbers of what is left contiguous.
+    /// Removes delivered events, atomically, with the page text of a
+    /// segment no record or event needs any more. The deliverer removes
+    /// from the head of the outbox (delivery is in order), which keeps the
+    /// sequence numbers of what is left contiguous.
     pub fn outbox_remove(&self, name: &DepName, seqs: &[u64]) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
-        // Not flushed: delivery is at least once, so a removal lost in a
-        // crash only means the event goes out again. The next commit (the
-        // next page) or sled's flush every half second makes it durable.
-        self.engine.apply(
-            seqs.iter()
-                .map(|s| Write::Delete(key(OUTBOX, name, &s.to_be_bytes())))
-                .collect(),
-        )
+        self.with_index(name, |ix| {
+            let mut writes = Vec::with_capacity(seqs.len());
+            let mut dropped = Vec::new();
+            for s in seqs {
+                let k = key(OUTBOX, name, &s.to_be_bytes());
+                if let Some(v) = self.engine.get(&k)?
+                    && let StoredEventBody::Page { seg, .. } =
+                        decode_at::<StoredOutboxEntry>(&k, &v)?.body
+                {
+                    dropped.push(seg);
+                }
+                writes.push(Write::Delete(k));
+            }
+            // A segment's JSON goes with the last event referring to it,
+            // unless records of the segment still live.
+            let mut counts: HashMap<u32, u32> = HashMap::new();
+            for seg in &dropped {
+                *counts.entry(*seg).or_default() += 1;
+            }
+            for (seg, n) in counts {
+                if ix.outbox_refs_of(seg) <= n && ix.devices.live(seg) == 0 {
+                    writes.push(Write::Delete(seg_key(JSON_SEG, name, seg)));
+                }
+            }
+            // Not flushed: delivery is at least once, so a removal lost in
+            // a crash only means the event goes out again (and the index,
+            // rebuilt then, counts its reference again). The next commit
+            // (the next page) or sled's flush every half second makes it
+            // durable.
+            self.engine.apply(writes)?;
+            for seg in dropped {
+                ix.drop_outbox_ref(seg);
+            }
+            Ok(())
+        })
     }
 
     /// How many webhook events wait for delivery: outbox entries are

@@ -20,14 +20,14 @@ mod sled_engine;
 mod conformance;
 
 pub use inventory::{
-    AssignQueue, AssignmentCounts, DeviceCounts, DeviceList, DeviceQuery, OutboxEntry, PageApply,
-    PageSummary,
+    AssignQueue, AssignmentCounts, DeviceCounts, DeviceList, DeviceQuery, EventBody, OutboxEntry,
+    PageApply, PageSummary, PendingEvent,
 };
 pub use memory::MemoryEngine;
 pub use record::{
     AssignResult, CycleOutcome, Record, RecordError, StoredAssigner, StoredAssignment,
-    StoredConfig, StoredCycle, StoredDevice, StoredMeta, StoredOutboxEntry, StoredPki, StoredSync,
-    StoredTokens, SyncPhase,
+    StoredConfig, StoredCycle, StoredDevice, StoredEventBody, StoredMeta, StoredOutboxEntry,
+    StoredPki, StoredSync, StoredTokens, SyncPhase,
 };
 pub use sled_engine::SledEngine;
 
@@ -465,6 +465,7 @@ mod tests {
     /// A fetch page of `devices` without assignment work or webhook event.
     fn page<'a>(devices: &'a [Device], sync: &'a StoredSync) -> PageApply<'a> {
         PageApply {
+            text: None,
             devices,
             fetched_until: None,
             sync,

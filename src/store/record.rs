@@ -49,11 +49,28 @@ pub(crate) fn encode<R: Record>(value: &R) -> Vec<u8> {
     out
 }
 
+/// Encodes `value` as a record of type `R`: for a borrowed twin of `R`
+/// whose serde shape is the same (`&str` for `String`, `&[T]` for
+/// `Vec<T>`), so a large text is written without being copied into an
+/// owned record first.
+pub(crate) fn encode_as<R: Record, V: Serialize>(value: &V) -> Vec<u8> {
+    let mut out = vec![R::VERSION];
+    if let Err(e) = bincode::serde::encode_into_std_write(value, &mut out, config()) {
+        unreachable!("record encoding failed: {e}");
+    }
+    out
+}
+
 pub(crate) fn decode<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
     let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
     if version != R::VERSION {
         return R::migrate(version, body);
     }
+    decode_body(body)
+}
+
+/// The bincode body of a record (after its version byte), all of it.
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, RecordError> {
     let (value, used) = bincode::serde::decode_from_slice(body, config())
         .map_err(|e| RecordError::Decode(e.to_string()))?;
     if used != body.len() {
@@ -266,14 +283,100 @@ impl Record for StoredDeviceSegment {
     const VERSION: u8 = 1;
 }
 
-/// The devices' JSON of a device segment, slot by slot.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// [`StoredDeviceSegment`] borrowed, for writing.
+#[derive(serde::Serialize)]
+pub struct DeviceSegmentRef<'a> {
+    pub devices: &'a [StoredDeviceFields],
+}
+
+/// The devices' JSON of a device segment, slot by slot. The first segment
+/// of a page holds the page's whole text as Apple sent it (`page`), which
+/// its devices' texts are ranges of and the page's webhook event reads
+/// too; texts from elsewhere (records moved by compaction, devices without
+/// a page) follow in `extra`. Each slot is `(start, len)` in `page`
+/// followed by `extra`.
+///
+/// Version 1 kept one string per slot (`{json: Vec<String>}`), so a page's
+/// text was stored twice (here and in its webhook event); it is read into
+/// this shape.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredJsonSegment {
-    pub json: Vec<String>,
+    pub page: String,
+    pub extra: String,
+    pub spans: Vec<(u32, u32)>,
+}
+
+/// [`StoredJsonSegment`] borrowed, for writing.
+#[derive(serde::Serialize)]
+pub struct JsonSegmentRef<'a> {
+    pub page: &'a str,
+    pub extra: &'a str,
+    pub spans: &'a [(u32, u32)],
 }
 
 impl Record for StoredJsonSegment {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, RecordError> {
+        #[derive(serde::Deserialize)]
+        struct V1 {
+            json: Vec<String>,
+        }
+        match version {
+            1 => {
+                let v1: V1 = decode_body(body)?;
+                StoredJsonSegment::from_texts(v1.json.iter().map(String::as_str))
+                    .ok_or_else(|| RecordError::Decode("JSON segment over 4 GiB".into()))
+            }
+            _ => Err(RecordError::UnknownVersion {
+                found: version,
+                known: Self::VERSION,
+            }),
+        }
+    }
+}
+
+impl StoredJsonSegment {
+    /// A segment of the given texts and no page; `None` past 4 GiB.
+    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut seg = StoredJsonSegment::default();
+        for t in texts {
+            let span = seg.push_extra(t)?;
+            seg.spans.push(span);
+        }
+        Some(seg)
+    }
+
+    /// Appends `text` to `extra`; its span, or `None` past 4 GiB.
+    pub fn push_extra(&mut self, text: &str) -> Option<(u32, u32)> {
+        let start = u32::try_from(self.page.len() + self.extra.len()).ok()?;
+        let len = u32::try_from(text.len()).ok()?;
+        start.checked_add(len)?;
+        self.extra.push_str(text);
+        Some((start, len))
+    }
+
+    /// The text of `slot`; `None` for a slot out of range or a span that
+    /// does not fall within `page` or within `extra` on character
+    /// boundaries (a damaged record).
+    pub fn text(&self, slot: usize) -> Option<&str> {
+        let (start, len) = *self.spans.get(slot)?;
+        let (start, len) = (start as usize, len as usize);
+        let end = start.checked_add(len)?;
+        if end <= self.page.len() {
+            self.page.get(start..end)
+        } else {
+            let at = start.checked_sub(self.page.len())?;
+            self.extra.get(at..at + len)
+        }
+    }
+
+    /// Every slot's text, owned; `None` when a span is damaged.
+    pub fn into_texts(self) -> Option<Vec<String>> {
+        (0..self.spans.len())
+            .map(|i| self.text(i).map(str::to_owned))
+            .collect()
+    }
 }
 
 /// The result of the last assignment attempt of a serial.
@@ -330,18 +433,59 @@ impl Record for StoredAssignmentSegment {
     const VERSION: u8 = 1;
 }
 
-/// One webhook event waiting for delivery: the body is built when the page
-/// is applied, so every retry sends the same bytes and `event_id`.
+/// One webhook event waiting for delivery. The body is fixed when the
+/// page is applied, so every retry sends the same bytes and `event_id`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredOutboxEntry {
     pub event_id: String,
     pub topic: String,
     pub created_unix: i64,
-    pub body: String,
+    pub body: StoredEventBody,
+}
+
+/// A webhook event's body.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum StoredEventBody {
+    /// The whole body.
+    Text(String),
+    /// `head`, then the page text of device segment `seg`'s JSON
+    /// ([`StoredJsonSegment::page`], without surrounding whitespace), then
+    /// `tail`: the page is stored once, for the inventory and the event.
+    /// The segment's JSON is kept while such an event refers to it.
+    Page {
+        head: String,
+        seg: u32,
+        tail: String,
+    },
 }
 
 impl Record for StoredOutboxEntry {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, RecordError> {
+        #[derive(serde::Deserialize)]
+        struct V1 {
+            event_id: String,
+            topic: String,
+            created_unix: i64,
+            body: String,
+        }
+        match version {
+            1 => {
+                let v1: V1 = decode_body(body)?;
+                Ok(StoredOutboxEntry {
+                    event_id: v1.event_id,
+                    topic: v1.topic,
+                    created_unix: v1.created_unix,
+                    body: StoredEventBody::Text(v1.body),
+                })
+            }
+            _ => Err(RecordError::UnknownVersion {
+                found: version,
+                known: Self::VERSION,
+            }),
+        }
+    }
 }
 
 /// A profile removal made through depd (its proxy or API), so the assigner
@@ -402,6 +546,97 @@ mod tests {
             decode::<StoredConfig>(&[1, 200, 200, 200]),
             Err(RecordError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn json_segments_of_version_1_read_as_texts() {
+        #[derive(serde::Serialize)]
+        struct V1 {
+            json: Vec<String>,
+        }
+        let texts = vec![r#"{"a":1}"#.to_string(), String::new(), "é\"".to_string()];
+        let mut bytes = vec![1];
+        bytes.extend(
+            bincode::serde::encode_to_vec(
+                V1 {
+                    json: texts.clone(),
+                },
+                config(),
+            )
+            .expect("v1"),
+        );
+        let seg: StoredJsonSegment = decode(&bytes).expect("v1 reads");
+        assert_eq!(seg.page, "");
+        assert_eq!(seg.into_texts(), Some(texts));
+    }
+
+    #[test]
+    fn json_segments_slice_page_and_extra() {
+        let page = r#"{"devices":[{"s":"A"},{"s":"B"}]}"#;
+        let mut seg = StoredJsonSegment {
+            page: page.into(),
+            ..Default::default()
+        };
+        seg.spans.push((12, 9));
+        seg.spans.push((22, 9));
+        let moved = seg.push_extra(r#"{"s":"C"}"#).expect("span");
+        seg.spans.push(moved);
+        assert_eq!(seg.text(0), Some(r#"{"s":"A"}"#));
+        assert_eq!(seg.text(1), Some(r#"{"s":"B"}"#));
+        assert_eq!(seg.text(2), Some(r#"{"s":"C"}"#));
+        assert_eq!(seg.text(3), None);
+        // The borrowed twin writes the same bytes.
+        let borrowed = encode_as::<StoredJsonSegment, _>(&JsonSegmentRef {
+            page: &seg.page,
+            extra: &seg.extra,
+            spans: &seg.spans,
+        });
+        assert_eq!(borrowed, encode(&seg));
+        assert_eq!(
+            decode::<StoredJsonSegment>(&borrowed).ok(),
+            Some(seg.clone())
+        );
+        // Damaged spans: across page and extra, past the end, inside a
+        // character.
+        for bad in [(30, 8), (40, 100), (u32::MAX, 2)] {
+            let mut d = seg.clone();
+            d.spans[0] = bad;
+            assert_eq!(d.text(0), None, "{bad:?}");
+            assert_eq!(d.into_texts(), None);
+        }
+        let accented = StoredJsonSegment {
+            page: "é".into(),
+            extra: String::new(),
+            spans: vec![(1, 1)],
+        };
+        assert_eq!(accented.text(0), None);
+    }
+
+    #[test]
+    fn outbox_entries_of_version_1_read_as_whole_bodies() {
+        #[derive(serde::Serialize)]
+        struct V1 {
+            event_id: String,
+            topic: String,
+            created_unix: i64,
+            body: String,
+        }
+        let mut bytes = vec![1];
+        bytes.extend(
+            bincode::serde::encode_to_vec(
+                V1 {
+                    event_id: "e1".into(),
+                    topic: "dep.SyncDevices".into(),
+                    created_unix: 7,
+                    body: "{}".into(),
+                },
+                config(),
+            )
+            .expect("v1"),
+        );
+        let e: StoredOutboxEntry = decode(&bytes).expect("v1 reads");
+        assert_eq!(e.body, StoredEventBody::Text("{}".into()));
+        assert_eq!((e.event_id.as_str(), e.created_unix), ("e1", 7));
     }
 
     #[test]

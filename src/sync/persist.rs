@@ -26,6 +26,8 @@ pub struct PageInput<'a> {
     pub policy: &'a AssignPolicy,
     /// The page's webhook event (`webhook::event`), when URLs are set.
     pub webhook: Option<OutboxEntry>,
+    /// The page's text as Apple sent it (its devices' JSON is in it).
+    pub text: Option<&'a str>,
     pub now_unix: i64,
 }
 
@@ -63,6 +65,7 @@ pub fn apply_page(
         name,
         PageApply {
             devices: &page.devices,
+            text: input.text,
             fetched_until: Some(page.fetched_until.as_str()).filter(|s| !s.is_empty()),
             sync: input.state,
             outbox: input.webhook,
@@ -211,6 +214,7 @@ mod tests {
             &n,
             &pg,
             PageInput {
+                text: None,
                 phase: SyncPhase::Sync,
                 state: &state,
                 profile: Some("P"),
@@ -240,6 +244,7 @@ mod tests {
             &n2,
             &pg,
             PageInput {
+                text: None,
                 phase: SyncPhase::Sync,
                 state: &StoredSync::default(),
                 profile: None,
@@ -320,6 +325,7 @@ mod tests {
             &n,
             &pg,
             PageInput {
+                text: None,
                 phase: SyncPhase::Fetch,
                 state: &StoredSync::default(),
                 profile: None,

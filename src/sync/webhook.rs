@@ -17,7 +17,7 @@ use super::backoff::{Jitter, exponential, jitter_fraction};
 use crate::dep::wire::DevicePage;
 use crate::name::DepName;
 use crate::settings::WebhookSettings;
-use crate::store::{OutboxEntry, SyncPhase};
+use crate::store::{EventBody, OutboxEntry, SyncPhase};
 use openssl::error::ErrorStack;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -49,8 +49,11 @@ pub fn new_event_id() -> Result<String, WebhookError> {
     Ok(hex(&bytes))
 }
 
-/// The outbox entry of a page, ready to post: NanoDEP's envelope around
-/// the page as Apple sent it (`raw`, its text), unknown keys included.
+/// The outbox entry of a page: NanoDEP's envelope around the page as Apple
+/// sent it (`raw`, its text, unknown keys included). With the text, the
+/// entry holds only the envelope ([`EventBody::AroundPage`]) and the store
+/// puts the page's text in it, which it keeps once for the inventory and
+/// the event; without, the page is encoded here.
 pub fn event(
     name: &DepName,
     phase: SyncPhase,
@@ -64,20 +67,22 @@ pub fn event(
         .format(&Rfc3339)
         .map_err(|e| WebhookError::Encode(e.to_string()))?;
     let encode = |e: serde_json::Error| WebhookError::Encode(e.to_string());
-    // Apple's text of the page, when at hand (it parsed, so it is JSON):
-    // no second encoding of a page of a thousand devices.
-    let page_json = match raw.and_then(|r| std::str::from_utf8(r).ok()) {
-        Some(text) => std::borrow::Cow::Borrowed(text.trim()),
-        None => std::borrow::Cow::Owned(page_text(page).map_err(encode)?),
-    };
-    let body = format!(
-        r#"{{"topic":{},"event_id":{},"created_at":{},"device_response_event":{{"dep_name":{},"device_response":{}}}}}"#,
+    let head = format!(
+        r#"{{"topic":{},"event_id":{},"created_at":{},"device_response_event":{{"dep_name":{},"device_response":"#,
         serde_json::to_string(topic).map_err(encode)?,
         serde_json::to_string(&event_id).map_err(encode)?,
         serde_json::to_string(&created_at).map_err(encode)?,
         serde_json::to_string(name.as_str()).map_err(encode)?,
-        page_json,
     );
+    let tail = "}}".to_owned();
+    // Apple's text of the page, when at hand (it parsed, so it is JSON):
+    // no second encoding of a page of a thousand devices.
+    let body = match raw.map(std::str::from_utf8) {
+        Some(Ok(_)) => EventBody::AroundPage { head, tail },
+        Some(Err(_)) | None => {
+            EventBody::Whole(format!("{head}{}{tail}", page_text(page).map_err(encode)?))
+        }
+    };
     Ok(OutboxEntry {
         event_id,
         topic: topic.to_owned(),
@@ -237,7 +242,8 @@ mod tests {
             (e.topic.as_str(), e.event_id.as_str()),
             ("dep.SyncDevices", "id-1")
         );
-        let v: serde_json::Value = serde_json::from_str(&e.body).expect("json");
+        let body = e.body.complete(None).expect("whole");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["topic"], "dep.SyncDevices");
         assert_eq!(v["event_id"], "id-1");
         assert_eq!(v["created_at"], "2024-05-01T10:00:00Z");
@@ -259,7 +265,8 @@ mod tests {
         )
         .expect("event");
         assert_eq!(f.topic, "dep.FetchDevices");
-        let v: serde_json::Value = serde_json::from_str(&f.body).expect("json");
+        let body = f.body.complete(None).expect("whole");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(
             v["device_response_event"]["device_response"]["devices"],
             serde_json::json!([])
@@ -285,19 +292,33 @@ mod tests {
             at,
         )
         .expect("event");
-        assert_eq!(a.body, b.body);
+        // With the page's text the event leaves room for it, which the
+        // store fills with the text it keeps.
+        assert!(matches!(b.body, EventBody::AroundPage { .. }));
+        assert_eq!(a.body.complete(None), b.body.complete(Some(&encoded)));
         // Page-level keys depd does not know are kept, byte for byte.
-        let apple = br#"{"cursor":"c9", "more_to_follow":false, "devices":[], "new_page_key":7}
+        let apple = r#"{"cursor":"c9", "more_to_follow":false, "devices":[], "new_page_key":7}
 "#;
-        let c = event(&name, SyncPhase::Sync, &p, Some(apple), "id".into(), at).expect("event");
+        let c = event(
+            &name,
+            SyncPhase::Sync,
+            &p,
+            Some(apple.as_bytes()),
+            "id".into(),
+            at,
+        )
+        .expect("event");
+        let body = c.body.complete(Some(apple)).expect("body");
         assert!(
-            c.body.ends_with(
+            body.ends_with(
                 r#""device_response":{"cursor":"c9", "more_to_follow":false, "devices":[], "new_page_key":7}}}"#
             ),
-            "{}",
-            c.body
+            "{body}"
         );
-        let v: serde_json::Value = serde_json::from_str(&c.body).expect("json");
+        // Text that is not UTF-8 cannot be the page's: encoded instead.
+        let d = event(&name, SyncPhase::Sync, &p, Some(b"\xff"), "id".into(), at).expect("event");
+        assert_eq!(d.body.complete(None), a.body.complete(None));
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(
             v["device_response_event"]["device_response"]["new_page_key"],
             7
