@@ -164,6 +164,7 @@ struct Flaky {
     fail: std::sync::atomic::AtomicBool,
     /// The prefixes scanned, in order.
     scans: Mutex<Vec<Vec<u8>>>,
+    flushes: std::sync::atomic::AtomicUsize,
 }
 
 impl Flaky {
@@ -173,6 +174,7 @@ impl Flaky {
             commits: Default::default(),
             fail: Default::default(),
             scans: Default::default(),
+            flushes: Default::default(),
         }
     }
 }
@@ -202,6 +204,8 @@ impl Engine for Flaky {
         self.inner.apply(writes)
     }
     fn flush(&self) -> Result<(), StoreError> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.flush()
     }
 }
@@ -241,6 +245,7 @@ fn apply(
         .apply_page(
             name,
             PageApply {
+                flush: true,
                 text: None,
                 devices,
                 fetched_until,
@@ -302,6 +307,7 @@ fn page_queues_assignments_from_stored_records(e: Arc<dyn Engine>) {
         .apply_page(
             &acme,
             PageApply {
+                flush: true,
                 text: None,
                 devices: &devices,
                 fetched_until: None,
@@ -465,6 +471,7 @@ fn page_is_one_atomic_batch(inner: Arc<dyn Engine>) {
         store.apply_page(
             &acme,
             PageApply {
+                flush: true,
                 text: None,
                 devices: &devices,
                 fetched_until: None,
@@ -607,6 +614,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
             .apply_page(
                 &acme,
                 PageApply {
+                    flush: true,
                     text: None,
                     devices: &[],
                     fetched_until: None,
@@ -645,6 +653,7 @@ fn outbox_in_order(e: Arc<dyn Engine>) {
         .apply_page(
             &acme,
             PageApply {
+                flush: true,
                 text: None,
                 devices: &[],
                 fetched_until: None,
@@ -918,8 +927,42 @@ fn legacy_layout_migrates(e: Arc<dyn Engine>) {
     }
 }
 
-/// A store opened without old-layout records never looks for them again:
-/// building a name's index reads only its segment prefixes.
+/// A page is flushed before `stored` hears of it when asked (another
+/// request follows), and only applied otherwise (the cycle's last page).
+fn pages_are_flushed_when_asked(inner: Arc<dyn Engine>) {
+    use std::sync::atomic::Ordering;
+    let flaky = Arc::new(Flaky::new(inner));
+    let store = Store::new(flaky.clone());
+    let acme = DepName::parse("acme").expect("name");
+    for (flush, want) in [(true, 1), (false, 0)] {
+        let before = flaky.flushes.load(Ordering::SeqCst);
+        let heard = std::cell::Cell::new(None);
+        store
+            .apply_page(
+                &acme,
+                PageApply {
+                    devices: &[device("S1", "added", None, "", "")],
+                    text: None,
+                    fetched_until: None,
+                    sync: &sync_at("c"),
+                    outbox: None,
+                    assignments: AssignQueue::none(),
+                    now_unix: T,
+                    flush,
+                },
+                |_| heard.set(Some(flaky.flushes.load(Ordering::SeqCst) - before)),
+            )
+            .expect("apply");
+        assert_eq!(heard.get(), Some(want), "flush {flush}");
+        assert_eq!(flaky.flushes.load(Ordering::SeqCst) - before, want);
+    }
+    // Applied either way: readers see it at once.
+    assert_eq!(store.device_counts(&acme).expect("counts").total, 1);
+}
+
+/// A store opened without old-layout records never looks for them again,
+/// and a name that never had a webhook event is not searched for one:
+/// building a name's index reads only its two segment prefixes.
 fn no_legacy_lookups_without_legacy_records(inner: Arc<dyn Engine>) {
     let flaky = Arc::new(Flaky::new(inner));
     let store = Store::new(flaky.clone());
@@ -944,13 +987,22 @@ fn no_legacy_lookups_without_legacy_records(inner: Arc<dyn Engine>) {
     );
     assert_eq!(store.device_counts(&acme).expect("counts").total, 1);
     let old: Vec<&[u8]> = vec![b"d/", b"a/", b"t/"];
-    for prefix in scans(&flaky) {
+    let scanned = scans(&flaky);
+    for prefix in &scanned {
         assert!(
             !old.iter().any(|o| prefix.starts_with(o)),
             "looked for old records under {}",
-            String::from_utf8_lossy(&prefix)
+            String::from_utf8_lossy(prefix)
         );
     }
+    // Nor for webhook events of a name that never had one.
+    let shown: Vec<String> = scanned
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).replace('\0', "/"))
+        .collect();
+    assert_eq!(shown, ["gd/acme/", "ga/acme/"]);
+    assert_eq!(store.outbox_backlog(&acme).expect("backlog"), 0);
+    assert!(scans(&flaky).is_empty(), "the backlog of no events is read");
 }
 
 /// A page read as sync reads it (devices as spans of its text) and applied
@@ -961,6 +1013,7 @@ fn apply_text(store: &Store, name: &DepName, text: &str, event: &str, now: i64) 
         .apply_page(
             name,
             PageApply {
+                flush: true,
                 devices: &page.devices,
                 text: Some(text),
                 fetched_until: None,
@@ -1126,6 +1179,7 @@ fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     legacy_layout_migrates(make());
     no_legacy_lookups_without_legacy_records(make());
     page_text_is_shared_by_inventory_and_event(make());
+    pages_are_flushed_when_asked(make());
 }
 
 #[test]

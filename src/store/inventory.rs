@@ -339,6 +339,12 @@ pub struct PageApply<'a> {
     /// Assignment work for the page's candidates.
     pub assignments: AssignQueue<'a>,
     pub now_unix: i64,
+    /// Flush the batch before returning: the next request of the cycle
+    /// waits for the page to be durable. The last page of a cycle need not
+    /// be (no request follows it): the next flush makes it durable, be it
+    /// sled's own every half second, a later commit or shutdown, and a
+    /// crash before that only means the page is fetched again.
+    pub flush: bool,
 }
 
 /// Assignment work to queue with a page: each candidate's stored record
@@ -557,11 +563,14 @@ impl Store {
             Ok(())
         })?;
         ix.retain_live();
-        // Webhook events waiting for delivery that keep a segment's JSON.
+        // Webhook events waiting for delivery that keep a segment's JSON
+        // (a name that never had an event has no sequence number).
         let p = prefix(OUTBOX, name);
         let mut after: Option<Vec<u8>> = None;
-        loop {
+        let mut any = self.engine.get(&prefix(OUTBOX_SEQ, name))?.is_some();
+        while any {
             let chunk = self.engine.scan(&p, after.as_deref(), SCAN_CHUNK)?;
+            any = chunk.len() == SCAN_CHUNK;
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
             for (k, v) in chunk {
@@ -898,25 +907,27 @@ impl Store {
         Ok(plan)
     }
 
-    /// Applies one page in a single atomic, durable batch: device records
-    /// upserted (a stale event never replaces a newer record; `deleted`
-    /// marks rather than removes), the webhook event queued, assignment work
-    /// queued and the sync state advanced. A crash leaves either all of it
-    /// or none, so the page is simply fetched again.
+    /// Applies one page in a single atomic batch, flushed when
+    /// [`PageApply::flush`] says so: device records upserted (a stale event
+    /// never replaces a newer record; `deleted` marks rather than
+    /// removes), the webhook event queued, assignment work queued and the
+    /// sync state advanced. A crash leaves either all of it or none, so the
+    /// page is simply fetched again.
     ///
     /// Only the name's actor calls this, so reading the stored records first
     /// and committing afterwards cannot lose a concurrent write.
     ///
-    /// `durable` is called as soon as the batch is flushed, before the
-    /// index learns of it (the index stays locked until then, so no reader
-    /// sees it behind the store): the sync loop can ask Apple for the next
-    /// page while this call finishes. It runs with the name's index locked,
-    /// so it must only hand the summary on, never call the store.
+    /// `stored` is called as soon as the batch is applied (and flushed, if
+    /// asked), before the index learns of it (the index stays locked until
+    /// then, so no reader sees it behind the store): the sync loop can ask
+    /// Apple for the next page while this call finishes. It runs with the
+    /// name's index locked, so it must only hand the summary on, never call
+    /// the store.
     pub fn apply_page(
         &self,
         name: &DepName,
         apply: PageApply<'_>,
-        durable: impl FnOnce(&PageSummary),
+        stored: impl FnOnce(&PageSummary),
     ) -> Result<PageSummary, StoreError> {
         self.with_index(name, |ix| {
             let mut summary = PageSummary::default();
@@ -1007,8 +1018,11 @@ impl Store {
                 field_key(name, Field::Sync),
                 record::encode(apply.sync),
             ));
-            self.engine.commit(writes)?;
-            durable(&summary);
+            self.engine.apply(writes)?;
+            if apply.flush {
+                self.flush()?;
+            }
+            stored(&summary);
             device_plan.apply(ix);
             assign_plan.apply(ix);
             Ok(summary)
@@ -1513,20 +1527,20 @@ impl Store {
     /// from the oldest to the next sequence number, without reading any
     /// event's body.
     pub fn outbox_backlog(&self, name: &DepName) -> Result<u64, StoreError> {
+        // A name that never had an event has no sequence number (it is
+        // written in the batch of every event): no scan.
+        let seq_key = prefix(OUTBOX_SEQ, name);
+        let Some(v) = self.engine.get(&seq_key)? else {
+            return Ok(0);
+        };
+        let next = decode_at::<StoredOutboxSeq>(&seq_key, &v)?.next;
         let p = prefix(OUTBOX, name);
-        let Some(oldest) = self.engine.first_key(&p)?.and_then(|k| {
+        let oldest = self.engine.first_key(&p)?.and_then(|k| {
             k[p.len()..]
                 .first_chunk::<8>()
                 .map(|s| u64::from_be_bytes(*s))
-        }) else {
-            return Ok(0);
-        };
-        let seq_key = prefix(OUTBOX_SEQ, name);
-        let next = match self.engine.get(&seq_key)? {
-            Some(v) => decode_at::<StoredOutboxSeq>(&seq_key, &v)?.next,
-            None => oldest + 1,
-        };
-        Ok(next.saturating_sub(oldest))
+        });
+        Ok(oldest.map_or(0, |oldest| next.saturating_sub(oldest)))
     }
 
     /// Records that depd removed these serials' profile (its proxy or API),

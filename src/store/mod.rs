@@ -465,6 +465,7 @@ mod tests {
     /// A fetch page of `devices` without assignment work or webhook event.
     fn page<'a>(devices: &'a [Device], sync: &'a StoredSync) -> PageApply<'a> {
         PageApply {
+            flush: true,
             text: None,
             devices,
             fetched_until: None,

@@ -28,18 +28,22 @@ pub struct PageInput<'a> {
     pub webhook: Option<OutboxEntry>,
     /// The page's text as Apple sent it (its devices' JSON is in it).
     pub text: Option<&'a str>,
+    /// Flush before returning ([`PageApply::flush`]): another request of
+    /// the cycle follows.
+    pub flush: bool,
     pub now_unix: i64,
 }
 
 /// Applies a page in one atomic batch: inventory, assignment work for the
-/// page's candidates, webhook event, sync state. `durable` hears of it as
-/// soon as it is flushed (see [`Store::apply_page`]).
+/// page's candidates, webhook event, sync state. `stored` hears of it as
+/// soon as it is applied and, when `input.flush`, flushed (see
+/// [`Store::apply_page`]).
 pub fn apply_page(
     store: &Store,
     name: &DepName,
     page: &DevicePage,
     input: PageInput<'_>,
-    durable: impl FnOnce(&PageSummary),
+    stored: impl FnOnce(&PageSummary),
 ) -> Result<PageSummary, StoreError> {
     let profile = input.profile.filter(|p| !p.is_empty());
     let candidates = match profile {
@@ -74,8 +78,9 @@ pub fn apply_page(
                 decide: &decide,
             },
             now_unix: input.now_unix,
+            flush: input.flush,
         },
-        durable,
+        stored,
     )
 }
 
@@ -214,6 +219,7 @@ mod tests {
             &n,
             &pg,
             PageInput {
+                flush: true,
                 text: None,
                 phase: SyncPhase::Sync,
                 state: &state,
@@ -244,6 +250,7 @@ mod tests {
             &n2,
             &pg,
             PageInput {
+                flush: true,
                 text: None,
                 phase: SyncPhase::Sync,
                 state: &StoredSync::default(),
@@ -325,6 +332,7 @@ mod tests {
             &n,
             &pg,
             PageInput {
+                flush: true,
                 text: None,
                 phase: SyncPhase::Fetch,
                 state: &StoredSync::default(),
