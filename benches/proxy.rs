@@ -34,6 +34,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "common/machine.rs"]
+mod machine;
+
 const KEY: &str = "bench-key";
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -322,6 +325,7 @@ fn main() {
     let rounds = env_or("PROXY_BENCH_ROUNDS", 3).max(1);
     let conns = env_or("PROXY_BENCH_CONNS", 64);
     let threads = env_or("PROXY_BENCH_THREADS", 2).max(1);
+    let before = machine::ticks();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || start_servers(tx));
     let servers = rx.recv().expect("servers started");
@@ -402,4 +406,5 @@ fn main() {
         "cpu ratio (direct us/req / proxied us/req): {:.2} (median)",
         median(&mut cpu_ratios)
     );
+    println!("machine: {}", machine::stolen_since(before));
 }

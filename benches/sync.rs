@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/machine.rs"]
+mod machine;
+
 const KEY: &str = "bench-key";
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -387,16 +390,23 @@ async fn names(count: usize) {
     let _ = child.wait();
 }
 
+/// Runs a scenario and says how much CPU time the host took meanwhile.
+async fn measured(scenario: impl std::future::Future<Output = ()>) {
+    let before = machine::ticks();
+    scenario.await;
+    println!("  machine: {}", machine::stolen_since(before));
+}
+
 fn main() {
     let which = std::env::var("SYNC_BENCH").unwrap_or_else(|_| "both".into());
     let devices = env_or("SYNC_BENCH_DEVICES", 1_000_000) as usize;
     let count = env_or("SYNC_BENCH_NAMES", 10_000) as usize;
     actix_web::rt::System::new().block_on(async move {
         if which == "full" || which == "both" {
-            full(devices).await;
+            measured(full(devices)).await;
         }
         if which == "names" || which == "both" {
-            names(count).await;
+            measured(names(count)).await;
         }
     });
 }
