@@ -917,19 +917,19 @@ impl Store {
     /// Only the name's actor calls this, so reading the stored records first
     /// and committing afterwards cannot lose a concurrent write.
     ///
-    /// `stored` is called as soon as the batch is applied (and flushed, if
-    /// asked), before the index learns of it (the index stays locked until
-    /// then, so no reader sees it behind the store): the sync loop can ask
-    /// Apple for the next page while this call finishes. It runs with the
-    /// name's index locked, so it must only hand the summary on, never call
-    /// the store.
+    /// The index learns of the batch as soon as it is applied, with the
+    /// index still locked (no reader sees the index behind the store); the
+    /// flush then runs with the index unlocked, and `stored` is called
+    /// after it (after the apply when not flushing): the sync loop asks
+    /// Apple for the next page once the page is durable.
     pub fn apply_page(
         &self,
         name: &DepName,
         apply: PageApply<'_>,
         stored: impl FnOnce(&PageSummary),
     ) -> Result<PageSummary, StoreError> {
-        self.with_index(name, |ix| {
+        let flush = apply.flush;
+        let summary = self.with_index(name, |ix| {
             let mut summary = PageSummary::default();
             let page_date = parse_time(apply.fetched_until);
             // The same serial may appear several times in one page: later
@@ -1019,14 +1019,18 @@ impl Store {
                 record::encode(apply.sync),
             ));
             self.engine.apply(writes)?;
-            if apply.flush {
-                self.flush()?;
-            }
-            stored(&summary);
             device_plan.apply(ix);
             assign_plan.apply(ix);
             Ok(summary)
-        })
+        })?;
+        // The flush waits for the disk with the index unlocked: the
+        // assigner and the webhook deliverer write meanwhile (the name's
+        // index lock was busy nine tenths of a full fetch).
+        if flush {
+            self.flush()?;
+        }
+        stored(&summary);
+        Ok(summary)
     }
 
     /// The records `queue` decides to write, from its candidates' stored
