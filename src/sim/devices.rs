@@ -505,7 +505,9 @@ pub enum Refusal {
 
 pub struct Population {
     devs: Vec<Dev>,
-    by_serial: HashMap<[u8; 12], u32>,
+    /// foldhash: SipHash made each of the 1000 lookups of an assignment
+    /// call cost several times the map's memory access.
+    by_serial: HashMap<[u8; 12], u32, hashbrown::DefaultHashBuilder>,
     events: Vec<Event>,
     profiles: Vec<Profile>,
     profile_index: HashMap<String, u32>,
@@ -517,7 +519,7 @@ impl Population {
     pub fn generate(n: usize, seed: u64, now: i64) -> Self {
         let mut p = Population {
             devs: Vec::with_capacity(n),
-            by_serial: HashMap::with_capacity(n),
+            by_serial: HashMap::with_capacity_and_hasher(n, Default::default()),
             events: Vec::new(),
             profiles: Vec::new(),
             profile_index: HashMap::new(),
