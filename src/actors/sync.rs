@@ -468,8 +468,8 @@ impl DepNameActor {
         let now_unix = now.unix_timestamp();
         // The cycle goes on once the page is durable; the store finishes
         // (index update, freeing the page) while the next request is out.
-        // The cycle's last page is not flushed: no request waits for it.
-        let flush = matches!(step.action, Action::Request(_));
+        let flush =
+            persist::flush_page(matches!(step.action, Action::Request(_)), webhook.is_some());
         let (durable_tx, durable_rx) = oneshot::channel();
         let applying = actix_web::rt::spawn(async move {
             store

@@ -165,7 +165,15 @@ struct Flaky {
     /// The prefixes scanned, in order.
     scans: Mutex<Vec<Vec<u8>>>,
     flushes: std::sync::atomic::AtomicUsize,
+    /// Flushes fail (batches still apply).
+    fail_flush: std::sync::atomic::AtomicBool,
+    /// Runs once, right after the next scan of a prefix starting with the
+    /// given bytes has read its entries: another thread's write landing
+    /// between a reader's scan and its next read.
+    after_scan: Mutex<Option<AfterScan>>,
 }
+
+type AfterScan = (Vec<u8>, Box<dyn FnOnce(&dyn Engine) + Send>);
 
 impl Flaky {
     fn new(inner: Arc<dyn Engine>) -> Self {
@@ -175,6 +183,8 @@ impl Flaky {
             fail: Default::default(),
             scans: Default::default(),
             flushes: Default::default(),
+            fail_flush: Default::default(),
+            after_scan: Default::default(),
         }
     }
 }
@@ -193,7 +203,17 @@ impl Engine for Flaky {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(prefix.to_vec());
-        self.inner.scan(prefix, after, limit)
+        let found = self.inner.scan(prefix, after, limit)?;
+        let mut hook = self
+            .after_scan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if hook.as_ref().is_some_and(|(p, _)| prefix.starts_with(p))
+            && let Some((_, then)) = hook.take()
+        {
+            then(self.inner.as_ref());
+        }
+        Ok(found)
     }
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
@@ -206,6 +226,9 @@ impl Engine for Flaky {
     fn flush(&self) -> Result<(), StoreError> {
         self.flushes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail_flush.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Engine("injected flush failure".into()));
+        }
         self.inner.flush()
     }
 }
@@ -1094,7 +1117,7 @@ fn page_text_is_shared_by_inventory_and_event(e: Arc<dyn Engine>) {
     let events = store.outbox_peek(&acme, 10).expect("peek");
     assert_eq!(events.len(), 2);
     assert!(events[0].1.body.contains(r#""cursor":"c1""#));
-    // A new page does not take the number of the kept segment.
+    // A new page gets a segment of its own beside the kept one.
     let p3 = page_text("c3", &t, "2026-01-03T00:00:00Z");
     apply_text(&store, &acme, &p3, "e3", T + 2);
     assert_eq!(segment_keys(e.as_ref(), "gj"), 3);
@@ -1161,6 +1184,116 @@ fn page_text_is_shared_by_inventory_and_event(e: Arc<dyn Engine>) {
     assert!(store.device(&acme, "T000").expect("get").is_some());
 }
 
+/// A failed flush leaves the index describing what sled holds (the batch
+/// was applied): reads and later writes go on, for pages and for
+/// assignment answers.
+fn a_failed_flush_leaves_the_index_right(inner: Arc<dyn Engine>) {
+    use std::sync::atomic::Ordering;
+    let flaky = Arc::new(Flaky::new(inner));
+    let store = Store::new(flaky.clone());
+    let acme = DepName::parse("acme").expect("name");
+    store
+        .put_assignments(&acme, &BTreeMap::from([("A".to_string(), pending(T))]))
+        .expect("first");
+    flaky.fail_flush.store(true, Ordering::SeqCst);
+    let done = StoredAssignment {
+        result: AssignResult::Success,
+        next_retry_unix: None,
+        ..pending(T)
+    };
+    let records = BTreeMap::from([("A".to_string(), done)]);
+    assert!(store.put_assignments(&acme, &records).is_err());
+    let page = [device("S1", "added", None, "", "")];
+    let failed = store.apply_page(
+        &acme,
+        PageApply {
+            devices: &page,
+            text: None,
+            fetched_until: None,
+            sync: &sync_at("c1"),
+            outbox: None,
+            assignments: AssignQueue::none(),
+            now_unix: T,
+            flush: true,
+        },
+        |_| panic!("a page whose flush failed is not stored"),
+    );
+    assert!(failed.is_err());
+    flaky.fail_flush.store(false, Ordering::SeqCst);
+    let got = store.assignment(&acme, "A").expect("read");
+    assert_eq!(got.map(|a| a.result), Some(AssignResult::Success));
+    assert!(store.device(&acme, "S1").expect("read").is_some());
+    // Later writes take fresh segment numbers: nothing is overwritten.
+    store
+        .put_assignments(&acme, &BTreeMap::from([("B".to_string(), pending(T))]))
+        .expect("later");
+    apply(
+        &store,
+        &acme,
+        &[device("S2", "added", None, "", "")],
+        None,
+        "c2",
+        T,
+    );
+    for serial in ["A", "B"] {
+        assert!(
+            store.assignment(&acme, serial).expect("read").is_some(),
+            "{serial}"
+        );
+    }
+    for serial in ["S1", "S2"] {
+        assert!(
+            store.device(&acme, serial).expect("read").is_some(),
+            "{serial}"
+        );
+    }
+    let fresh = Store::new(flaky.clone());
+    assert_eq!(fresh.device_counts(&acme).expect("counts").total, 2);
+}
+
+/// An event delivered and removed (with its page's text) by another
+/// deliverer between a peek's scan and its read of the page is passed
+/// over; a page text missing under an event that is still there is
+/// reported.
+fn a_peek_passes_over_an_event_removed_meanwhile(inner: Arc<dyn Engine>) {
+    let flaky = Arc::new(Flaky::new(inner));
+    let store = Store::new(flaky.clone());
+    let acme = DepName::parse("acme").expect("name");
+    let owned: Vec<String> = (0..100).map(|i| format!("S{i:03}")).collect();
+    let s: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let p1 = page_text("c1", &s, "2026-01-01T00:00:00Z");
+    apply_text(&store, &acme, &p1, "e1", T);
+    // Supersede the page's records: its text stays for the event only.
+    let p2 = page_text("c2", &s, "2026-01-02T00:00:00Z");
+    apply_text(&store, &acme, &p2, "e2", T + 1);
+    let (event, page) = (b"o/acme\0".to_vec(), b"gj/acme\0".to_vec());
+    let mut first_event = event.clone();
+    first_event.extend_from_slice(&0u64.to_be_bytes());
+    let mut first_page = page.clone();
+    first_page.extend_from_slice(&0u32.to_be_bytes());
+    *flaky.after_scan.lock().expect("hook") = Some((
+        event.clone(),
+        Box::new({
+            let (k1, k2) = (first_event.clone(), first_page.clone());
+            move |e: &dyn Engine| {
+                e.apply(vec![Write::Delete(k1), Write::Delete(k2)])
+                    .expect("removed meanwhile");
+            }
+        }),
+    ));
+    let events = store.outbox_peek(&acme, 1).expect("peek");
+    assert!(events.is_empty(), "{events:?}");
+    // The page of an event still queued is gone: that is damage.
+    let mut second_page = page;
+    second_page.extend_from_slice(&1u32.to_be_bytes());
+    flaky
+        .inner
+        .apply(vec![Write::Delete(second_page)])
+        .expect("damage");
+    let err = store.outbox_peek(&acme, 1).expect_err("missing page");
+    assert!(err.to_string().contains("is missing"), "{err}");
+}
+
 fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     get_put_delete(make().as_ref());
     batch_applies_in_order(make().as_ref());
@@ -1180,6 +1313,8 @@ fn run_all(make: &dyn Fn() -> Arc<dyn Engine>) {
     no_legacy_lookups_without_legacy_records(make());
     page_text_is_shared_by_inventory_and_event(make());
     pages_are_flushed_when_asked(make());
+    a_failed_flush_leaves_the_index_right(make());
+    a_peek_passes_over_an_event_removed_meanwhile(make());
 }
 
 #[test]

@@ -390,8 +390,6 @@ impl NameIndex {
             .add(seg, u32::try_from(len).unwrap_or(u32::MAX));
     }
 
-    /// Forgets segments no record points to (after a rebuild: their
-    /// records were all superseded by later segments).
     /// A webhook event now refers to segment `seg`'s JSON.
     pub fn add_outbox_ref(&mut self, seg: u32) {
         *self.outbox_refs.entry(seg).or_default() += 1;
@@ -417,6 +415,8 @@ impl NameIndex {
         self.outbox_refs.contains_key(&seg)
     }
 
+    /// Forgets segments no record points to (after a rebuild: their
+    /// records were all superseded by later segments).
     pub fn retain_live(&mut self) {
         self.devices.sizes.retain(|_, (_, live)| *live > 0);
         self.assigns.sizes.retain(|_, (_, live)| *live > 0);

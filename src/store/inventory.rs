@@ -32,7 +32,8 @@
 //! they were written. Only a name's actor writes these keys, so its
 //! read-then-commit sequences (read the stored records, decide, commit one
 //! batch) cannot race; every write of a name's segments also holds the
-//! name's index lock from planning to commit.
+//! name's index lock from planning until the batch is applied and the
+//! index updated (a flush, when one is wanted, follows without the lock).
 
 use super::index::{AssignFacts, DeviceFacts, Loc, NameIndex, SEGMENT_MAX, is_sparse};
 use super::record::{
@@ -340,10 +341,13 @@ pub struct PageApply<'a> {
     pub assignments: AssignQueue<'a>,
     pub now_unix: i64,
     /// Flush the batch before returning: the next request of the cycle
-    /// waits for the page to be durable. The last page of a cycle need not
-    /// be (no request follows it): the next flush makes it durable, be it
-    /// sled's own every half second, a later commit or shutdown, and a
-    /// crash before that only means the page is fetched again.
+    /// waits for the page to be durable, and so does the delivery of its
+    /// webhook event (a crash must not lose a page whose event went out,
+    /// or the page would go out again under another event id). The last
+    /// page of a cycle without an event need not be: the next flush makes
+    /// it durable, be it sled's own every half second, a later commit or
+    /// shutdown, and a crash before that only means the page is fetched
+    /// again.
     pub flush: bool,
 }
 
@@ -489,7 +493,8 @@ fn label(s: &str) -> String {
 impl Store {
     /// Runs `f` with the name's index, building it from the stored segments
     /// first when this is the name's first use. Writers hold it from
-    /// planning to commit, so the index always describes what is stored.
+    /// planning until their batch is applied and the index updated, so the
+    /// index always describes what sled holds.
     fn with_index<T>(
         &self,
         name: &DepName,
@@ -1339,14 +1344,13 @@ impl Store {
         self.with_index(name, |ix| {
             let mut writes = Vec::new();
             let plan = self.plan_assignments(name, ix, records.clone(), &mut writes)?;
-            if flush {
-                self.engine.commit(writes)?;
-            } else {
-                self.engine.apply(writes)?;
-            }
+            self.engine.apply(writes)?;
             plan.apply(ix);
             Ok(())
-        })
+        })?;
+        // After the index learned of the batch: a failed flush must not
+        // leave the index behind what sled already holds.
+        if flush { self.flush() } else { Ok(()) }
     }
 
     /// Assignments due at `now_unix` or earlier, earliest first, at most
@@ -1454,6 +1458,11 @@ impl Store {
                 StoredEventBody::Page { head, seg, tail } => {
                     let jk = seg_key(JSON_SEG, name, seg);
                     let Some(json) = self.engine.get(&jk)? else {
+                        // Delivered and removed (with its page) since the
+                        // scan read it: nothing to send.
+                        if self.engine.get(&k)?.is_none() {
+                            continue;
+                        }
                         return Err(corrupt(format!(
                             "the page text of webhook event {} of {name} (segment {seg}) is missing",
                             entry.event_id

@@ -34,6 +34,18 @@ pub struct PageInput<'a> {
     pub now_unix: i64,
 }
 
+/// Whether a page's batch is flushed before the sync loop goes on: when
+/// another request of the cycle follows (a page is durable before the next
+/// one is asked for), and when the page carries a webhook event (an event
+/// goes out only once its page is durable: a crash must not lose a page
+/// whose event was delivered, or the page would be fetched and sent again
+/// under another event id). Otherwise, the last page of a cycle, the next
+/// flush makes it durable: sled's own every half second, a later commit or
+/// shutdown.
+pub fn flush_page(another_request: bool, has_event: bool) -> bool {
+    another_request || has_event
+}
+
 /// Applies a page in one atomic batch: inventory, assignment work for the
 /// page's candidates, webhook event, sync state. `stored` hears of it as
 /// soon as it is applied and, when `input.flush`, flushed (see
@@ -187,6 +199,14 @@ mod tests {
             fetched_until: "2023-11-14T22:13:20Z".into(),
             more_to_follow: false,
         }
+    }
+
+    #[test]
+    fn pages_with_a_next_request_or_an_event_are_flushed() {
+        assert!(flush_page(true, false));
+        assert!(flush_page(true, true));
+        assert!(flush_page(false, true), "a cycle's last page with an event");
+        assert!(!flush_page(false, false), "a cycle's last page without one");
     }
 
     #[test]
