@@ -151,6 +151,10 @@ pub enum PkiRuleError {
         "the staging certificate was replaced while the token file was being decrypted; upload the token file again"
     )]
     StagingChanged,
+    #[error(
+        "the current certificate was replaced while the token file was being decrypted; upload the token file again"
+    )]
+    CurrentChanged,
     #[error(transparent)]
     Tokens(#[from] RuleError),
 }
@@ -194,6 +198,30 @@ impl NameState {
         change.next.pki_current = Some(staging.clone());
         change.next.pki_staging = None;
         Ok(change)
+    }
+
+    /// Stores tokens from a renewal: a token file decrypted with the
+    /// current pair, which Apple encrypts to the certificate already
+    /// registered for the MDM server. Nothing is promoted and a staging pair,
+    /// if any, stays staged. `current_cert_pem` is the certificate the caller
+    /// decrypted with: if the current pair changed meanwhile, nothing
+    /// happens. The consumer-key check applies as for any token upload.
+    pub fn renew_with_current_pki(
+        &self,
+        tokens: StoredTokens,
+        current_cert_pem: &[u8],
+        force: bool,
+        now: OffsetDateTime,
+    ) -> Result<Change, PkiRuleError> {
+        let current = self
+            .data
+            .pki_current
+            .as_ref()
+            .ok_or(PkiRuleError::CurrentChanged)?;
+        if current.cert_pem != current_cert_pem {
+            return Err(PkiRuleError::CurrentChanged);
+        }
+        Ok(self.put_tokens(tokens, force, now)?)
     }
 }
 
@@ -447,6 +475,47 @@ mod pki_tests {
         let c = s.put_pki_staging(pki(tag), NOW);
         apply(store, &mut s, c);
         s
+    }
+
+    #[test]
+    fn renewal_with_the_current_pair_keeps_staging_and_checks_the_key() {
+        let store = Store::memory();
+        let mut s = staged(&store, "A");
+        assert_eq!(
+            s.renew_with_current_pki(tokens("CK1"), b"cert A", false, NOW)
+                .err(),
+            Some(PkiRuleError::CurrentChanged),
+            "no current pair yet"
+        );
+        let c = s
+            .promote_pki_staging(tokens("CK1"), b"cert A", false, NOW)
+            .expect("promote");
+        apply(&store, &mut s, c);
+        let c = s.put_pki_staging(pki("B"), NOW);
+        apply(&store, &mut s, c);
+        let mut renewed = tokens("CK1");
+        renewed.access_token = "at2".into();
+        let c = s
+            .renew_with_current_pki(renewed.clone(), b"cert A", false, NOW)
+            .expect("renew");
+        apply(&store, &mut s, c);
+        assert_eq!(s.data().pki_current, Some(pki("A")));
+        assert_eq!(s.data().pki_staging, Some(pki("B")), "staging stays staged");
+        assert_eq!(s.data().tokens, Some(renewed));
+        assert_eq!(&store.load_name(s.name()).expect("load"), s.data());
+        let before = s.data().clone();
+        assert_eq!(
+            s.renew_with_current_pki(tokens("CK1"), b"cert B", false, NOW)
+                .err(),
+            Some(PkiRuleError::CurrentChanged)
+        );
+        assert!(matches!(
+            s.renew_with_current_pki(tokens("CK2"), b"cert A", false, NOW),
+            Err(PkiRuleError::Tokens(RuleError::ConsumerKeyMismatch { .. }))
+        ));
+        assert_eq!(s.data(), &before);
+        s.renew_with_current_pki(tokens("CK2"), b"cert A", true, NOW)
+            .expect("force replaces the consumer key");
     }
 
     #[test]

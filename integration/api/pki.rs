@@ -213,9 +213,11 @@ async fn put_tokenpki_stores_tokens_and_promotes_staging() {
     assert_eq!(app.get("/v1/tokens/acme").await.json(), want);
     assert!(verifies(&jwt(&app, "acme").await, &cert));
 
-    // Nothing stays staged: the same file again has nothing to decrypt with.
+    // Nothing stays staged; the same file again is addressed to what is
+    // now the current certificate, so it is taken as a renewal.
     let r = put_bytes(&app, "/v1/tokenpki/acme", &file).await;
-    assert_eq!((r.status, r.code().as_str()), (400, "no-staging-pki"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(verifies(&jwt(&app, "acme").await, &cert));
 }
 
 #[actix_web::test]
@@ -257,11 +259,6 @@ async fn failed_uploads_are_400_and_change_nothing() {
             "different certificate",
         ),
         (
-            p7m_for(&current, &tokens_json("CK_1")),
-            "p7m-wrong-certificate",
-            "different key",
-        ),
-        (
             p7m_for(&staging, r#"{"consumer_key":"CK_1"}"#),
             "p7m-bad-tokens",
             "missing",
@@ -293,6 +290,158 @@ async fn failed_uploads_are_400_and_change_nothing() {
     let r = put_bytes(&app, "/v1/tokenpki/fresh", &good).await;
     assert_eq!((r.status, r.code().as_str()), (400, "no-staging-pki"));
     assert_eq!(app.get("/v1/tokens/fresh").await.status, 404);
+}
+
+/// A token file made by the `openssl` command-line tool, a producer depd
+/// did not write: the token JSON between the message markers, encrypted
+/// to `cert` with `args` (`smime -encrypt -aes128`, `cms -encrypt -des3` ...).
+fn openssl_token_file(cert: &X509, json: &str, args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("cert.pem"), cert.to_pem().expect("pem")).expect("write");
+    let wrapped: Vec<String> = json
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let msg = format!(
+        "Content-Type: text/plain;charset=UTF-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n-----BEGIN MESSAGE-----\r\n{}\r\n-----END MESSAGE-----\r\n",
+        wrapped.join("\r\n")
+    );
+    std::fs::write(dir.path().join("msg.txt"), msg).expect("write");
+    let out = dir.path().join("token.p7m");
+    let status = Command::new("openssl")
+        .args(args)
+        .arg("-in")
+        .arg(dir.path().join("msg.txt"))
+        .arg("-out")
+        .arg(&out)
+        .arg(dir.path().join("cert.pem"))
+        .status()
+        .expect("these tests need the openssl command-line tool: install the openssl package");
+    assert!(status.success(), "openssl {args:?}");
+    std::fs::read(&out).expect("read the token file")
+}
+
+/// The ciphers and forms the p7m unit tests decrypt.
+const OPENSSL_FORMS: [&[&str]; 6] = [
+    &["smime", "-encrypt", "-aes128"],
+    &["smime", "-encrypt", "-aes256", "-stream"],
+    &["smime", "-encrypt", "-des3"],
+    &["cms", "-encrypt", "-aes128"],
+    &["cms", "-encrypt", "-aes256", "-stream"],
+    &["cms", "-encrypt", "-des3", "-stream"],
+];
+
+#[actix_web::test]
+async fn yearly_renewal_decrypts_with_the_current_certificate() {
+    let app = TestApp::spawn().await;
+    for (i, args) in OPENSSL_FORMS.iter().enumerate() {
+        let name = format!("renew{i}");
+        let path = format!("/v1/tokenpki/{name}");
+        // First year: the file is addressed to the staging certificate.
+        let cert = staging_cert(&app, &name).await;
+        let first = openssl_token_file(&cert, &tokens_json("CK_1"), args);
+        let r = put_bytes(&app, &path, &first).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(verifies(&jwt(&app, &name).await, &cert));
+
+        // A new staging certificate waits for a portal that never got it.
+        let pending = staging_cert(&app, &name).await;
+
+        // A year later Apple encrypts the new token file to the same,
+        // now current, certificate.
+        let mut renewed: Value = serde_json::from_str(&tokens_json("CK_1")).expect("json");
+        renewed["access_token"] = Value::from(format!("AT_renewed_{i}"));
+        let second = openssl_token_file(&cert, &renewed.to_string(), args);
+        let r = put_bytes(&app, &path, &second).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            app.get(&format!("/v1/tokens/{name}")).await.json()["access_token"],
+            renewed["access_token"]
+        );
+        assert!(
+            verifies(&jwt(&app, &name).await, &cert),
+            "a renewal keeps the current key"
+        );
+
+        // The staging pair was left alone and still takes its own file.
+        let third = openssl_token_file(&pending, &tokens_json("CK_1"), args);
+        let r = put_bytes(&app, &path, &third).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(verifies(&jwt(&app, &name).await, &pending));
+    }
+}
+
+#[actix_web::test]
+async fn renewal_keeps_the_consumer_key_check_and_refuses_strangers() {
+    let app = TestApp::spawn().await;
+    let current = enroll(&app, "acme", "CK_1").await;
+    let before = app.get("/v1/tokens/acme").await.json();
+    let args = OPENSSL_FORMS[0];
+
+    let other = openssl_token_file(&current, &tokens_json("CK_2"), args);
+    let r = put_bytes(&app, "/v1/tokenpki/acme", &other).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "consumer-key-mismatch")
+    );
+    assert_eq!(app.get("/v1/tokens/acme").await.json(), before);
+
+    let stranger = KeyPairForTest::new();
+    let r = put_bytes(
+        &app,
+        "/v1/tokenpki/acme",
+        &openssl_token_file(&stranger.0, &tokens_json("CK_1"), args),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "p7m-wrong-certificate")
+    );
+    assert_eq!(app.get("/v1/tokens/acme").await.json(), before);
+
+    let r = put_bytes(&app, "/v1/tokenpki/acme?force=1", &other).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["consumer_key"], "CK_2");
+    assert!(verifies(&jwt(&app, "acme").await, &current));
+}
+
+/// A self-signed certificate depd has no key for.
+struct KeyPairForTest(X509);
+
+impl KeyPairForTest {
+    fn new() -> Self {
+        let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
+            .expect("pkey");
+        let mut name = openssl::x509::X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", "depserver").expect("cn");
+        let name = name.build();
+        let mut b = X509::builder().expect("builder");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
+            .expect("nb");
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).expect("t"))
+            .expect("na");
+        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        KeyPairForTest(b.build())
+    }
 }
 
 #[actix_web::test]
@@ -540,6 +689,8 @@ fn tokens_cli_makes_keys_and_decrypts_token_files() {
     );
     let out = depd(&decrypt);
     assert!(!out.status.success());
+    // The new certificate has a new random serial number, so the old file
+    // is not addressed to it.
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("different key"), "{err}");
+    assert!(err.contains("different certificate"), "{err}");
 }

@@ -286,31 +286,48 @@ pub enum PkiOpError {
     Store(#[from] StoreError),
 }
 
-/// Store tokens decrypted with the staging pair whose certificate is
-/// `staging_cert_pem`, and promote that pair to current: one commit, after
-/// the consumer-key check. The handler decrypts before sending this, so
-/// the mailbox never waits for RSA; the certificate it carries makes the
-/// commit refuse if the staging pair was replaced in the meantime.
+/// Store tokens from a token file decrypted with the pair in `slot`, whose
+/// certificate is `cert_pem`: from the staging pair, the tokens are stored
+/// and the pair promoted to current; from the current pair (a renewal,
+/// which Apple encrypts to the certificate already registered), only the
+/// tokens are stored. One commit, after the consumer-key check. The handler
+/// decrypts before sending this, so the mailbox never waits for RSA; the
+/// certificate it carries makes the commit refuse if that pair was replaced
+/// in the meantime.
 #[derive(Message)]
 #[rtype(result = "Result<StoredTokens, PkiOpError>")]
-pub struct PromoteStagingPki {
+pub struct AcceptTokenFile {
     pub tokens: StoredTokens,
-    pub staging_cert_pem: Vec<u8>,
+    pub slot: PkiSlot,
+    pub cert_pem: Vec<u8>,
     pub force: bool,
 }
 
-impl Handler<PromoteStagingPki> for DepNameActor {
+impl Handler<AcceptTokenFile> for DepNameActor {
     type Result = AtomicResponse<Self, Result<StoredTokens, PkiOpError>>;
-    fn handle(&mut self, msg: PromoteStagingPki, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: AcceptTokenFile, _: &mut Self::Context) -> Self::Result {
         let reply = msg.tokens.clone();
-        match self.state.promote_pki_staging(
-            msg.tokens,
-            &msg.staging_cert_pem,
-            msg.force,
-            self.clock.now(),
-        ) {
+        let now = self.clock.now();
+        let change = match msg.slot {
+            PkiSlot::Staging => {
+                self.state
+                    .promote_pki_staging(msg.tokens, &msg.cert_pem, msg.force, now)
+            }
+            PkiSlot::Current => {
+                self.state
+                    .renew_with_current_pki(msg.tokens, &msg.cert_pem, msg.force, now)
+            }
+        };
+        match change {
             Ok(change) => {
-                tracing::info!(dep_name = %self.state.name(), forced = msg.force, "token file accepted; staging token PKI becomes current");
+                match msg.slot {
+                    PkiSlot::Staging => {
+                        tracing::info!(dep_name = %self.state.name(), forced = msg.force, "token file accepted; staging token PKI becomes current")
+                    }
+                    PkiSlot::Current => {
+                        tracing::info!(dep_name = %self.state.name(), forced = msg.force, "renewed token file accepted with the current token PKI")
+                    }
+                }
                 self.commit_and(change, reply, |act, ctx| act.on_tokens_replaced(ctx))
             }
             Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e.into())))),

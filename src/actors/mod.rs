@@ -10,11 +10,11 @@ mod status;
 mod sync;
 
 pub use dep_name::{
-    DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
-    PutTokens, UpdateSettings,
+    AcceptTokenFile, GetPki, Now, PkiOpError, PkiSlot, PutStagingPki, ServerUuid, ServerUuidError,
 };
 pub use dep_name::{
-    GetPki, Now, PkiOpError, PkiSlot, PromoteStagingPki, PutStagingPki, ServerUuid, ServerUuidError,
+    DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
+    PutTokens, UpdateSettings,
 };
 pub use registry::{Directory, ListNames, Ping, Published, Registry, Reload, Resolve};
 pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated, SharedGrant};

@@ -317,7 +317,7 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         )]),
         ("/v1/tokenpki/{name}", "PUT") => Op::new(
             "Upload Apple's token file (.p7m)",
-            "Decrypted with the staging pair; then, atomically, the consumer-key check, the staging pair becomes current and the tokens are stored. Failures change nothing.",
+            "Decrypted with the pair the file is addressed to (by the CMS recipient; staging first for certificates that share issuer and serial). From the staging pair: atomically, the consumer-key check, the staging pair becomes current and the tokens are stored. From the current pair (the yearly renewal, which Apple encrypts to the certificate already registered): the consumer-key check and the tokens are stored; staging is left as it is. Failures change nothing.",
         )
         .param(name_param())
         .param(flag("force", "Accept a different consumer key."))
@@ -349,7 +349,14 @@ fn operation(path: &str, method: &str) -> Option<Op> {
                     "p7m-bad-tokens",
                 ],
             ),
-            (409, &["consumer-key-mismatch", "staging-pki-changed"]),
+            (
+                409,
+                &[
+                    "consumer-key-mismatch",
+                    "staging-pki-changed",
+                    "current-pki-changed",
+                ],
+            ),
             (413, &["body-too-large"]),
         ]),
         ("/v1/maidjwt/{name}", "GET") => Op::new(

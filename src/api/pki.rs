@@ -10,7 +10,7 @@ use super::body;
 use super::error::ApiError;
 use super::names::{actor, mailbox, parse_name, reject_unknown_params};
 use crate::actors::{
-    GetPki, Now, PkiOpError, PkiSlot, PromoteStagingPki, PutStagingPki, Resolve, ServerUuid,
+    AcceptTokenFile, GetPki, Now, PkiOpError, PkiSlot, PutStagingPki, Resolve, ServerUuid,
     ServerUuidError,
 };
 use crate::bypass::BypassCode;
@@ -46,7 +46,7 @@ fn no_staging(name: &DepName) -> ApiError {
     ApiError::bad_request(
         "no-staging-pki",
         format!(
-            "DEP name {:?} has no staging certificate to decrypt the token file with; download one with GET /v1/tokenpki/{{name}} and upload it to Apple first",
+            "DEP name {:?} has no certificate to decrypt the token file with; download one with GET /v1/tokenpki/{{name}} and upload it to Apple first",
             name.as_str()
         ),
     )
@@ -155,8 +155,11 @@ fn p7m_error(e: P7mError) -> ApiError {
 }
 
 /// `PUT /v1/tokenpki/{name}[?force=1]` with Apple's `.p7m`: decrypt with
-/// the staging pair, then (one commit in the actor) consumer-key check,
-/// promote staging to current, store the tokens. Answers the token JSON.
+/// the pair the file is addressed to (staging first, then current), then
+/// (one commit in the actor) consumer-key check and store the tokens;
+/// from staging, the pair is also promoted to current. A file from the
+/// current pair is a renewal: Apple encrypts each year's token file to the
+/// certificate already registered. Answers the token JSON.
 pub async fn put_tokenpki(
     req: HttpRequest,
     path: web::Path<String>,
@@ -169,7 +172,7 @@ pub async fn put_tokenpki(
     let force = body::flag(&pairs, "force")?;
     let file = body::read(&req, payload, P7M_BODY_LIMIT).await?;
 
-    // An unknown name has no staging pair either; it is not created.
+    // An unknown name has no key pair either; it is not created.
     let addr = state
         .registry
         .send(Resolve {
@@ -179,39 +182,54 @@ pub async fn put_tokenpki(
         .await
         .map_err(mailbox)?
         .ok_or_else(|| no_staging(&name))?;
-    let staging = addr
-        .send(GetPki(PkiSlot::Staging))
-        .await
-        .map_err(mailbox)?
-        .ok_or_else(|| no_staging(&name))?;
-    let pair = load_pair(&staging)?;
-    let parsed = cpu("decrypting the token file failed", move || {
-        pki::decrypt_token_file(&file, &pair)
+    let mut candidates: Vec<(PkiSlot, StoredPki)> = Vec::with_capacity(2);
+    for slot in [PkiSlot::Staging, PkiSlot::Current] {
+        if let Some(pki) = addr.send(GetPki(slot)).await.map_err(mailbox)? {
+            candidates.push((slot, pki));
+        }
+    }
+    if candidates.is_empty() {
+        return Err(no_staging(&name));
+    }
+    let pairs = candidates
+        .iter()
+        .map(|(_, pki)| load_pair(pki))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (index, parsed) = cpu("decrypting the token file failed", move || {
+        let refs: Vec<&KeyPair> = pairs.iter().collect();
+        pki::decrypt_token_file_with(&file, &refs)
     })
     .await?
     .map_err(p7m_error)?;
+    let (slot, used) = candidates.swap_remove(index);
 
     let stored = addr
-        .send(PromoteStagingPki {
+        .send(AcceptTokenFile {
             tokens: parsed,
-            staging_cert_pem: staging.cert_pem,
+            slot,
+            cert_pem: used.cert_pem,
             force,
         })
         .await
         .map_err(mailbox)?
         .map_err(|e| match e {
             PkiOpError::Rule(PkiRuleError::NoStaging) => no_staging(&name),
-            PkiOpError::Rule(rule @ PkiRuleError::StagingChanged) => ApiError::new(
-                StatusCode::CONFLICT,
-                "staging-pki-changed",
-                rule.to_string(),
-            ),
+            PkiOpError::Rule(
+                rule @ (PkiRuleError::StagingChanged | PkiRuleError::CurrentChanged),
+            ) => {
+                let code = if matches!(rule, PkiRuleError::StagingChanged) {
+                    "staging-pki-changed"
+                } else {
+                    "current-pki-changed"
+                };
+                ApiError::new(StatusCode::CONFLICT, code, rule.to_string())
+            }
             PkiOpError::Rule(PkiRuleError::Tokens(
                 rule @ RuleError::ConsumerKeyMismatch { .. },
             )) => ApiError::new(
                 StatusCode::CONFLICT,
                 "consumer-key-mismatch",
-                format!("{rule}; the staging certificate was not promoted"),
+                format!("{rule}; the tokens were not stored and no certificate was promoted"),
             ),
             PkiOpError::Store(e) => ApiError::internal("storing the tokens failed", &e),
         })?;

@@ -1,7 +1,7 @@
 //! The token-PKI key pair: RSA-2048 and a self-signed certificate, in PEM.
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::bn::BigNum;
+use openssl::bn::{BigNum, MsbOption};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -63,6 +63,24 @@ impl fmt::Debug for KeyPair {
     }
 }
 
+/// Bits of a certificate serial number: at most 20 octets are allowed
+/// (RFC 5280, 4.1.2.2), and 159 random bits keep the top one clear, so the
+/// DER integer is positive without a padding octet.
+const SERIAL_BITS: i32 = 159;
+
+/// A random positive serial number. Apple encrypts the token file to the
+/// certificate's issuer and serial; with every certificate of a name being
+/// self-signed `CN=<cn>`, the serial is what tells the staging certificate
+/// from the current one.
+fn random_serial() -> Result<Asn1Integer, ErrorStack> {
+    let mut bn = BigNum::new()?;
+    bn.rand(SERIAL_BITS, MsbOption::MAYBE_ZERO, false)?;
+    if bn.num_bits() == 0 {
+        bn = BigNum::from_u32(1)?;
+    }
+    Asn1Integer::from_bn(&bn)
+}
+
 impl KeyPair {
     /// A fresh RSA-2048 key and a self-signed certificate for `CN=<cn>`,
     /// valid from ten minutes before `now` for `days` days. Takes some
@@ -78,7 +96,7 @@ impl KeyPair {
         let name = name.build();
         let mut builder = X509::builder()?;
         builder.set_version(2)?;
-        let serial = Asn1Integer::from_bn(BigNum::from_u32(1)?.as_ref())?;
+        let serial = random_serial()?;
         builder.set_serial_number(&serial)?;
         builder.set_subject_name(&name)?;
         builder.set_issuer_name(&name)?;
@@ -160,6 +178,25 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
 
     #[test]
+    fn serial_numbers_are_random_and_positive() {
+        let a = KeyPair::generate("depserver", 1, NOW).expect("generate");
+        let b = KeyPair::generate("depserver", 1, NOW).expect("generate");
+        let (sa, sb) = (
+            a.cert().serial_number().to_bn().expect("bn"),
+            b.cert().serial_number().to_bn().expect("bn"),
+        );
+        assert_ne!(
+            sa, sb,
+            "two certificates with the same CN need different serials"
+        );
+        for s in [&sa, &sb] {
+            assert!(!s.is_negative());
+            assert!(s.num_bits() > 64, "serial {s} is too short to be random");
+            assert!(s.num_bits() <= SERIAL_BITS);
+        }
+    }
+
+    #[test]
     fn certificate_has_the_specified_shape() {
         let pair = KeyPair::generate("depserver", 30, NOW).expect("generate");
         let cert = pair.cert();
@@ -170,10 +207,6 @@ mod tests {
         };
         assert_eq!(cn(cert.subject_name()).as_deref(), Some("depserver"));
         assert_eq!(cn(cert.issuer_name()).as_deref(), Some("depserver"));
-        assert_eq!(
-            cert.serial_number().to_bn().expect("bn"),
-            BigNum::from_u32(1).expect("one")
-        );
         let start = Asn1Time::from_unix(NOW.unix_timestamp() - 600).expect("t");
         let end = Asn1Time::from_unix(NOW.unix_timestamp() + 30 * 86_400).expect("t");
         assert_eq!(cert.not_before(), start.as_ref());

@@ -6,4 +6,4 @@ mod keypair;
 mod p7m;
 
 pub use keypair::{KeyError, KeyPair, MAX_VALIDITY_DAYS, validate_cn};
-pub use p7m::{P7mError, decrypt_token_file};
+pub use p7m::{P7mError, decrypt_token_file, decrypt_token_file_with};

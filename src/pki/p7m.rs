@@ -47,9 +47,36 @@ pub enum P7mError {
 /// Tens of milliseconds of CPU (one RSA decryption): async callers use the
 /// blocking pool.
 pub fn decrypt_token_file(file: &[u8], pair: &KeyPair) -> Result<StoredTokens, P7mError> {
+    decrypt_token_file_with(file, &[pair]).map(|(_, tokens)| tokens)
+}
+
+/// Decrypts a token file with the first of `pairs` it was encrypted to, and
+/// answers which one (its index) with the tokens. OpenSSL picks the
+/// recipient by the certificate's issuer and serial number, so a pair the
+/// file was not addressed to is passed over without an RSA operation.
+/// Certificates that share issuer and serial (depd's before random serials)
+/// are told apart by trying the keys in order: a wrong key fails the
+/// content's padding or leaves bytes that are not text.
+pub fn decrypt_token_file_with(
+    file: &[u8],
+    pairs: &[&KeyPair],
+) -> Result<(usize, StoredTokens), P7mError> {
     let der = cms_der(file)?;
     check_outer_length(&der)?;
     let cms = CmsContentInfo::from_der(&der).map_err(|e| P7mError::NotCms(reasons(&e)))?;
+    let mut refusal = P7mError::DifferentCertificate;
+    for (index, pair) in pairs.iter().enumerate() {
+        match decrypt_with(&cms, pair) {
+            Ok(tokens) => return Ok((index, tokens)),
+            Err(P7mError::DifferentCertificate) => {}
+            Err(P7mError::WrongKey) => refusal = P7mError::WrongKey,
+            Err(other) => return Err(other),
+        }
+    }
+    Err(refusal)
+}
+
+fn decrypt_with(cms: &CmsContentInfo, pair: &KeyPair) -> Result<StoredTokens, P7mError> {
     let content = cms
         .decrypt(pair.key(), pair.cert())
         .map_err(classify_decrypt_error)?;
@@ -265,6 +292,81 @@ mod tests {
         KeyPair::generate("depserver", 1, datetime!(2026-03-01 12:00 UTC)).expect("keypair")
     }
 
+    /// A pair as depd made them before random serials: self-signed
+    /// `CN=depserver` with serial number 1, so every such certificate has
+    /// the same issuer and serial.
+    fn legacy_pair() -> KeyPair {
+        use openssl::asn1::{Asn1Integer, Asn1Time};
+        use openssl::bn::BigNum;
+        use openssl::hash::MessageDigest;
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        use openssl::x509::{X509, X509NameBuilder};
+        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+        let mut name = X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", "depserver").expect("cn");
+        let name = name.build();
+        let mut b = X509::builder().expect("builder");
+        b.set_version(2).expect("version");
+        let one = Asn1Integer::from_bn(&BigNum::from_u32(1).expect("bn")).expect("serial");
+        b.set_serial_number(&one).expect("serial");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+            .expect("not before");
+        b.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
+            .expect("not after");
+        b.set_pubkey(&key).expect("pubkey");
+        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        let cert = b.build();
+        KeyPair::from_pem(
+            &cert.to_pem().expect("pem"),
+            &key.private_key_to_pem_pkcs8().expect("pem"),
+            None,
+        )
+        .expect("pair")
+    }
+
+    #[test]
+    fn chooses_the_pair_the_file_is_addressed_to() {
+        let (staging, current) = (pair(), pair());
+        let want = tokens::parse(TOKENS.as_bytes()).expect("tokens");
+        let to = |p: &KeyPair| encrypt_with_crate(inner_message(TOKENS, 64, 0).as_bytes(), p);
+        assert_eq!(
+            decrypt_token_file_with(&to(&staging), &[&staging, &current]).expect("staging"),
+            (0, want.clone())
+        );
+        assert_eq!(
+            decrypt_token_file_with(&to(&current), &[&staging, &current]).expect("current"),
+            (1, want.clone())
+        );
+        assert!(matches!(
+            decrypt_token_file_with(&to(&pair()), &[&staging, &current]),
+            Err(P7mError::DifferentCertificate)
+        ));
+        assert!(matches!(
+            decrypt_token_file_with(&to(&staging), &[]),
+            Err(P7mError::DifferentCertificate)
+        ));
+
+        // Certificates from before random serials share issuer and serial:
+        // staging is tried first, then current.
+        let (old_staging, old_current) = (legacy_pair(), legacy_pair());
+        let pairs = [&old_staging, &old_current];
+        assert_eq!(
+            decrypt_token_file_with(&to(&old_staging), &pairs).expect("legacy staging"),
+            (0, want.clone())
+        );
+        assert_eq!(
+            decrypt_token_file_with(&to(&old_current), &pairs).expect("legacy current"),
+            (1, want)
+        );
+        assert!(matches!(
+            decrypt_token_file_with(&to(&legacy_pair()), &pairs),
+            Err(P7mError::WrongKey)
+        ));
+    }
+
     /// Runs the `openssl` command-line tool: a producer we did not write.
     fn openssl_cli(dir: &Path, args: &[&str]) -> Vec<u8> {
         let out_path = dir.join("out.p7m");
@@ -358,7 +460,9 @@ mod tests {
 
         let other_name =
             KeyPair::generate("other", 1, datetime!(2026-03-01 12:00 UTC)).expect("keypair");
-        let same_name = super::tests::pair();
+        let same_name = legacy_pair();
+        let legacy = legacy_pair();
+        let good_legacy = encrypt_with_crate(inner_message(TOKENS, 64, 0).as_bytes(), &legacy);
         let cases: Vec<(Vec<u8>, &KeyPair, &str)> = vec![
             (Vec::new(), &pair, "NotTokenFile"),
             (vec![0xff, 0xfe, 0x00], &pair, "NotTokenFile"),
@@ -379,7 +483,7 @@ mod tests {
             (good[..good.len() - 10].to_vec(), &pair, "Truncated"),
             (b"MAMCAQE=".to_vec(), &pair, "NotCms"),
             (good.clone(), &other_name, "DifferentCertificate"),
-            (good.clone(), &same_name, "WrongKey"),
+            (good_legacy.clone(), &same_name, "WrongKey"),
             (
                 encrypt_with_crate(b"Content-Type: text/plain\r\n\r\nno markers", &pair),
                 &pair,
