@@ -254,6 +254,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     depd::logging::init(settings.log_format, &settings.log_level);
+    settings::warn_ignored_env(&settings);
     let result = actix_web::rt::System::new().block_on(depd::serve::run(settings, config, flags));
     match result {
         Ok(()) => ExitCode::SUCCESS,

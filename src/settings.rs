@@ -306,6 +306,9 @@ pub struct Settings {
     pub demo: Option<DemoSettings>,
     /// The file these settings were read from, if any (re-read on SIGHUP).
     pub source: Option<PathBuf>,
+    /// `DEPD_…` environment variables that name no setting: ignored, and
+    /// named in a warning at start (`warn_ignored_env`).
+    pub ignored_env: Vec<String>,
 }
 
 impl Settings {
@@ -360,8 +363,6 @@ pub enum SettingsError {
     File { path: PathBuf, message: String },
     #[error("configuration: {0}")]
     Invalid(String),
-    #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
     #[error(
         "no API key configured: set api_key or api_key_file in the configuration file, \
          DEPD_API_KEY in the environment, or pass --api-key"
@@ -383,6 +384,17 @@ pub fn resolve_config_path(explicit: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// Logs one warning per ignored `DEPD_…` variable (its name, never its
+/// value, which may be a secret).
+pub fn warn_ignored_env(settings: &Settings) {
+    for var in &settings.ignored_env {
+        tracing::warn!(
+            variable = %var,
+            "ignoring environment variable {var}: it names no depd setting (see config/depd.toml for the keys; DEPD_SECTION__KEY sets a key of a section)"
+        );
+    }
+}
+
 /// Loads and validates settings from a file (if any), the given environment
 /// (pass `std::env::vars()`) and flags.
 pub fn load(
@@ -400,7 +412,7 @@ pub fn load(
         })?;
         builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
     }
-    let env_map = settings_env(env)?;
+    let (env_map, ignored_env) = settings_env(env);
     builder = builder.add_source(
         Environment::with_prefix("DEPD")
             .prefix_separator("_")
@@ -417,27 +429,21 @@ pub fn load(
             },
             None => SettingsError::Invalid(e.to_string()),
         })?;
-    validate(raw, flags, file)
+    let mut settings = validate(raw, flags, file)?;
+    settings.ignored_env = ignored_env;
+    Ok(settings)
 }
 
-/// The `DEPD_…` variables that are settings, checked against the known
-/// top-level keys so a typo is named rather than ignored.
+/// The `DEPD_…` variables that are settings, and the names of those that
+/// name no setting. The known keys come from the settings types themselves
+/// (`struct_fields`), so the list cannot drift from the file's shape. An
+/// unknown variable is reported, not fatal: wrappers and other tools set
+/// `DEPD_…` variables too. Unknown keys in the file stay errors.
 fn settings_env(
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<config::Map<String, String>, SettingsError> {
-    const KNOWN: &[&str] = &[
-        "listen",
-        "data_dir",
-        "api_key",
-        "api_key_file",
-        "log_format",
-        "log_level",
-        "apple",
-        "sync",
-        "assigner",
-        "webhook",
-    ];
+) -> (config::Map<String, String>, Vec<String>) {
     let mut map = config::Map::new();
+    let mut unknown = Vec::new();
     for (var, value) in env {
         let Some(rest) = var.strip_prefix("DEPD_") else {
             continue;
@@ -445,16 +451,78 @@ fn settings_env(
         if NON_SETTING_ENV.contains(&var.as_str()) {
             continue;
         }
-        let top = rest.split("__").next().unwrap_or(rest).to_ascii_lowercase();
-        if !KNOWN.contains(&top.as_str()) {
-            return Err(SettingsError::Env {
-                var,
-                message: format!("unknown setting `{top}` (known: {})", KNOWN.join(", ")),
-            });
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if is_setting_path(&path) {
+            map.insert(var, value);
+        } else {
+            unknown.push(var);
         }
-        map.insert(var, value);
     }
-    Ok(map)
+    unknown.sort();
+    (map, unknown)
+}
+
+/// Whether `path` (lower-cased `__`-separated parts of a `DEPD_…`
+/// variable) names a setting: a top-level key, a key of a section, or a
+/// key of one name under `names`.
+fn is_setting_path(path: &[String]) -> bool {
+    let has = |fields: &[&str], key: &str| fields.contains(&key);
+    match path {
+        [key] => {
+            has(struct_fields::<FileSettings>(), key)
+                && key != "names"
+                && !SECTIONS.iter().any(|(s, _)| s == key)
+        }
+        [section, key] => SECTIONS
+            .iter()
+            .any(|(s, fields)| s == section && has(fields(), key)),
+        [names, name, key] => {
+            names == "names" && !name.is_empty() && has(struct_fields::<NameSettings>(), key)
+        }
+        _ => false,
+    }
+}
+
+/// The file's sections (tables) and their keys.
+type Fields = fn() -> &'static [&'static str];
+const SECTIONS: [(&str, Fields); 5] = [
+    ("apple", struct_fields::<AppleSettings>),
+    ("sync", struct_fields::<SyncSettings>),
+    ("assigner", struct_fields::<AssignerSettings>),
+    ("webhook", struct_fields::<WebhookSettings>),
+    ("demo", struct_fields::<DemoSettings>),
+];
+
+/// The field names serde's derive gives a struct, read by asking it to
+/// deserialize from a probe that only records them.
+fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("probe"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = T::deserialize(&mut probe);
+    probe.0.unwrap_or(&[])
 }
 
 fn validate(
@@ -551,6 +619,7 @@ fn validate(
         names,
         demo: raw.demo,
         source: source.map(Path::to_path_buf),
+        ignored_env: Vec::new(),
     })
 }
 
@@ -819,8 +888,63 @@ mod tests {
                 load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect_err("unknown key");
             assert!(err.to_string().contains(key), "{err}");
         }
-        let err = load(None, env(&[("DEPD_LISTN", "x")]), &with_key()).expect_err("env typo");
-        assert!(err.to_string().contains("DEPD_LISTN"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_ignored_and_named() {
+        let vars = env(&[
+            ("DEPD_LISTN", "x"),
+            ("DEPD_WRAPPER_PID", "42"),
+            ("DEPD_SYNC__BOGUS", "1"),
+            ("DEPD_SYNC", "1"),
+            ("DEPD_NAMES__ACME__BOGUS", "1"),
+            ("DEPD_A__B__C__D", "1"),
+            ("DEPD_SYNC__INTERVAL_SECS", "120"),
+            ("DEPD_NAMES__ACME__SYNC_INTERVAL_SECS", "300"),
+            ("DEPD_LOG_LEVEL", "debug"),
+            ("DEPD_URL", "http://127.0.0.1:9001"),
+            ("OTHER", "x"),
+        ]);
+        let s = load(None, vars, &with_key()).expect("unknown variables are not fatal");
+        assert_eq!(
+            s.ignored_env,
+            [
+                "DEPD_A__B__C__D",
+                "DEPD_LISTN",
+                "DEPD_NAMES__ACME__BOGUS",
+                "DEPD_SYNC",
+                "DEPD_SYNC__BOGUS",
+                "DEPD_WRAPPER_PID",
+            ]
+        );
+        assert_eq!(s.sync.interval_secs, 120);
+        assert_eq!(s.log_level, "debug");
+        let acme = DepName::parse("acme").expect("name");
+        assert_eq!(s.sync_interval(&acme), std::time::Duration::from_secs(300));
+        // A known key with a bad value is still an error.
+        let err = load(
+            None,
+            env(&[("DEPD_SYNC__INTERVAL_SECS", "soon")]),
+            &with_key(),
+        )
+        .expect_err("bad value");
+        assert!(err.to_string().contains("interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn every_file_key_is_settable_from_the_environment() {
+        for key in struct_fields::<FileSettings>() {
+            let path = vec![key.to_string()];
+            let section = SECTIONS.iter().any(|(s, _)| s == key);
+            assert_eq!(is_setting_path(&path), !section && *key != "names", "{key}");
+        }
+        for (section, fields) in SECTIONS {
+            assert!(!fields().is_empty(), "{section}");
+            for key in fields() {
+                assert!(is_setting_path(&[section.to_string(), key.to_string()]));
+            }
+        }
+        assert!(struct_fields::<NameSettings>().contains(&"base_url"));
     }
 
     #[test]

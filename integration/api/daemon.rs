@@ -230,3 +230,35 @@ async fn the_api_key_can_come_from_the_environment() {
     .await;
     assert_eq!(wrong.status, 401);
 }
+
+#[actix_web::test]
+async fn unknown_depd_variables_are_warned_about_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), BASE);
+    let d = Daemon::start_with_env(
+        &config,
+        &dir.path().join("data"),
+        &[
+            ("DEPD_WRAPPER_TOKEN", "wrapper-secret-value"),
+            ("DEPD_SYNC__NO_SUCH_KEY", "1"),
+        ],
+    );
+    let client = awc::Client::default();
+    assert_eq!(get(&client, &d, "/v1/dep_names").await.status, 200);
+    let warnings: Vec<&String> = d
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"WARN\"") && l.contains("ignoring environment variable"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{:#?}", d.seen);
+    assert!(warnings.iter().any(|l| l.contains("DEPD_WRAPPER_TOKEN")));
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("DEPD_SYNC__NO_SUCH_KEY"))
+    );
+    assert!(
+        !d.seen.iter().any(|l| l.contains("wrapper-secret-value")),
+        "a variable's value is never logged"
+    );
+}

@@ -173,6 +173,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     lines: Receiver<String>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Every log line read so far, in order.
+    pub seen: Vec<String>,
 }
 
 impl Daemon {
@@ -210,6 +212,7 @@ impl Daemon {
             addr: "0.0.0.0:0".parse().expect("addr"),
             lines,
             reader: Some(reader),
+            seen: Vec::new(),
         };
         let line = daemon.wait_for_log("listening");
         let v: Value = serde_json::from_str(&line).expect("JSON log line");
@@ -225,6 +228,7 @@ impl Daemon {
         loop {
             match self.lines.recv_timeout(PATIENCE) {
                 Ok(line) => {
+                    self.seen.push(line.clone());
                     let matches = serde_json::from_str::<Value>(&line)
                         .map(|v| v["fields"]["message"].as_str() == Some(message))
                         .unwrap_or(false);
