@@ -49,4 +49,35 @@ async fn unknown_routes_and_methods_are_json_errors() {
     assert_eq!((r.status, r.code().as_str()), (404, "not-found"));
     let r = app.call(Method::DELETE, "/v1/tokens/acme", b"").await;
     assert_eq!((r.status, r.code().as_str()), (405, "method-not-allowed"));
+
+    // Every known path answers a method it does not take with 405 and the
+    // methods it does take in `Allow`, the unauthenticated ones included.
+    for (method, path, allow) in [
+        ("TRACE", "/version", "GET"),
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/metrics", "GET"),
+        ("TRACE", "/openapi.json", "GET"),
+        ("TRACE", "/v1/dep_names", "GET"),
+        ("DELETE", "/v1/tokens/acme", "GET, PUT"),
+        ("GET", "/v1/sync/acme", "POST"),
+        ("PATCH", "/v1/tokenpki/acme", "GET, PUT"),
+    ] {
+        let resp = app
+            .client()
+            .request(
+                Method::from_bytes(method.as_bytes()).expect("method"),
+                app.url(path),
+            )
+            .basic_auth("depserver", KEY)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), 405, "{method} {path}");
+        let got = resp
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert_eq!(got, allow, "{method} {path}");
+    }
 }

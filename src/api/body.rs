@@ -75,37 +75,60 @@ pub fn flag(pairs: &[(String, String)], key: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// One `application/x-www-form-urlencoded` key or value: `+` is a space,
+/// `%XX` a byte. A `%` not followed by two hex digits is refused rather than
+/// passed through (as the WHATWG parser does), and so is a result that is
+/// not UTF-8.
 fn decode(s: &str) -> Result<String, ApiError> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "bad-query",
-                            "malformed percent-encoding in the query",
-                        )
-                    })?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
+    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(ApiError::bad_request(
+            "bad-query",
+            "malformed percent-encoding in the query: % must be followed by two hex digits",
+        ));
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request("bad-query", "the query is not UTF-8"))
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| ApiError::bad_request("bad-query", "the query is not UTF-8"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The encoder a client would use: `form_urlencoded`'s serializer.
+    fn encode(pairs: &[(String, String)]) -> String {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            ser.append_pair(k, v);
+        }
+        ser.finish()
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_queries_decode_or_are_refused(query in ".{0,64}") {
+            // Never a panic: a value or a typed error.
+            let _ = query_pairs(&query);
+        }
+
+        #[test]
+        fn encoded_pairs_come_back_unchanged(
+            pairs in proptest::collection::vec(("[^&=]{1,12}", ".{0,16}"), 0..6)
+        ) {
+            let query = encode(&pairs);
+            prop_assert_eq!(query_pairs(&query).expect("a well-formed query"), pairs);
+        }
+    }
 
     #[test]
     fn decodes_repeated_keys_in_order() {
@@ -125,7 +148,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_queries() {
-        for bad in ["a=%", "a=%4", "a=%zz", "a=%ff%fe"] {
+        for bad in [
+            "a=%", "a=%4", "a=%zz", "a=%ff%fe", "a=%+f", "a=%-1", "%+1=x", "a=%%41", "a=%4%41",
+        ] {
             assert!(query_pairs(bad).is_err(), "{bad}");
         }
         let pairs = query_pairs("force=1&force=0").expect("ok");

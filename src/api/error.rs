@@ -15,6 +15,8 @@ pub struct ApiError {
     /// More members of the error body (e.g. Apple's answer for a failed
     /// session).
     extra: Vec<(&'static str, serde_json::Value)>,
+    /// Headers the answer carries besides the body (`Allow`, `Retry-After`).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
         ApiError {
             status,
             code,
+            headers: Vec::new(),
             message: message.into(),
             extra: Vec::new(),
         }
@@ -30,6 +33,12 @@ impl ApiError {
     /// Adds a member to the JSON error body.
     pub fn with(mut self, key: &'static str, value: serde_json::Value) -> Self {
         self.extra.push((key, value));
+        self
+    }
+
+    /// Adds a header to the answer.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -94,6 +103,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header(("WWW-Authenticate", "Basic realm=\"depd\""));
+        }
+        for (name, value) in &self.headers {
+            resp.insert_header((*name, value.as_str()));
         }
         let mut body = serde_json::Map::new();
         body.insert("error".into(), self.message.clone().into());

@@ -120,44 +120,46 @@ pub(crate) const ROUTES: &[(&str, &[&str])] = &[
 
 /// Registers every route (those of `ROUTES`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/version", web::get().to(health::version))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(metrics::render))
-        .route("/openapi.json", web::get().to(openapi::serve))
+    cfg.service(resource("", "/version").route(web::get().to(health::version)))
+        .service(resource("", "/healthz").route(web::get().to(health::healthz)))
+        .service(resource("", "/readyz").route(web::get().to(health::readyz)))
+        .service(resource("", "/metrics").route(web::get().to(metrics::render)))
+        .service(resource("", "/openapi.json").route(web::get().to(openapi::serve)))
         .service(
             web::scope("/v1")
                 .wrap(from_fn(auth::require))
-                .service(resource("/dep_names").route(web::get().to(names::list)))
-                .service(resource("/status").route(web::get().to(status::all)))
-                .service(resource("/status/{name}").route(web::get().to(status::one)))
-                .service(resource("/sync").route(web::post().to(sync::sync_all)))
-                .service(resource("/sync/{name}").route(web::post().to(sync::sync_one)))
-                .service(resource("/resync/{name}").route(web::post().to(sync::resync)))
-                .service(resource("/devices/{name}").route(web::get().to(sync::devices)))
-                .service(resource("/assignments/{name}").route(web::get().to(sync::assignments)))
+                .service(resource("/v1", "/dep_names").route(web::get().to(names::list)))
+                .service(resource("/v1", "/status").route(web::get().to(status::all)))
+                .service(resource("/v1", "/status/{name}").route(web::get().to(status::one)))
+                .service(resource("/v1", "/sync").route(web::post().to(sync::sync_all)))
+                .service(resource("/v1", "/sync/{name}").route(web::post().to(sync::sync_one)))
+                .service(resource("/v1", "/resync/{name}").route(web::post().to(sync::resync)))
+                .service(resource("/v1", "/devices/{name}").route(web::get().to(sync::devices)))
                 .service(
-                    resource("/tokens/{name}")
+                    resource("/v1", "/assignments/{name}").route(web::get().to(sync::assignments)),
+                )
+                .service(
+                    resource("/v1", "/tokens/{name}")
                         .route(web::get().to(names::get_tokens))
                         .route(web::put().to(names::put_tokens)),
                 )
                 .service(
-                    resource("/config/{name}")
+                    resource("/v1", "/config/{name}")
                         .route(web::get().to(names::get_config))
                         .route(web::put().to(names::put_config)),
                 )
                 .service(
-                    resource("/assigner/{name}")
+                    resource("/v1", "/assigner/{name}")
                         .route(web::get().to(names::get_assigner))
                         .route(web::put().to(names::put_assigner)),
                 )
                 .service(
-                    resource("/tokenpki/{name}")
+                    resource("/v1", "/tokenpki/{name}")
                         .route(web::get().to(pki::get_tokenpki))
                         .route(web::put().to(pki::put_tokenpki)),
                 )
-                .service(resource("/maidjwt/{name}").route(web::get().to(pki::get_maidjwt)))
-                .service(resource("/bypasscode").route(web::get().to(pki::get_bypasscode)))
+                .service(resource("/v1", "/maidjwt/{name}").route(web::get().to(pki::get_maidjwt)))
+                .service(resource("/v1", "/bypasscode").route(web::get().to(pki::get_bypasscode)))
                 .default_service(web::to(not_found)),
         )
         .service(
@@ -169,18 +171,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource at `path` inside the scope `scope`, answering other methods
+/// than its routes' with 405 and the `Allow` header from `ROUTES`.
+fn resource(scope: &str, path: &str) -> actix_web::Resource {
+    let full = format!("{scope}{path}");
+    let allow = ROUTES
+        .iter()
+        .find(|(pattern, _)| *pattern == full)
+        .map(|(_, methods)| methods.join(", "))
+        .unwrap_or_default();
+    web::resource(path).default_service(web::to(move || {
+        let allow = allow.clone();
+        async move { method_not_allowed(allow) }
+    }))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("not-found", "no such endpoint"))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+fn method_not_allowed(allow: String) -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
-        "this endpoint does not accept that method",
-    ))
+        format!("this endpoint accepts only {allow}"),
+    )
+    .header("Allow", allow))
 }
