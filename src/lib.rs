@@ -19,6 +19,8 @@ pub mod name;
 pub mod notify;
 pub mod oneshot;
 pub mod pki;
+#[cfg(test)]
+mod proptests;
 pub mod serve;
 pub mod session;
 pub mod settings;
