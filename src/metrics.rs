@@ -52,6 +52,11 @@ const APPLE_REQUESTS: Family = Family {
     help: "Requests to Apple's DEP API by DEP name, endpoint and status (0: no answer).",
     kind: Kind::Counter,
 };
+const APPLE_RETRIES: Family = Family {
+    name: "depd_apple_retries_total",
+    help: "Requests to Apple sent again within a sync cycle after a transient failure (5xx, 429, timeout, connection error), by DEP name and endpoint.",
+    kind: Kind::Counter,
+};
 const APPLE_SESSIONS: Family = Family {
     name: "depd_apple_sessions_total",
     help: "Calls to Apple's /session by DEP name and result.",
@@ -193,6 +198,13 @@ impl Metrics {
             .text("endpoint", endpoint)
             .number("status", status);
         self.add(APPLE_REQUESTS, labels, 1);
+    }
+
+    pub fn apple_retry(&self, name: &str, endpoint: &str) {
+        let labels = Labels::new()
+            .text("dep_name", name)
+            .text("endpoint", endpoint);
+        self.add(APPLE_RETRIES, labels, 1);
     }
 
     pub fn session_opened(&self, name: &str, ok: bool) {
@@ -409,6 +421,11 @@ pub fn http_request(route: &str, method: &str, status: u16) {
 /// timeout).
 pub fn apple_call(name: &str, endpoint: &str, status: u16) {
     global().apple_call(name, endpoint, status);
+}
+
+/// Counts a request sent again after a transient failure.
+pub fn apple_retry(name: &str, endpoint: &str) {
+    global().apple_retry(name, endpoint);
 }
 
 /// Counts a `/session` call.

@@ -153,6 +153,13 @@ pub struct SyncSettings {
     pub slow_retry_secs: u64,
     /// Longest `Retry-After` obeyed.
     pub max_retry_after_secs: u64,
+    /// Ceiling of the first wait before a failed request (5xx, 429,
+    /// timeout, connection error) is sent again within the cycle.
+    pub request_retry_first_ms: u64,
+    /// Largest backoff between in-place retries of one request.
+    pub request_retry_max_secs: u64,
+    /// Consecutive failures of the same request that end the cycle.
+    pub request_max_failures: u32,
 }
 
 impl Default for SyncSettings {
@@ -166,6 +173,9 @@ impl Default for SyncSettings {
             retry_max_secs: 30 * 60,
             slow_retry_secs: 60 * 60,
             max_retry_after_secs: 24 * 60 * 60,
+            request_retry_first_ms: 1000,
+            request_retry_max_secs: 60,
+            request_max_failures: 6,
         }
     }
 }
@@ -223,7 +233,7 @@ impl Default for WebhookSettings {
             urls: Vec::new(),
             secret: None,
             timeout_secs: 30,
-            retry_first_secs: 5,
+            retry_first_secs: 1,
             retry_max_secs: 15 * 60,
         }
     }
@@ -678,7 +688,12 @@ fn validate_sync(sync: &SyncSettings) -> Result<(), SettingsError> {
         .map_err(|m| invalid("retry_max_secs", m))?;
     check_range(sync.slow_retry_secs, (60, DAY_SECS)).map_err(|m| invalid("slow_retry_secs", m))?;
     check_range(sync.max_retry_after_secs, (1, 7 * DAY_SECS))
-        .map_err(|m| invalid("max_retry_after_secs", m))
+        .map_err(|m| invalid("max_retry_after_secs", m))?;
+    check_range(sync.request_retry_first_ms, (1, 600_000))
+        .map_err(|m| invalid("request_retry_first_ms", m))?;
+    check_range(sync.request_retry_max_secs, (1, 3600))
+        .map_err(|m| invalid("request_retry_max_secs", m))?;
+    check_range(sync.request_max_failures, (1, 100)).map_err(|m| invalid("request_max_failures", m))
 }
 
 fn validate_assigner(a: &AssignerSettings) -> Result<(), SettingsError> {

@@ -194,9 +194,20 @@ async fn token_pki_commands() {
         run.ok()
             .starts_with("tokens stored for acme: consumer key ")
     );
-    // Nothing stays staged: a second upload has nothing to decrypt with.
+    // The same file again is addressed to what is now the current
+    // certificate: a renewal.
     let run = depd_env(&upload, &[("DEPD_URL", &url), ("DEPD_API_KEY", KEY)]).await;
-    assert!(run.failed(1).contains("no-staging-pki"), "{}", run.stderr);
+    assert!(
+        run.ok().starts_with("tokens stored for acme"),
+        "{}",
+        run.stderr
+    );
+    // A file that is no token file: a clear error and exit 1.
+    let bogus = dir.path().join("bogus.p7m");
+    std::fs::write(&bogus, "not a token file at all").expect("write");
+    let upload = ["upload-token", "-n", "acme", bogus.to_str().expect("utf-8")];
+    let run = depd_env(&upload, &[("DEPD_URL", &url), ("DEPD_API_KEY", KEY)]).await;
+    assert!(run.failed(1).contains("p7m-"), "{}", run.stderr);
     let json = depd_env(
         &[&upload[..], &["--json"]].concat(),
         &[("DEPD_URL", &url), ("DEPD_API_KEY", KEY)],

@@ -9,6 +9,7 @@ mod config_api;
 mod crash;
 mod daemon;
 mod exchange;
+mod faults;
 mod import;
 mod metrics;
 mod names;

@@ -56,7 +56,9 @@ async fn exit_status_says_whether_every_name_synced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     prepare(&data, &sim, &["one", "two"]);
-    let config = write_config(dir.path(), "");
+    // A failed request ends the cycle at once (no in-place retries), so the
+    // failing run below is quick.
+    let config = write_config(dir.path(), "[sync]\nrequest_max_failures = 1\n");
 
     let out = once(&config, &data, &[]).await;
     assert!(

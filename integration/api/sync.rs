@@ -178,7 +178,13 @@ async fn cursor_errors_restart_a_full_fetch_and_a_repeated_cursor_ends_the_cycle
 
 #[actix_web::test]
 async fn retry_after_is_honoured_and_terms_not_signed_sets_health() {
-    let (app, sim, clock) = setup("[sync]\nauto = true\ninterval_secs = 3600\n", 20).await;
+    // One failure ends the cycle here: this is about the waits between
+    // cycles (in-place retries have their own test).
+    let (app, sim, clock) = setup(
+        "[sync]\nauto = true\ninterval_secs = 3600\nrequest_max_failures = 1\n",
+        20,
+    )
+    .await;
     sim.add_fault(
         ResponseFault::new(503, "")
             .on_path("/server/devices")

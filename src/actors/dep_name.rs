@@ -366,7 +366,7 @@ impl Handler<ServerUuid> for DepNameActor {
         }
         let client = crate::dep::client::DepClient::new(
             self.target(),
-            super::session::ActorSession(ctx.address()),
+            super::session::ActorSession::new(ctx.address()),
             self.clock.clone(),
         )
         .named(self.state.name().as_str());

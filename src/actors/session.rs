@@ -305,18 +305,43 @@ impl Handler<SessionRotated> for DepNameActor {
 
 /// A [`client::SessionSource`] backed by a name's actor, so the typed
 /// client shares the actor's single-flight session.
-pub struct ActorSession(pub Addr<DepNameActor>);
+pub struct ActorSession {
+    addr: Addr<DepNameActor>,
+    /// Raised to the end of a `/session` hold-off, so the client's retries
+    /// wait for it instead of spending attempts on refusals.
+    hold: Option<std::sync::Arc<client::Hold>>,
+}
+
+impl ActorSession {
+    pub fn new(addr: Addr<DepNameActor>) -> Self {
+        ActorSession { addr, hold: None }
+    }
+
+    pub fn holding(mut self, hold: std::sync::Arc<client::Hold>) -> Self {
+        self.hold = Some(hold);
+        self
+    }
+}
 
 impl client::SessionSource for ActorSession {
     fn token(
         &self,
         rejected: Option<String>,
     ) -> futures_util::future::LocalBoxFuture<'static, Result<String, crate::dep::DepError>> {
-        let addr = self.0.clone();
+        let addr = self.addr.clone();
+        let hold = self.hold.clone();
         Box::pin(async move {
             match addr.send(SessionToken { rejected }).await {
                 Ok(Ok(token)) => Ok(token),
-                Ok(Err(SessionError::Failed(f))) => Err(f.error),
+                Ok(Err(SessionError::Failed(f))) => {
+                    // Only a hold-off that waiting ends: one that needs a
+                    // person must not hold the name's later calls.
+                    let transient = crate::sync::backoff::RequestRetry::retryable(&f.error);
+                    if let (true, Some(hold)) = (transient, hold) {
+                        hold.raise(f.retry_at);
+                    }
+                    Err(f.error)
+                }
                 Ok(Err(SessionError::NoTokens)) => Err(crate::dep::DepError::NoCredentials),
                 Ok(Err(SessionError::Stopped)) | Err(_) => Err(crate::dep::DepError::Unavailable(
                     "the DEP name's actor stopped".into(),
@@ -326,7 +351,7 @@ impl client::SessionSource for ActorSession {
     }
 
     fn rotated(&self, old: &str, new: String) {
-        self.0.do_send(SessionRotated {
+        self.addr.do_send(SessionRotated {
             old: old.to_owned(),
             new,
         });

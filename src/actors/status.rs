@@ -81,6 +81,26 @@ pub struct SyncStatus {
     pub next_sync: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The name's own requests to Apple sent again after a transient
+    /// failure, since start.
+    pub retries: u64,
+    /// The last of the name's own requests that failed (retried or not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_upstream_error: Option<UpstreamError>,
+}
+
+/// A failed request to Apple, as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamError {
+    pub at: String,
+    /// Apple's path, e.g. `/server/devices`.
+    pub endpoint: String,
+    pub message: String,
+    /// Consecutive failures of that request.
+    pub failures: u32,
+    /// When it is sent again; absent when it was given up (or went through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -283,6 +303,14 @@ impl DepNameActor {
                 apple_status: f.error.apple_status(),
                 apple_code: f.error.apple_code().map(str::to_owned),
                 retry_at: self.syncer.next_at.map(rfc3339),
+            }),
+            retries: self.syncer.retry_log.retries(),
+            last_upstream_error: self.syncer.retry_log.last_failure().map(|f| UpstreamError {
+                at: rfc3339(f.at),
+                endpoint: f.endpoint,
+                message: f.error,
+                failures: f.failures,
+                next_attempt_at: f.next_attempt_at.map(rfc3339),
             }),
         }
     }

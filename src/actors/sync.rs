@@ -17,6 +17,7 @@ use super::session::ActorSession;
 use crate::clock::SharedClock;
 use crate::dep::DepError;
 use crate::dep::client::{self, DepClient};
+use crate::dep::client::{Hold, Retries, RetryLog};
 use crate::dep::wire::DevicePage;
 use crate::name::DepName;
 use crate::store::{
@@ -24,7 +25,7 @@ use crate::store::{
     StoredCycle, SyncPhase,
 };
 use crate::sync::assigner::AssignPolicy;
-use crate::sync::backoff::{self, Backoff, OsJitter};
+use crate::sync::backoff::{self, Backoff, OsJitter, RequestRetry};
 use crate::sync::cycle::{Action, Cycle, Request, Step};
 use crate::sync::persist::{self, PageInput};
 use crate::sync::webhook::{self, Delivery, DeliveryPolicy};
@@ -33,6 +34,7 @@ use actix_web::web::Bytes;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -74,6 +76,16 @@ pub struct CycleReport {
 impl CycleReport {
     pub fn failed(&self) -> bool {
         matches!(self.outcome, "failed" | "skipped") || self.webhook_backlog > 0
+    }
+}
+
+/// `added=3 modified=1` for a log line.
+fn counts_words(counts: &BTreeMap<String, u64>) -> String {
+    let words: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    if words.is_empty() {
+        "none".to_owned()
+    } else {
+        words.join(" ")
     }
 }
 
@@ -124,6 +136,11 @@ pub struct Syncer {
     /// when the tick starts a pass: a serial Apple wants again at once is
     /// sent at most once a tick.
     chained_sent: Option<HashSet<u64, SentHasher>>,
+    /// Apple's `Retry-After` (and `/session` hold-offs) for all the name's
+    /// own calls.
+    pub(super) hold: Arc<Hold>,
+    /// In-place retries of the name's own calls, for status and metrics.
+    pub(super) retry_log: Arc<RetryLog>,
 }
 
 impl Syncer {
@@ -144,6 +161,8 @@ impl Syncer {
             waiters: Vec::new(),
             assigned_in_cycle: BTreeMap::new(),
             chained_sent: None,
+            hold: Arc::default(),
+            retry_log: Arc::default(),
         }
     }
 
@@ -294,13 +313,21 @@ impl DepNameActor {
             .filter(|p| !p.is_empty())
     }
 
+    /// The client of the name's own calls (pages, `/account`, assignment):
+    /// transient failures are retried in place, and every call respects
+    /// Apple's `Retry-After` for the name.
     fn dep_client(&self, ctx: &Context<Self>) -> DepClient<ActorSession> {
-        DepClient::new(
-            self.target(),
-            ActorSession(ctx.address()),
-            self.clock.clone(),
-        )
-        .named(self.state.name().as_str())
+        let policy = RequestRetry::from_settings(&self.settings.sync);
+        let session = ActorSession::new(ctx.address()).holding(self.syncer.hold.clone());
+        DepClient::new(self.target(), session, self.clock.clone())
+            .named(self.state.name().as_str())
+            .with_retries(Retries {
+                decide: Box::new(move |failures, error| {
+                    policy.wait(failures, error, &mut OsJitter)
+                }),
+                hold: self.syncer.hold.clone(),
+                log: self.syncer.retry_log.clone(),
+            })
     }
 
     fn start_cycle(&mut self, resync: bool, ctx: &mut Context<Self>) {
@@ -587,7 +614,7 @@ impl DepNameActor {
         if failed {
             tracing::warn!(dep_name = %name, error = report.error.as_deref().unwrap_or(""), retry_in_secs = wait.as_secs(), "sync cycle failed");
         } else {
-            tracing::info!(dep_name = %name, outcome = outcome_str(report.outcome), pages = report.pages, devices = ?report.counts, next_in_secs = wait.as_secs(), "sync cycle finished");
+            tracing::info!(dep_name = %name, outcome = outcome_str(report.outcome), pages = report.pages, devices = %counts_words(&report.counts), next_in_secs = wait.as_secs(), "sync cycle finished");
         }
         crate::metrics::sync_cycle(name.as_str(), outcome_str(report.outcome));
         for (op_type, n) in &report.counts {
@@ -729,10 +756,7 @@ impl DepNameActor {
                 .secret
                 .as_ref()
                 .map(|s| s.expose().as_bytes().to_vec()),
-            policy: DeliveryPolicy::from_settings(
-                &self.settings.webhook,
-                self.settings.sync.jitter_percent,
-            ),
+            policy: DeliveryPolicy::from_settings(&self.settings.webhook),
             connect_timeout: self.target().connect_timeout,
             user_agent: self.target().user_agent,
             clock: self.clock.clone(),
@@ -983,7 +1007,9 @@ impl DeliverJob {
             for i in delivery.pending() {
                 let status = self.post(&self.urls[i], &entry.body).await;
                 if !status.is_some_and(webhook::is_delivered) {
-                    tracing::warn!(dep_name = %self.name, url = %self.urls[i], status = ?status, event_id = %entry.event_id, "webhook delivery failed");
+                    let answer =
+                        status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
+                    tracing::warn!(dep_name = %self.name, url = %self.urls[i], answer = %answer, event_id = %entry.event_id, "webhook delivery failed");
                 }
                 crate::metrics::webhook_delivery(
                     self.name.as_str(),

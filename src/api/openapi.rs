@@ -519,6 +519,21 @@ fn schemas() -> Value {
     let text = json!({ "type": "string" });
     let time = json!({ "type": "string", "format": "date-time" });
     let time_or_null = json!({ "type": "string", "format": "date-time", "nullable": true });
+    let sync_status = json!({ "type": "object", "properties": {
+                    "auto": { "type": "boolean" }, "phase": text, "running": { "type": "boolean" },
+                    "cursor_age_secs": { "type": "integer", "nullable": true },
+                    "last_cycle": { "type": "object", "nullable": true },
+                    "next_sync": time_or_null,
+                    "last_error": { "type": "object", "nullable": true, "properties": {
+                        "at": time, "message": text, "apple_status": { "type": "integer" },
+                        "apple_code": text, "retry_at": time_or_null,
+                    } },
+                    "retries": { "type": "integer", "minimum": 0, "description": "The name's own requests to Apple sent again after a transient failure (5xx, 429, timeout, connection error), since start." },
+                    "last_upstream_error": { "type": "object", "nullable": true, "description": "The last of the name's own requests to Apple that failed; next_attempt_at is when it is sent again (absent: given up, or it went through since).", "properties": {
+                        "at": time, "endpoint": text, "message": text,
+                        "failures": { "type": "integer", "minimum": 1 }, "next_attempt_at": time_or_null,
+                    } },
+                } });
     json!({
         "Error": {
             "type": "object",
@@ -575,12 +590,7 @@ fn schemas() -> Value {
                     "at": time, "message": text, "apple_status": { "type": "integer" },
                     "apple_code": text, "retry_at": time_or_null,
                 } },
-                "sync": { "type": "object", "properties": {
-                    "auto": { "type": "boolean" }, "phase": text, "running": { "type": "boolean" },
-                    "cursor_age_secs": { "type": "integer", "nullable": true },
-                    "last_cycle": { "type": "object", "nullable": true },
-                    "next_sync": time_or_null, "last_error": { "type": "string", "nullable": true },
-                } },
+                "sync": sync_status,
                 "devices": { "type": "object", "properties": {
                     "total": { "type": "integer" }, "deleted": { "type": "integer" },
                     "by_op_type": count_map, "by_profile_status": count_map,

@@ -18,7 +18,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// The header carrying the session token, both ways.
 pub const SESSION_HEADER: &str = "X-ADM-Auth-Session";
@@ -246,6 +249,99 @@ impl SessionSource for DirectSession {
     }
 }
 
+/// Apple's "not before" for one DEP name: after an answer with
+/// `Retry-After` (or a `/session` hold-off), none of the name's own calls
+/// goes out before the deadline, whichever request it was.
+/// Deadlines are on the injected clock, like every other time in depd.
+#[derive(Debug, Default)]
+pub struct Hold(Mutex<Option<OffsetDateTime>>);
+
+impl Hold {
+    /// No call before `until` (a later deadline already set stays).
+    pub fn raise(&self, until: OffsetDateTime) {
+        let mut at = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if at.is_none_or(|t| t < until) {
+            *at = Some(until);
+        }
+    }
+
+    /// How long from `now` until the deadline, if one is ahead.
+    pub fn remaining(&self, now: OffsetDateTime) -> Option<Duration> {
+        let until = (*self.0.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let left = until - now;
+        left.is_positive().then(|| left.unsigned_abs())
+    }
+}
+
+/// The last failed request of a name's own calls, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRequest {
+    pub at: OffsetDateTime,
+    /// The Apple path, without query.
+    pub endpoint: String,
+    /// In words, for people.
+    pub error: String,
+    /// Consecutive failures of this request, this one included.
+    pub failures: u32,
+    /// When it is sent again; `None` when it was given up (the caller sees
+    /// the error).
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+/// What in-place retries did, shared by a name's clients and read by its
+/// status and metrics.
+#[derive(Debug, Default)]
+pub struct RetryLog {
+    retries: AtomicU64,
+    last: Mutex<Option<FailedRequest>>,
+}
+
+impl RetryLog {
+    /// Requests sent again after a transient failure, since start.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// The last failed request, retried or given up.
+    pub fn last_failure(&self) -> Option<FailedRequest> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, failure: FailedRequest) {
+        if failure.next_attempt_at.is_some() {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
+    }
+
+    /// A retried request went through: no attempt is pending any more.
+    fn recovered(&self) {
+        if let Some(last) = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            last.next_attempt_at = None;
+        }
+    }
+}
+
+/// Decides whether and when a failed request is sent again: the wait
+/// after its `n`-th consecutive failure, or `None` to give up. The daemon
+/// passes `sync::backoff::RequestRetry::wait` with the OS's randomness.
+pub type RetryDecision = Box<dyn Fn(u32, &DepError) -> Option<Duration>>;
+
+/// In-place retries of a client: the decision, the name's hold and log.
+pub struct Retries {
+    pub decide: RetryDecision,
+    pub hold: Arc<Hold>,
+    pub log: Arc<RetryLog>,
+}
+
 /// The typed DEP client of one name.
 pub struct DepClient<S> {
     target: Target,
@@ -253,6 +349,8 @@ pub struct DepClient<S> {
     clock: SharedClock,
     /// The DEP name its calls are counted under in the metrics.
     metrics_name: Option<String>,
+    /// Without: every failure goes straight back to the caller.
+    retries: Option<Retries>,
 }
 
 impl<S: SessionSource> DepClient<S> {
@@ -262,7 +360,15 @@ impl<S: SessionSource> DepClient<S> {
             session,
             clock,
             metrics_name: None,
+            retries: None,
         }
+    }
+
+    /// Sends a request that failed transiently again, within the call, as
+    /// `retries` decides; every call first waits for the name's hold.
+    pub fn with_retries(mut self, retries: Retries) -> Self {
+        self.retries = Some(retries);
+        self
     }
 
     /// Counts this client's Apple calls under `name` in the metrics.
@@ -308,7 +414,9 @@ impl<S: SessionSource> DepClient<S> {
         .await
     }
 
-    /// [`Self::call_raw`] with the answer's text read by `parse`.
+    /// [`Self::call_raw`] with the answer's text read by `parse`; a
+    /// transient failure is retried in place when the client has
+    /// [`Retries`].
     async fn call_parsed<B: Serialize, T>(
         &self,
         method: Method,
@@ -323,13 +431,73 @@ impl<S: SessionSource> DepClient<S> {
             ),
             None => None,
         };
+        let Some(retries) = &self.retries else {
+            return self
+                .attempt(&method, path_and_query, body.as_deref(), &parse)
+                .await;
+        };
+        let endpoint = path_and_query.split('?').next().unwrap_or(path_and_query);
+        let mut failures = 0u32;
+        loop {
+            if let Some(wait) = retries.hold.remaining(self.clock.now()) {
+                tokio::time::sleep(wait).await;
+            }
+            let error = match self
+                .attempt(&method, path_and_query, body.as_deref(), &parse)
+                .await
+            {
+                Ok(answer) => {
+                    if failures > 0 {
+                        retries.log.recovered();
+                    }
+                    return Ok(answer);
+                }
+                Err(e) => e,
+            };
+            failures = failures.saturating_add(1);
+            let now = self.clock.now();
+            if let Some(asked) = error.retry_after() {
+                retries.hold.raise(now + asked);
+            }
+            let wait = (retries.decide)(failures, &error);
+            retries.log.record(FailedRequest {
+                at: now,
+                endpoint: endpoint.to_owned(),
+                error: error.to_string(),
+                failures,
+                next_attempt_at: wait.map(|w| now + w),
+            });
+            let Some(wait) = wait else {
+                return Err(error);
+            };
+            let name = self.metrics_name.as_deref().unwrap_or_default();
+            crate::metrics::apple_retry(name, endpoint);
+            tracing::warn!(
+                dep_name = %name,
+                endpoint = %endpoint,
+                error = %error,
+                failures,
+                retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "a request to Apple failed; sending it again"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt: a session token, the request, and one replay with a
+    /// new session when Apple rejects the token.
+    async fn attempt<T>(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        body: Option<&[u8]>,
+        parse: &impl Fn(&str) -> Result<T, serde_json::Error>,
+    ) -> Result<(T, Bytes), DepError> {
+        let method = method.clone();
         let mut token = self.session.token(None).await?;
         let mut replayed = false;
         loop {
-            match self
-                .call_once(&method, path_and_query, body.as_deref(), &token)
-                .await
-            {
+            match self.call_once(&method, path_and_query, body, &token).await {
                 Err(DepError::SessionRejected { .. }) if !replayed => {
                     replayed = true;
                     token = self.session.token(Some(token)).await?;

@@ -28,7 +28,7 @@ pub enum DepError {
     #[error("not found at Apple ({code})")]
     NotFound { code: String },
     /// 429, or 503 with `Retry-After`.
-    #[error("throttled by Apple (HTTP {status}, retry after {retry_after:?})")]
+    #[error("Apple is throttling requests (HTTP {status}){}", wait_words(*retry_after))]
     Throttled {
         status: u16,
         retry_after: Option<Duration>,
@@ -126,6 +126,17 @@ pub fn body_code(body: &[u8]) -> String {
         }
     }
     truncate(text.trim_matches('"'))
+}
+
+/// "; it asked to wait 5 s" for an error message, or nothing.
+fn wait_words(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(wait) if wait.subsec_millis() == 0 => {
+            format!("; it asked to wait {} s", wait.as_secs())
+        }
+        Some(wait) => format!("; it asked to wait {:.1} s", wait.as_secs_f64()),
+        None => String::new(),
+    }
 }
 
 fn truncate(s: &str) -> String {

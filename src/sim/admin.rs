@@ -2,7 +2,7 @@
 //! answered only to loopback peers. It mirrors the in-process methods of
 //! [`super::SimHandle`]; `docs/simulator.md` is its reference.
 
-use super::faults::{AssignFault, LatencyFault, ResponseFault};
+use super::faults::{AssignFault, LatencyFault, RateFault, ResponseFault};
 use super::p7m::{self, P7mOptions};
 use super::routes::Reply;
 use super::{Shared, SimEvent};
@@ -124,6 +124,19 @@ pub(super) fn handle(req: &HttpRequest, bytes: &[u8], sh: &Shared) -> Reply {
                 return Err(bad("status must be 100-999"));
             }
             sh.lock().faults.add_response(f);
+            Ok(ok())
+        }),
+        ("POST", "/faults/rate") => body::<RateFault>(bytes).and_then(|f| {
+            let headers_ok = f.headers.iter().all(|(k, v)| {
+                HeaderName::from_bytes(k.as_bytes()).is_ok() && HeaderValue::from_str(v).is_ok()
+            });
+            if !headers_ok {
+                return Err(bad("invalid header name or value"));
+            }
+            if !(100..=999).contains(&f.status) || f.percent > 100 {
+                return Err(bad("status must be 100-999 and percent 0-100"));
+            }
+            sh.lock().faults.set_rate(f);
             Ok(ok())
         }),
         ("POST", "/faults/assign") => body::<AssignFault>(bytes).map(|f| {

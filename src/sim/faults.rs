@@ -65,6 +65,24 @@ impl ResponseFault {
     }
 }
 
+/// A share of requests (to `path`, when given) answered with this fault
+/// instead of the simulator: Apple's bad minutes. The draw comes from a
+/// generator seeded with `seed`, so a run repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateFault {
+    /// 1 to 100.
+    pub percent: u8,
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
 /// A per-serial assignment result other than `SUCCESS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -100,6 +118,8 @@ pub struct Faults {
     latency: HashMap<Option<String>, u64>,
     repeat_cursor: u32,
     beta_enrollment_off: bool,
+    /// The rate fault and its generator's state.
+    rate: Option<(RateFault, u64)>,
 }
 
 /// What the faults currently pending are, for the admin API.
@@ -110,21 +130,40 @@ pub struct FaultsView {
     pub latency: Vec<LatencyFault>,
     pub repeat_cursor: u32,
     pub beta_enrollment_off: bool,
+    #[serde(default)]
+    pub rate: Option<RateFault>,
+}
+
+/// SplitMix64: small, fast and good enough to pick which requests fail.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Faults {
+    /// Sets (or, with `percent` 0, removes) the rate fault.
+    pub fn set_rate(&mut self, fault: RateFault) {
+        self.rate = (fault.percent > 0).then(|| {
+            let seed = fault.seed;
+            (fault, seed)
+        });
+    }
+
     pub fn add_response(&mut self, fault: ResponseFault) {
         if fault.count > 0 {
             self.responses.push_back(fault);
         }
     }
 
-    /// The fault answering this request instead of the simulator, if any.
+    /// The fault answering this request instead of the simulator, if any:
+    /// a queued one first, else the rate fault's draw.
     pub fn take_response(&mut self, method: &str, path: &str) -> Option<ResponseFault> {
-        let at = self
-            .responses
-            .iter()
-            .position(|f| f.matches(method, path))?;
+        let Some(at) = self.responses.iter().position(|f| f.matches(method, path)) else {
+            return self.draw_rate(path);
+        };
         let fault = self.responses.get_mut(at)?;
         fault.count -= 1;
         let out = fault.clone();
@@ -132,6 +171,21 @@ impl Faults {
             self.responses.remove(at);
         }
         Some(out)
+    }
+
+    fn draw_rate(&mut self, path: &str) -> Option<ResponseFault> {
+        let (fault, state) = self.rate.as_mut()?;
+        if fault.path.as_deref().is_some_and(|p| p != path) {
+            return None;
+        }
+        (next_random(state) % 100 < u64::from(fault.percent)).then(|| ResponseFault {
+            status: fault.status,
+            body: fault.body.clone(),
+            headers: fault.headers.clone(),
+            count: 1,
+            path: Some(path.to_owned()),
+            method: None,
+        })
     }
 
     pub fn add_assign(&mut self, fault: AssignFault) {
@@ -213,6 +267,7 @@ impl Faults {
             latency,
             repeat_cursor: self.repeat_cursor,
             beta_enrollment_off: self.beta_enrollment_off,
+            rate: self.rate.as_ref().map(|(f, _)| f.clone()),
         }
     }
 }
@@ -239,6 +294,50 @@ mod tests {
             Some(500)
         );
         assert_eq!(f.take_response("POST", "/account"), None);
+    }
+
+    #[test]
+    fn rate_faults_hit_about_their_share_and_repeat_with_the_seed() {
+        let fault = |seed| RateFault {
+            percent: 25,
+            status: 503,
+            body: String::new(),
+            headers: BTreeMap::from([("Retry-After".to_owned(), "1".to_owned())]),
+            path: None,
+            seed,
+        };
+        let hits = |f: &mut Faults| {
+            (0..4000)
+                .map(|_| f.take_response("POST", "/server/devices").is_some())
+                .collect::<Vec<bool>>()
+        };
+        let (mut a, mut b) = (Faults::default(), Faults::default());
+        a.set_rate(fault(7));
+        b.set_rate(fault(7));
+        let (ha, hb) = (hits(&mut a), hits(&mut b));
+        assert_eq!(ha, hb, "the same seed gives the same run");
+        let n = ha.iter().filter(|h| **h).count();
+        assert!((850..1150).contains(&n), "{n} of 4000");
+        // Queued faults come first; a path filter limits the draw.
+        a.add_response(ResponseFault::new(500, "X"));
+        assert_eq!(
+            a.take_response("GET", "/account").map(|r| r.status),
+            Some(500)
+        );
+        let mut only = fault(1);
+        only.path = Some("/session".into());
+        only.percent = 100;
+        a.set_rate(only);
+        assert_eq!(a.take_response("GET", "/account"), None);
+        assert_eq!(
+            a.take_response("GET", "/session").map(|r| r.status),
+            Some(503)
+        );
+        a.set_rate(RateFault {
+            percent: 0,
+            ..fault(1)
+        });
+        assert_eq!(a.take_response("GET", "/session"), None);
     }
 
     #[test]

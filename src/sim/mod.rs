@@ -26,7 +26,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 use cursor::CursorCodec;
 use devices::{DeviceState, Population, Profile, Refusal};
-use faults::{AssignFault, Faults, FaultsView, LatencyFault, ResponseFault};
+use faults::{AssignFault, Faults, FaultsView, LatencyFault, RateFault, ResponseFault};
 use observe::{LoggedRequest, Observer, Stats};
 use rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -441,6 +441,11 @@ impl SimHandle {
 
     pub fn add_fault(&self, fault: ResponseFault) {
         self.shared.lock().faults.add_response(fault);
+    }
+
+    /// Answers a share of requests with a fault (percent 0 removes it).
+    pub fn set_rate_fault(&self, fault: RateFault) {
+        self.shared.lock().faults.set_rate(fault);
     }
 
     pub fn add_assign_fault(&self, fault: AssignFault) {

@@ -17,6 +17,13 @@ pub struct Stats {
     pub requests: Vec<EndpointCount>,
     pub session_calls: u64,
     pub total: u64,
+    /// Requests answered with an injected fault.
+    #[serde(default)]
+    pub faults_served: u64,
+    /// Requests that arrived before the deadline of a `Retry-After` the
+    /// simulator had sent for the same path.
+    #[serde(default)]
+    pub early_requests: u64,
 }
 
 impl Stats {
@@ -67,6 +74,10 @@ pub struct Observer {
     counts: BTreeMap<(String, String, u16), u64>,
     session_calls: u64,
     total: u64,
+    faults_served: u64,
+    early_requests: u64,
+    /// Per path: no request before this instant (from a `Retry-After`).
+    deadlines: BTreeMap<String, std::time::Instant>,
     log: VecDeque<LoggedRequest>,
     log_size: usize,
 }
@@ -77,6 +88,9 @@ impl Observer {
             counts: BTreeMap::new(),
             session_calls: 0,
             total: 0,
+            faults_served: 0,
+            early_requests: 0,
+            deadlines: BTreeMap::new(),
             log: VecDeque::new(),
             log_size,
         }
@@ -103,6 +117,25 @@ impl Observer {
         }
     }
 
+    /// A request arrived for `path`: early if a `Retry-After` sent for
+    /// that path has not run out.
+    pub fn arrived(&mut self, path: &str, at: std::time::Instant) {
+        if self.deadlines.get(path).is_some_and(|d| at < *d) {
+            self.early_requests += 1;
+        }
+    }
+
+    /// A fault answered a request for `path`; `retry_after` is the
+    /// `Retry-After` it carried, when in seconds.
+    pub fn fault_served(&mut self, path: &str, retry_after: Option<u64>, at: std::time::Instant) {
+        self.faults_served += 1;
+        if let Some(secs) = retry_after {
+            let until = at + std::time::Duration::from_secs(secs);
+            let deadline = self.deadlines.entry(path.to_owned()).or_insert(until);
+            *deadline = (*deadline).max(until);
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             requests: self
@@ -117,6 +150,8 @@ impl Observer {
                 .collect(),
             session_calls: self.session_calls,
             total: self.total,
+            faults_served: self.faults_served,
+            early_requests: self.early_requests,
         }
     }
 
@@ -128,6 +163,9 @@ impl Observer {
         self.counts.clear();
         self.session_calls = 0;
         self.total = 0;
+        self.faults_served = 0;
+        self.early_requests = 0;
+        self.deadlines.clear();
         self.log.clear();
     }
 }

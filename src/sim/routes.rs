@@ -116,8 +116,10 @@ pub(super) async fn dispatch(
         return Reply::code(404, "NOT_FOUND").into_response();
     };
     let method = req.method().as_str().to_owned();
+    let arrived = std::time::Instant::now();
     let latency = {
         let mut st = shared.lock();
+        st.observer.arrived(&path, arrived);
         st.observer.log(logged(&req, &path, &body));
         st.faults.latency(&path)
     };
@@ -127,7 +129,16 @@ pub(super) async fn dispatch(
     let reply = {
         let mut st = shared.lock();
         let reply = match st.faults.take_response(&method, &path) {
-            Some(fault) => Reply::fault(fault),
+            Some(fault) => {
+                let retry_after = fault
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+                st.observer
+                    .fault_served(&path, retry_after, std::time::Instant::now());
+                Reply::fault(fault)
+            }
             None => apple(&mut st, &shared, &req, &path, &body),
         };
         st.observer.count(&method, &path, reply.status);

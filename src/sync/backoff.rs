@@ -68,6 +68,72 @@ pub fn exponential(
     jittered(wait, fraction, rng).min(max)
 }
 
+/// "Full jitter": a wait drawn uniformly from zero to the exponential
+/// ceiling (`first` doubled per failure after the first, capped at `max`).
+/// Spreads retries of many callers evenly instead of in waves.
+pub fn full_jitter(
+    first: Duration,
+    max: Duration,
+    failures: u32,
+    rng: &mut dyn Jitter,
+) -> Duration {
+    let doublings = failures.saturating_sub(1).min(30);
+    let ceiling = first.saturating_mul(1u32 << doublings).min(max);
+    ceiling.mul_f64(rng.unit().clamp(0.0, 1.0))
+}
+
+/// Retries of one request within a cycle (a page, `/account`, an
+/// assignment call), before the cycle gives up on it: Apple's bad minutes
+/// (5xx, 429, timeouts, dropped connections) are ridden out in place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRetry {
+    /// Ceiling of the first wait; doubled per further failure.
+    pub first: Duration,
+    /// Largest backoff wait (a longer `Retry-After` is still obeyed).
+    pub cap: Duration,
+    /// Consecutive failures of the same request that end the attempt.
+    pub max_failures: u32,
+    /// The longest `Retry-After` obeyed.
+    pub max_retry_after: Duration,
+}
+
+impl RequestRetry {
+    pub fn from_settings(s: &SyncSettings) -> Self {
+        RequestRetry {
+            first: Duration::from_millis(s.request_retry_first_ms),
+            cap: Duration::from_secs(s.request_retry_max_secs),
+            max_failures: s.request_max_failures,
+            max_retry_after: Duration::from_secs(s.max_retry_after_secs),
+        }
+    }
+
+    /// Whether a request that failed this way may succeed if sent again
+    /// soon: 5xx, 429, a timeout or a connection error.
+    pub fn retryable(error: &DepError) -> bool {
+        match error {
+            DepError::Network(_) | DepError::Timeout | DepError::Throttled { .. } => true,
+            DepError::Upstream { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The wait before sending a request again after its `failures`-th
+    /// consecutive failure (1 for the first), or `None` when it is not to
+    /// be sent again: not retryable, or `max_failures` reached. The wait is
+    /// the larger of Apple's `Retry-After` and a full-jitter backoff, so no
+    /// retry comes before Apple's deadline.
+    pub fn wait(&self, failures: u32, error: &DepError, rng: &mut dyn Jitter) -> Option<Duration> {
+        if !Self::retryable(error) || failures >= self.max_failures {
+            return None;
+        }
+        let backoff = full_jitter(self.first, self.cap, failures, rng);
+        Some(match error.retry_after() {
+            Some(asked) => asked.min(self.max_retry_after).max(backoff),
+            None => backoff,
+        })
+    }
+}
+
 /// Retry policy after failed cycles (and failed assignment calls).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
@@ -168,6 +234,97 @@ mod tests {
     fn policy_from_default_settings() {
         assert_eq!(Backoff::from_settings(&SyncSettings::default()), policy());
         assert_eq!(jitter_fraction(25), 0.25);
+    }
+
+    #[test]
+    fn full_jitter_spans_zero_to_the_capped_ceiling() {
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(full_jitter(first, max, 1, &mut fixed(1.0)), first);
+        assert_eq!(full_jitter(first, max, 1, &mut fixed(0.0)), Duration::ZERO);
+        assert_eq!(
+            full_jitter(first, max, 3, &mut fixed(0.5)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(full_jitter(first, max, 40, &mut fixed(1.0)), max);
+        assert_eq!(full_jitter(first, max, u32::MAX, &mut fixed(7.0)), max);
+    }
+
+    #[test]
+    fn requests_are_retried_in_place_until_the_limit() {
+        let r = RequestRetry::from_settings(&SyncSettings::default());
+        assert_eq!(
+            r,
+            RequestRetry {
+                first: Duration::from_secs(1),
+                cap: Duration::from_secs(60),
+                max_failures: 6,
+                max_retry_after: Duration::from_secs(86_400),
+            }
+        );
+        let unavailable = DepError::Upstream {
+            status: 502,
+            code: String::new(),
+            retry_after: None,
+        };
+        let waits: Vec<Option<u64>> = (1..=7)
+            .map(|n| {
+                r.wait(n, &unavailable, &mut fixed(1.0))
+                    .map(|d| d.as_secs())
+            })
+            .collect();
+        assert_eq!(
+            waits,
+            [Some(1), Some(2), Some(4), Some(8), Some(16), None, None]
+        );
+        // Retry-After is a floor, even above the cap, and below it the
+        // jittered backoff can still be longer.
+        let throttled = |secs| DepError::Throttled {
+            status: 503,
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert_eq!(
+            r.wait(1, &throttled(1), &mut fixed(0.0)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            r.wait(5, &throttled(1), &mut fixed(1.0)),
+            Some(Duration::from_secs(16))
+        );
+        assert_eq!(
+            r.wait(1, &throttled(300), &mut fixed(0.3)),
+            Some(Duration::from_secs(300))
+        );
+        for retryable in [
+            DepError::Timeout,
+            DepError::Network("reset".into()),
+            DepError::Throttled {
+                status: 429,
+                retry_after: None,
+            },
+        ] {
+            assert!(
+                r.wait(1, &retryable, &mut fixed(0.5)).is_some(),
+                "{retryable}"
+            );
+        }
+        for final_answer in [
+            DepError::TermsNotSigned,
+            DepError::CursorExpired,
+            DepError::NotFound {
+                code: "NOT_FOUND".into(),
+            },
+            DepError::Rejected {
+                status: 400,
+                code: "BAD_REQUEST".into(),
+            },
+            DepError::SessionRejected { status: 401 },
+        ] {
+            assert_eq!(
+                r.wait(1, &final_answer, &mut fixed(0.5)),
+                None,
+                "{final_answer}"
+            );
+        }
     }
 
     #[test]

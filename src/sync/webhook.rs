@@ -13,7 +13,7 @@
 //! [`SIGNATURE_HEADER`]` = sha256=<lowercase hex HMAC-SHA256 of the body>`
 //! (GitHub's convention, which many receivers already verify).
 
-use super::backoff::{Jitter, exponential, jitter_fraction};
+use super::backoff::{Jitter, full_jitter};
 use crate::dep::wire::DevicePage;
 use crate::name::DepName;
 use crate::settings::WebhookSettings;
@@ -143,10 +143,10 @@ pub fn is_delivered(status: u16) -> bool {
 pub struct DeliveryPolicy {
     /// Limit of one POST, connection to end of answer.
     pub timeout: Duration,
-    /// Wait after the first failed attempt; doubled per further failure.
+    /// Ceiling of the wait after the first failed attempt; doubled per
+    /// further failure, the wait drawn at random below it (full jitter).
     pub first_retry: Duration,
     pub max_retry: Duration,
-    pub jitter: f64,
 }
 
 /// Delivery of the oldest outbox event of a name to every configured URL.
@@ -161,12 +161,11 @@ pub struct Delivery {
 }
 
 impl DeliveryPolicy {
-    pub fn from_settings(s: &WebhookSettings, jitter_percent: u8) -> Self {
+    pub fn from_settings(s: &WebhookSettings) -> Self {
         DeliveryPolicy {
             timeout: Duration::from_secs(s.timeout_secs),
             first_retry: Duration::from_secs(s.retry_first_secs),
             max_retry: Duration::from_secs(s.retry_max_secs),
-            jitter: jitter_fraction(jitter_percent),
         }
     }
 }
@@ -211,13 +210,7 @@ impl Delivery {
     /// failure and returns the wait before the next round.
     pub fn retry_in(&mut self, policy: &DeliveryPolicy, rng: &mut dyn Jitter) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        exponential(
-            policy.first_retry,
-            policy.max_retry,
-            self.failures,
-            policy.jitter,
-            rng,
-        )
+        full_jitter(policy.first_retry, policy.max_retry, self.failures, rng)
     }
 }
 
@@ -368,15 +361,14 @@ mod tests {
 
     #[test]
     fn policy_from_default_settings() {
-        let p = DeliveryPolicy::from_settings(&WebhookSettings::default(), 10);
+        let p = DeliveryPolicy::from_settings(&WebhookSettings::default());
         assert_eq!(
             (
                 p.timeout.as_secs(),
                 p.first_retry.as_secs(),
-                p.max_retry.as_secs(),
-                p.jitter
+                p.max_retry.as_secs()
             ),
-            (30, 5, 900, 0.1)
+            (30, 1, 900)
         );
     }
 
@@ -392,9 +384,8 @@ mod tests {
             timeout: Duration::from_secs(10),
             first_retry: Duration::from_secs(5),
             max_retry: Duration::from_secs(60),
-            jitter: 0.0,
         };
-        let mut rng = || 0.5;
+        let mut rng = || 1.0;
         let mut d = Delivery::new(7, 2);
         assert_eq!(d.seq(), 7);
         assert_eq!(d.pending(), [0, 1]);
