@@ -87,6 +87,9 @@ pub struct SyncStatus {
     /// The last of the name's own requests that failed (retried or not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_upstream_error: Option<UpstreamError>,
+    /// Milliseconds the name's own requests waited before being sent (for
+    /// a retry, or behind Apple's `Retry-After`), by endpoint, since start.
+    pub retry_waits_ms: std::collections::BTreeMap<String, u64>,
 }
 
 /// A failed request to Apple, as status shows it.
@@ -305,6 +308,13 @@ impl DepNameActor {
                 retry_at: self.syncer.next_at.map(rfc3339),
             }),
             retries: self.syncer.retry_log.retries(),
+            retry_waits_ms: self
+                .syncer
+                .retry_log
+                .waited()
+                .into_iter()
+                .map(|(k, v)| (k, u64::try_from(v.as_millis()).unwrap_or(u64::MAX)))
+                .collect(),
             last_upstream_error: self.syncer.retry_log.last_failure().map(|f| UpstreamError {
                 at: rfc3339(f.at),
                 endpoint: f.endpoint,

@@ -318,6 +318,7 @@ impl DepNameActor {
     /// Apple's `Retry-After` for the name.
     fn dep_client(&self, ctx: &Context<Self>) -> DepClient<ActorSession> {
         let policy = RequestRetry::from_settings(&self.settings.sync);
+        let policy_cap = policy.max_wait();
         let session = ActorSession::new(ctx.address()).holding(self.syncer.hold.clone());
         DepClient::new(self.target(), session, self.clock.clone())
             .named(self.state.name().as_str())
@@ -325,6 +326,7 @@ impl DepNameActor {
                 decide: Box::new(move |failures, error| {
                     policy.wait(failures, error, &mut OsJitter)
                 }),
+                max_wait: policy_cap,
                 hold: self.syncer.hold.clone(),
                 log: self.syncer.retry_log.clone(),
             })

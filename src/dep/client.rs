@@ -294,6 +294,9 @@ pub struct FailedRequest {
 pub struct RetryLog {
     retries: AtomicU64,
     last: Mutex<Option<FailedRequest>>,
+    /// Time calls spent waiting (for a retry or behind the hold), by
+    /// endpoint.
+    waited: Mutex<std::collections::BTreeMap<String, Duration>>,
 }
 
 impl RetryLog {
@@ -308,6 +311,19 @@ impl RetryLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Time spent waiting before sending, by Apple endpoint, since start.
+    pub fn waited(&self) -> std::collections::BTreeMap<String, Duration> {
+        self.waited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn add_wait(&self, endpoint: &str, wait: Duration) {
+        let mut waited = self.waited.lock().unwrap_or_else(PoisonError::into_inner);
+        *waited.entry(endpoint.to_owned()).or_default() += wait;
     }
 
     fn record(&self, failure: FailedRequest) {
@@ -338,6 +354,10 @@ pub type RetryDecision = Box<dyn Fn(u32, &DepError) -> Option<Duration>>;
 /// In-place retries of a client: the decision, the name's hold and log.
 pub struct Retries {
     pub decide: RetryDecision,
+    /// The longest a call waits, for a retry or for the name's hold; a
+    /// longer wait ends the call with the error (the caller's own backoff,
+    /// which honours Apple's deadline too, takes over).
+    pub max_wait: Duration,
     pub hold: Arc<Hold>,
     pub log: Arc<RetryLog>,
 }
@@ -440,6 +460,10 @@ impl<S: SessionSource> DepClient<S> {
         let mut failures = 0u32;
         loop {
             if let Some(wait) = retries.hold.remaining(self.clock.now()) {
+                if wait > retries.max_wait {
+                    return Err(DepError::Held { retry_after: wait });
+                }
+                retries.log.add_wait(endpoint, wait);
                 tokio::time::sleep(wait).await;
             }
             let error = match self
@@ -459,7 +483,7 @@ impl<S: SessionSource> DepClient<S> {
             if let Some(asked) = error.retry_after() {
                 retries.hold.raise(now + asked);
             }
-            let wait = (retries.decide)(failures, &error);
+            let wait = (retries.decide)(failures, &error).filter(|w| *w <= retries.max_wait);
             retries.log.record(FailedRequest {
                 at: now,
                 endpoint: endpoint.to_owned(),
@@ -480,6 +504,7 @@ impl<S: SessionSource> DepClient<S> {
                 retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 "a request to Apple failed; sending it again"
             );
+            retries.log.add_wait(endpoint, wait);
             tokio::time::sleep(wait).await;
         }
     }

@@ -53,6 +53,10 @@ pub enum DepError {
     /// depd itself could not make the call (its actor stopped).
     #[error("{0}")]
     Unavailable(String),
+    /// Not sent: Apple's `Retry-After` (or a `/session` hold-off) for this
+    /// name runs longer than a request waits.
+    #[error("not sent: Apple asked depd to wait {} s more before calling it again", .retry_after.as_secs().max(1))]
+    Held { retry_after: Duration },
 }
 
 impl DepError {
@@ -65,6 +69,7 @@ impl DepError {
                 | DepError::Timeout
                 | DepError::Throttled { .. }
                 | DepError::Upstream { .. }
+                | DepError::Held { .. }
         )
     }
 
@@ -108,6 +113,7 @@ impl DepError {
             DepError::Throttled { retry_after, .. } | DepError::Upstream { retry_after, .. } => {
                 *retry_after
             }
+            DepError::Held { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

@@ -107,6 +107,13 @@ impl RequestRetry {
         }
     }
 
+    /// The longest a request waits in place (for a retry, or behind the
+    /// name's hold): the backoff cap. Apple asking for longer ends the
+    /// cycle, whose own backoff starts the next one after the deadline.
+    pub fn max_wait(&self) -> Duration {
+        self.cap
+    }
+
     /// Whether a request that failed this way may succeed if sent again
     /// soon: 5xx, 429, a timeout or a connection error.
     pub fn retryable(error: &DepError) -> bool {
