@@ -62,10 +62,9 @@ impl BypassCode {
         Ok(BypassCode(raw))
     }
 
-    /// Parses 32 hex digits (either case).
+    /// Parses 32 hex digits (either case), nothing around them.
     pub fn from_hex(hex: &str) -> Result<Self, BypassError> {
         let nibbles = hex
-            .trim()
             .chars()
             .map(|c| {
                 c.to_digit(16)
@@ -89,7 +88,6 @@ impl BypassCode {
     /// Parses the human form: either case, with dashes in the standard
     /// places or without any.
     pub fn from_code(code: &str) -> Result<Self, BypassError> {
-        let code = code.trim();
         let symbols: Vec<char> = code.chars().filter(|c| *c != '-').collect();
         if symbols.len() != SYMBOLS {
             return Err(BypassError::CodeLength(symbols.len()));

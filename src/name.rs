@@ -3,11 +3,12 @@
 
 use std::fmt;
 
-/// Longest accepted DEP name, in bytes.
-pub const MAX_NAME_BYTES: usize = 128;
+/// Longest accepted DEP name, in characters (as JSON Schema's `maxLength`
+/// counts them, so the API document can state the rule exactly).
+pub const MAX_NAME_CHARS: usize = 128;
 
 /// A DEP name that is safe to use as a path segment, a storage key and a
-/// log field: non-empty, at most [`MAX_NAME_BYTES`] bytes, no `/`, no `\`,
+/// log field: non-empty, at most [`MAX_NAME_CHARS`] characters, no `/`, no `\`,
 /// no control characters, and not `.` or `..` nor containing `..`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DepName(String);
@@ -17,7 +18,7 @@ pub struct DepName(String);
 pub enum NameError {
     #[error("DEP name is empty")]
     Empty,
-    #[error("DEP name is longer than {MAX_NAME_BYTES} bytes")]
+    #[error("DEP name is longer than {MAX_NAME_CHARS} characters")]
     TooLong,
     #[error("DEP name contains a forbidden character ({0:?})")]
     ForbiddenChar(char),
@@ -30,7 +31,7 @@ impl DepName {
         if raw.is_empty() {
             return Err(NameError::Empty);
         }
-        if raw.len() > MAX_NAME_BYTES {
+        if raw.chars().count() > MAX_NAME_CHARS {
             return Err(NameError::TooLong);
         }
         if let Some(c) = raw
@@ -75,6 +76,9 @@ mod tests {
             "a.b",
             "x_y-z",
             &"n".repeat(128),
+            &"é".repeat(128),
+            ".a",
+            "a.",
         ] {
             assert_eq!(
                 DepName::parse(ok).map(|n| n.to_string()),

@@ -117,8 +117,8 @@ pub fn tokens_decrypt(
 pub fn bypasscode(raw: Option<&str>, code: Option<&str>) -> Result<String, ToolError> {
     let code = match (raw, code) {
         (Some(_), Some(_)) => return Err(ToolError::RawAndCode),
-        (Some(raw), None) => BypassCode::from_hex(raw)?,
-        (None, Some(code)) => BypassCode::from_code(code)?,
+        (Some(raw), None) => BypassCode::from_hex(raw.trim())?,
+        (None, Some(code)) => BypassCode::from_code(code.trim())?,
         (None, None) => BypassCode::random()?,
     };
     Ok(format!(

@@ -83,11 +83,22 @@ fn text_answer(description: &str, media: &str) -> Value {
     })
 }
 
+/// A DEP name exactly as `DepName::parse` takes it: 1 to 128 characters,
+/// no `/`, `\`, control characters (Unicode Cc) or `..`, and not `.`. The
+/// pattern says "no two dots in a row" without look-ahead: each character
+/// other than a dot may follow one dot, and one dot may end the name.
+pub(crate) fn dep_name_schema() -> Value {
+    json!({
+        "type": "string", "minLength": 1, "maxLength": crate::name::MAX_NAME_CHARS,
+        "pattern": r"^(\.?[^./\\\u0000-\u001f\u007f-\u009f])+\.?$",
+    })
+}
+
 fn name_param() -> Value {
     json!({
         "name": "name", "in": "path", "required": true,
-        "description": "The DEP name: 1 to 128 bytes, no `/`, `\\`, control characters or `..`.",
-        "schema": { "type": "string", "minLength": 1, "maxLength": 128 },
+        "description": "The DEP name: 1 to 128 characters, no `/`, `\\`, control characters or `..`, and not `.`.",
+        "schema": dep_name_schema(),
     })
 }
 
@@ -127,6 +138,12 @@ fn uuid_like(name: &str, description: &str, required: bool) -> Value {
         "name": name, "in": "query", "required": required, "description": description,
         "schema": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9-]+$" },
     })
+}
+
+/// The human form of a bypass code, as `BypassCode::from_code` takes it.
+fn bypass_code_pattern() -> String {
+    let s = "[0-9ACDEFGHJKLMNPQRTUVWXYZacdefghjklmnpqrtuvwxyz]";
+    format!("^({s}{{25}}[0-7]|{s}{{5}}-{s}{{5}}-{s}{{4}}-{s}{{4}}-{s}{{4}}-{s}{{3}}[0-7])$")
 }
 
 fn tokens_body() -> Value {
@@ -176,7 +193,7 @@ fn operation(path: &str, method: &str) -> Option<Op> {
             "name": "dep_name", "in": "query", "required": false,
             "description": "Only these names (repeatable).",
             "style": "form", "explode": true,
-            "schema": { "type": "array", "items": { "type": "string", "minLength": 1, "maxLength": 128 } },
+            "schema": { "type": "array", "items": dep_name_schema() },
         }))
         .param(limit(1000))
         .param(offset())
@@ -234,7 +251,11 @@ fn operation(path: &str, method: &str) -> Option<Op> {
             "In serial order; `next` is the `after` of the following page.",
         )
         .param(name_param())
-        .param(query("after", "Start after this serial.", json!({ "type": "string" })))
+        .param(query(
+            "after",
+            "Start after this serial (the `next` of the previous page).",
+            json!({ "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$" }),
+        ))
         .param(limit(1000))
         .answer(200, json_answer("A page of assignments", schema_ref("Assignments")))
         .errors(&[(400, &["invalid-dep-name", "bad-query"]), UNKNOWN]),
@@ -296,7 +317,10 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         .param(query(
             "cn",
             "Subject common name (no control characters).",
-            json!({ "type": "string", "minLength": 1, "maxLength": 64, "default": "depserver" }),
+            json!({
+                "type": "string", "minLength": 1, "maxLength": 64, "default": "depserver",
+                "pattern": r"^[^\u0000-\u001f\u007f-\u009f]+$",
+            }),
         ))
         .param(query(
             "validity_days",
@@ -396,8 +420,8 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         ))
         .param(query(
             "code",
-            "groups of 5-5-4-4-4-4 symbols such as `3UM43-PUYVY-QYD1-UVCC-HEHJ-FKA4`, either case, dashes optional.",
-            json!({ "type": "string" }),
+            "26 symbols of `0123456789ACDEFGHJKLMNPQRTUVWXYZ` (either case), the last one 0-7, in groups of 5-5-4-4-4-4 with dashes, such as `3UM43-PUYVY-QYD1-UVCC-HEHJ-FKA4`, or without any dash.",
+            json!({ "type": "string", "pattern": bypass_code_pattern() }),
         ))
         .answer(200, json_answer("The code", schema_ref("BypassCode")))
         .errors(&[(400, &["bad-query", "invalid-bypass-code"])]),
@@ -518,6 +542,11 @@ fn schemas() -> Value {
     let count_map = json!({ "type": "object", "additionalProperties": { "type": "integer" } });
     let text = json!({ "type": "string" });
     let time = json!({ "type": "string", "format": "date-time" });
+    // Holds a character that is not white space (as Rust's `trim` sees it).
+    let token_text = json!({
+        "type": "string", "minLength": 1,
+        "pattern": r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+    });
     let time_or_null = json!({ "type": "string", "format": "date-time", "nullable": true });
     let sync_status = json!({ "type": "object", "properties": {
                     "auto": { "type": "boolean" }, "phase": text, "running": { "type": "boolean" },
@@ -528,6 +557,7 @@ fn schemas() -> Value {
                         "at": time, "message": text, "apple_status": { "type": "integer" },
                         "apple_code": text, "retry_at": time_or_null,
                     } },
+                    "retry_waits_ms": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 }, "description": "Milliseconds the name's own requests waited before being sent (for a retry, or behind Apple's Retry-After), by Apple endpoint, since start." },
                     "retries": { "type": "integer", "minimum": 0, "description": "The name's own requests to Apple sent again after a transient failure (5xx, 429, timeout, connection error), since start." },
                     "last_upstream_error": { "type": "object", "nullable": true, "description": "The last of the name's own requests to Apple that failed; next_attempt_at is when it is sent again (absent: given up, or it went through since).", "properties": {
                         "at": time, "endpoint": text, "message": text,
@@ -558,12 +588,16 @@ fn schemas() -> Value {
         "Tokens": {
             "type": "object",
             "required": ["consumer_key", "consumer_secret", "access_token", "access_secret", "access_token_expiry"],
+            "description": "Every member is required and holds more than white space; other members are ignored.",
             "properties": {
-                "consumer_key": text, "consumer_secret": text, "access_token": text,
-                "access_secret": text, "access_token_expiry": time,
+                "consumer_key": token_text, "consumer_secret": token_text, "access_token": token_text,
+                "access_secret": token_text, "access_token_expiry": time,
             },
         },
-        "Config": { "type": "object", "properties": { "base_url": { "type": "string", "description": "http(s) URL; empty: the configured default." } } },
+        "Config": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "base_url": { "type": "string", "description": "http(s) URL with a host and no query or fragment; empty: the configured default." } },
+        },
         "Assigner": {
             "type": "object", "required": ["profile_uuid", "modified_at"],
             "properties": { "profile_uuid": text, "modified_at": time },

@@ -229,6 +229,20 @@ pub async fn assignments(
     let pairs = body::query_pairs(req.query_string())?;
     reject_unknown_params(&pairs, &["after", "limit"])?;
     let after = body::single(&pairs, "after")?.map(str::to_owned);
+    if let Some(serial) = &after {
+        let ok = (1..=64).contains(&serial.len())
+            && serial
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(ApiError::bad_request(
+                "bad-query",
+                format!(
+                    "after={serial:?} must be a serial number: 1 to 64 letters, digits, '.', '_' or '-'"
+                ),
+            ));
+        }
+    }
     let limit = parse_count(&pairs, "limit", DEFAULT_PAGE, MAX_PAGE)?;
     let records = actor(&state, &name, false)
         .await?
