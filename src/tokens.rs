@@ -45,6 +45,10 @@ pub enum TokensError {
 /// Parses and checks token JSON: every field present and non-empty, the
 /// expiry an RFC 3339 time.
 pub fn parse(body: &[u8]) -> Result<StoredTokens, TokensError> {
+    // serde would also take the fields as an array, in order.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(TokensError::Json("expected a JSON object".into()));
+    }
     let json: TokensJson =
         serde_json::from_slice(body).map_err(|e| TokensError::Json(e.to_string()))?;
     for (field, value) in [

@@ -72,6 +72,7 @@ async fn bad_token_bodies_are_400_and_change_nothing() {
         "{",
         "not json",
         "[1,2]",
+        r#"["CK","CS","AT","AS","2027-06-01T12:00:00Z"]"#,
         "null",
         incomplete.as_str(),
         bad_expiry.as_str(),
