@@ -150,6 +150,7 @@ fn start_servers(tx: mpsc::Sender<Servers>) {
             user_agent: "bench/1".into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            allow: Default::default(),
         };
         let clock: SharedClock = Arc::new(SystemClock);
         let session = client::open_session(&target, &creds, &clock)

@@ -205,6 +205,7 @@ async fn define_profile(sim: &SimHandle) -> String {
         user_agent: "bench/1".into(),
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
+        allow: Default::default(),
     };
     let clock: depd::clock::SharedClock = Arc::new(depd::clock::SystemClock);
     let dep = DepClient::new(

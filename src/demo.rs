@@ -92,6 +92,7 @@ async fn define_profile(
         user_agent: crate::settings::DEFAULT_USER_AGENT.into(),
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
+        allow: Default::default(),
     };
     let clock: SharedClock = Arc::new(SystemClock);
     let dep = DepClient::new(

@@ -6,12 +6,14 @@
 //! Settings hold policy. State that the API writes (tokens, base URLs set
 //! with `PUT /v1/config`, assigner profiles) lives in the store.
 
+use crate::dep::allowlist::{Allowlist, DEFAULT_ALLOWED_HOSTS};
 use crate::name::DepName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Apple's production DEP endpoint.
 pub const APPLE_BASE_URL: &str = "https://mdmenrollment.apple.com";
@@ -114,6 +116,12 @@ pub struct AppleSettings {
     /// Largest proxied request body, buffered so the request can be
     /// replayed once after a session refresh (413 beyond it).
     pub proxy_body_limit: usize,
+    /// Hosts, `*.suffix`es, addresses and networks depd may send a name's
+    /// credentials to (src/dep/allowlist.rs). Configuration file only.
+    pub allowed_hosts: Vec<String>,
+    /// `allowed_hosts`, parsed when the settings are validated.
+    #[serde(skip)]
+    pub allow: Arc<Allowlist>,
 }
 
 impl Default for AppleSettings {
@@ -126,6 +134,11 @@ impl Default for AppleSettings {
             connect_timeout_secs: 10,
             request_timeout_secs: 60,
             proxy_body_limit: 1024 * 1024,
+            allowed_hosts: DEFAULT_ALLOWED_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+            allow: Arc::default(),
         }
     }
 }
@@ -286,6 +299,7 @@ pub struct AppleProfile {
     pub user_agent: String,
     pub connect_timeout: std::time::Duration,
     pub request_timeout: std::time::Duration,
+    pub allow: Arc<Allowlist>,
 }
 
 /// Values given on the command line; they override everything else.
@@ -363,6 +377,7 @@ impl Settings {
                 .unwrap_or_else(|| self.apple.user_agent.clone()),
             connect_timeout: std::time::Duration::from_secs(self.apple.connect_timeout_secs),
             request_timeout: std::time::Duration::from_secs(self.apple.request_timeout_secs),
+            allow: self.apple.allow.clone(),
         }
     }
 }
@@ -552,7 +567,17 @@ fn validate(
     }
     tracing_subscriber::EnvFilter::try_new(&raw.log_level)
         .map_err(|e| SettingsError::Invalid(format!("log_level {:?}: {e}", raw.log_level)))?;
+    raw.apple.allow = Arc::new(
+        Allowlist::parse(&raw.apple.allowed_hosts)
+            .map_err(|m| SettingsError::Invalid(format!("apple.allowed_hosts: {m}")))?,
+    );
     validate_base_url(&raw.apple.base_url)
+        .and_then(|()| {
+            raw.apple
+                .allow
+                .check_url(&raw.apple.base_url)
+                .map_err(|r| r.to_string())
+        })
         .map_err(|m| SettingsError::Invalid(format!("apple.base_url: {m}")))?;
     validate_apple(&raw.apple)?;
     validate_sync(&raw.sync)?;
@@ -579,6 +604,7 @@ fn validate(
             .map_err(|e| SettingsError::Invalid(format!("names.{raw_name:?}: {e}")))?;
         if let Some(url) = &settings.base_url {
             validate_base_url(url)
+                .and_then(|()| raw.apple.allow.check_url(url).map_err(|r| r.to_string()))
                 .map_err(|m| SettingsError::Invalid(format!("names.{raw_name:?}.base_url: {m}")))?;
         }
         for (key, version) in [

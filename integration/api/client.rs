@@ -18,6 +18,7 @@ fn target(base_url: String, protocol_version: u32) -> Target {
         user_agent: "depd-test/1".into(),
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
+        allow: Default::default(),
     }
 }
 

@@ -17,16 +17,19 @@ async fn base_url_defaults_then_set_then_reset() {
     let r = app
         .put(
             "/v1/config/acme",
-            r#"{"base_url":"https://dep.example.test/prefix"}"#,
+            r#"{"base_url":"https://mdmenrollment.apple.com/prefix"}"#,
         )
         .await;
     assert_eq!(
         (r.status, r.json()),
-        (200, json!({"base_url": "https://dep.example.test/prefix"}))
+        (
+            200,
+            json!({"base_url": "https://mdmenrollment.apple.com/prefix"})
+        )
     );
     assert_eq!(
         app.get("/v1/config/acme").await.json()["base_url"],
-        "https://dep.example.test/prefix"
+        "https://mdmenrollment.apple.com/prefix"
     );
     // An empty URL removes the stored one: the configured default applies.
     let r = app.put("/v1/config/acme", r#"{"base_url":""}"#).await;
@@ -50,6 +53,8 @@ async fn bad_config_is_400_and_changes_nothing() {
         ("", "invalid-json"),
         ("{", "invalid-json"),
         (r#"{"base_url":42}"#, "invalid-json"),
+        ("[]", "invalid-json"),
+        (r#"["http://127.0.0.1:2"]"#, "invalid-json"),
         (r#"{"base_url":"http://x","colour":1}"#, "invalid-json"),
         (r#"{"base_url":"ftp://127.0.0.1"}"#, "invalid-base-url"),
         (r#"{"base_url":"not a url"}"#, "invalid-base-url"),

@@ -92,6 +92,24 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Reloads the running application with `config` as its new file, as
+    /// SIGHUP does for the daemon, and returns once every actor has the new
+    /// settings queued (its next message sees them).
+    pub async fn reload_config(&self, config: &str) {
+        let file = self._dir.path().join("depd.toml");
+        std::fs::write(&file, no_auto_sync(config)).expect("write config");
+        let flags = FlagOverrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(self._dir.path().join("data")),
+            api_key: Some(Secret::new(KEY)),
+            webhook_url: None,
+            log_format: None,
+        };
+        let settings = settings::load(Some(&file), Vec::new(), &flags).expect("settings");
+        self.handle.reload(settings);
+        assert!(self.handle.actors_answer(PATIENCE).await, "actors answer");
+    }
+
     /// The test's HTTP client, for requests with custom headers.
     pub fn client(&self) -> &awc::Client {
         &self.client

@@ -17,5 +17,6 @@ mod notify;
 mod once;
 mod pki;
 mod proxy;
+mod security;
 mod sync;
 mod tokens;

@@ -129,6 +129,7 @@ impl DepNameActor {
             user_agent: profile.user_agent,
             connect_timeout: profile.connect_timeout,
             request_timeout: profile.request_timeout,
+            allow: profile.allow,
         }
     }
 

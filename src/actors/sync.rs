@@ -1039,7 +1039,7 @@ impl DeliverJob {
 
     /// One POST; the status, or `None` when there was no answer.
     async fn post(&self, url: &str, body: &str) -> Option<u16> {
-        let mut req = client::http_client(self.connect_timeout)
+        let mut req = client::http_client(self.connect_timeout, None)
             .post(url)
             .timeout(self.policy.timeout)
             .insert_header(("Content-Type", "application/json"))

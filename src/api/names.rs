@@ -201,12 +201,27 @@ pub async fn put_config(
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&path)?;
     let body = body::read(&req, payload, JSON_BODY_LIMIT).await?;
+    // serde would also take the fields as an array, in order.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid-json",
+            "invalid config JSON: expected an object",
+        ));
+    }
     let config: ConfigBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid-json", format!("invalid config JSON: {e}")))?;
     let base_url = config.base_url.trim().to_owned();
     if !base_url.is_empty() {
         validate_base_url(&base_url)
             .map_err(|m| ApiError::bad_request("invalid-base-url", format!("base_url: {m}")))?;
+        // The host must be listed, and so must every internal address it
+        // resolves to: a name pointing at a metadata service or a private
+        // network is refused here, before anything is stored.
+        let allow = state.settings().apple.allow.clone();
+        allow
+            .check_resolved(&base_url)
+            .await
+            .map_err(|r| ApiError::bad_request("upstream-not-allowed", format!("base_url: {r}")))?;
     }
     let effective = actor(&state, &name, true)
         .await?

@@ -128,8 +128,9 @@ fn limit(max: u32) -> Value {
 fn offset() -> Value {
     query(
         "offset",
-        "Items to skip.",
-        json!({ "type": "integer", "minimum": 0, "default": 0 }),
+        "Items to skip (the server takes up to 2^64-1; the document states the\
+         largest integer every JSON client represents exactly).",
+        json!({ "type": "integer", "minimum": 0, "maximum": 9_007_199_254_740_991_u64, "default": 0 }),
     )
 }
 
@@ -291,7 +292,7 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         }))
         .answer(200, json_answer("The base URL now in effect", schema_ref("Config")))
         .errors(&[
-            (400, &["invalid-dep-name", "invalid-json", "invalid-base-url", "bad-body"]),
+            (400, &["invalid-dep-name", "invalid-json", "invalid-base-url", "upstream-not-allowed", "bad-body"]),
             (413, &["body-too-large"]),
         ]),
         ("/v1/assigner/{name}", "GET") => Op::new("The assigner profile", "")
@@ -441,7 +442,7 @@ fn operation(path: &str, method: &str) -> Option<Op> {
             UNKNOWN,
             (409, &["no-tokens"]),
             (413, &["body-too-large"]),
-            (502, &["session-failed", "upstream-unreachable", "upstream-failed"]),
+            (502, &["session-failed", "upstream-unreachable", "upstream-not-allowed", "upstream-failed"]),
             (503, &["not-ready"]),
             (504, &["upstream-timeout"]),
         ]),

@@ -231,7 +231,14 @@ async fn send(
 ) -> Result<awc::ClientResponse, ApiError> {
     let target = &grant.target;
     let uri = upstream_uri(grant, path)?;
-    let mut out = client::http_client(target.connect_timeout)
+    if let Err(e) = client::check_allowed(target, &client::join_url(&target.base_url, "/")) {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-not-allowed",
+            e.to_string(),
+        ));
+    }
+    let mut out = client::http_client(target.connect_timeout, Some(&target.allow))
         .request(req.method().clone(), uri)
         .timeout(target.request_timeout);
     let listed = connection_listed(req.headers());
@@ -279,6 +286,11 @@ async fn send(
         let err = client::send_error(e);
         tracing::warn!(dep_name = %name, url = %url, error = %err, "proxied request failed");
         match err {
+            DepError::NotAllowed(why) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-not-allowed",
+                format!("not sent: {why}"),
+            ),
             DepError::Timeout => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream-timeout",
@@ -409,6 +421,7 @@ mod tests {
             user_agent: "depd/test".into(),
             connect_timeout: std::time::Duration::from_secs(1),
             request_timeout: std::time::Duration::from_secs(1),
+            allow: Default::default(),
         };
         for (base, path, url) in [
             (

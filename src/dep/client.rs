@@ -6,6 +6,7 @@
 //! session, the client asks for a new one and replays the request once; a
 //! new `X-ADM-Auth-Session` in any answer is reported back to the source.
 
+use super::allowlist::{Allowlist, CheckedResolver, Refusal, Refused};
 use super::error::{DepError, classify, classify_session};
 use super::oauth1::{self, Credentials};
 use super::retry_after;
@@ -40,6 +41,8 @@ pub struct Target {
     pub user_agent: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// The hosts and addresses this call may go to.
+    pub allow: Arc<Allowlist>,
 }
 
 /// `base` (which may have a path prefix, kept) joined with an absolute path.
@@ -52,33 +55,68 @@ pub fn join_url(base: &str, path_and_query: &str) -> String {
     }
 }
 
+/// A thread's client for one connect timeout and allowlist (`None`: any host).
+type CachedClient = (Duration, Option<Arc<Allowlist>>, awc::Client);
+
 thread_local! {
-    static HTTP: RefCell<Option<(Duration, awc::Client)>> = const { RefCell::new(None) };
+    static HTTP: RefCell<Vec<CachedClient>> = const { RefCell::new(Vec::new()) };
 }
 
 /// This thread's HTTP client for Apple (awc clients are per thread). One
 /// client, so one connection pool, serves every DEP name on the thread.
 /// Redirects are never followed: a proxy passes them on, and depd's own
 /// calls treat them as errors.
-pub fn http_client(connect_timeout: Duration) -> awc::Client {
+///
+/// With `allow`, host names are resolved through the allowlist's
+/// [`CheckedResolver`], so no connection is made to an address the list
+/// does not allow; without (webhooks, whose URLs only the configuration
+/// file sets), the system resolver is used as is.
+pub fn http_client(connect_timeout: Duration, allow: Option<&Arc<Allowlist>>) -> awc::Client {
     HTTP.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if let Some((timeout, client)) = slot.as_ref()
-            && *timeout == connect_timeout
+        let mut clients = cell.borrow_mut();
+        let same = |a: &Option<Arc<Allowlist>>| match (a, allow) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if let Some((_, _, client)) = clients
+            .iter()
+            .find(|(t, a, _)| *t == connect_timeout && same(a))
         {
             return client.clone();
         }
-        let client = awc::Client::builder()
-            .connector(
-                awc::Connector::new()
-                    .timeout(connect_timeout)
-                    .limit(0)
-                    .conn_keep_alive(Duration::from_secs(30)),
-            )
-            .disable_redirects()
-            .disable_timeout()
-            .finish();
-        *slot = Some((connect_timeout, client.clone()));
+        let keep_alive = Duration::from_secs(30);
+        let client = match allow {
+            Some(allow) => {
+                let resolver = actix_tls::connect::Resolver::custom(CheckedResolver {
+                    allow: allow.clone(),
+                });
+                awc::Client::builder()
+                    .connector(
+                        awc::Connector::new()
+                            .connector(actix_tls::connect::Connector::new(resolver).service())
+                            .timeout(connect_timeout)
+                            .limit(0)
+                            .conn_keep_alive(keep_alive),
+                    )
+                    .disable_redirects()
+                    .disable_timeout()
+                    .finish()
+            }
+            None => awc::Client::builder()
+                .connector(
+                    awc::Connector::new()
+                        .timeout(connect_timeout)
+                        .limit(0)
+                        .conn_keep_alive(keep_alive),
+                )
+                .disable_redirects()
+                .disable_timeout()
+                .finish(),
+        };
+        // A reload makes a new allowlist; clients of replaced lists go.
+        clients.retain(|(_, a, _)| a.as_ref().is_none_or(|a| Arc::strong_count(a) > 1));
+        clients.push((connect_timeout, allow.cloned(), client.clone()));
         client
     })
 }
@@ -90,8 +128,24 @@ pub fn send_error(e: awc::error::SendRequestError) -> DepError {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
             DepError::Timeout
         }
+        SendRequestError::Connect(ConnectError::Resolver(cause)) => {
+            match cause.downcast_ref::<Refused>() {
+                Some(Refused(Refusal::Unresolved(..))) | None => {
+                    DepError::Network(format!("resolving the host: {cause}"))
+                }
+                Some(refused) => DepError::NotAllowed(refused.to_string()),
+            }
+        }
         other => DepError::Network(other.to_string()),
     }
+}
+
+/// Checks a URL against the target's allowlist before anything is sent.
+pub fn check_allowed(target: &Target, url: &str) -> Result<(), DepError> {
+    target
+        .allow
+        .check_url(url)
+        .map_err(|r| DepError::NotAllowed(r.to_string()))
 }
 
 /// Calls depd makes to Apple at once (sessions and the typed client, for
@@ -111,6 +165,7 @@ pub async fn open_session(
 ) -> Result<String, DepError> {
     let _slot = APPLE_CALLS.acquire().await.ok();
     let url = join_url(&target.base_url, "/session");
+    check_allowed(target, &url)?;
     let auth = oauth1::authorization_header(
         "GET",
         &url,
@@ -118,7 +173,7 @@ pub async fn open_session(
         clock.now().unix_timestamp(),
         &oauth1::nonce(),
     );
-    let req = http_client(target.connect_timeout)
+    let req = http_client(target.connect_timeout, Some(&target.allow))
         .get(&url)
         .timeout(target.request_timeout)
         .insert_header((header::AUTHORIZATION, auth))
@@ -552,7 +607,8 @@ impl<S: SessionSource> DepClient<S> {
     ) -> Result<actix_web::web::Bytes, DepError> {
         let _slot = APPLE_CALLS.acquire().await.ok();
         let url = join_url(&self.target.base_url, path_and_query);
-        let mut req = http_client(self.target.connect_timeout)
+        check_allowed(&self.target, &url)?;
+        let mut req = http_client(self.target.connect_timeout, Some(&self.target.allow))
             .request(method.clone(), &url)
             .timeout(self.target.request_timeout)
             .insert_header((SESSION_HEADER, token))

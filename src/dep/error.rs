@@ -53,6 +53,10 @@ pub enum DepError {
     /// depd itself could not make the call (its actor stopped).
     #[error("{0}")]
     Unavailable(String),
+    /// Not sent: the base URL's host or address is not in
+    /// `apple.allowed_hosts` (src/dep/allowlist.rs).
+    #[error("not sent: {0}")]
+    NotAllowed(String),
     /// Not sent: Apple's `Retry-After` (or a `/session` hold-off) for this
     /// name runs longer than a request waits.
     #[error("not sent: Apple asked depd to wait {} s more before calling it again", .retry_after.as_secs().max(1))]

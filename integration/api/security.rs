@@ -1,0 +1,110 @@
+//! Issue #18: what a holder of the API key cannot make depd do, and what a
+//! copy of the data directory or the logs does not give away.
+
+use crate::helpers::*;
+use actix_web::http::Method;
+use depd::sim::{SimConfig, Simulator};
+use serde_json::json;
+
+/// `PUT /v1/config` refuses hosts outside `apple.allowed_hosts`, internal
+/// addresses that are not listed, and plain http to anything but loopback;
+/// nothing is stored for a refused URL.
+#[actix_web::test]
+async fn base_urls_outside_the_allowlist_are_refused() {
+    let app = TestApp::spawn().await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "https://169.254.169.254",
+        "https://10.1.2.3/dep",
+        "https://192.168.0.10",
+        "https://[fd00::1]",
+        "https://[::ffff:169.254.169.254]",
+        "https://dep.example.com",
+        "http://mdmenrollment.apple.com",
+    ] {
+        let body = json!({ "base_url": url }).to_string();
+        let r = app.put("/v1/config/acme", &body).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "upstream-not-allowed"),
+            "{url}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        app.get("/v1/dep_names").await.json()["dep_names"],
+        json!([])
+    );
+    // Apple's own host and loopback are on the default list.
+    for url in ["https://mdmenrollment.apple.com", "http://127.0.0.1:9/x"] {
+        let body = json!({ "base_url": url }).to_string();
+        assert_eq!(app.put("/v1/config/acme", &body).await.status, 200, "{url}");
+    }
+}
+
+/// A listed name is not enough: the addresses it resolves to are checked,
+/// and loopback addresses pass only when an address entry lists them.
+#[actix_web::test]
+async fn a_name_resolving_to_an_unlisted_internal_address_is_refused() {
+    let app = TestApp::spawn_with_config(
+        "[apple]\nbase_url = \"https://mdmenrollment.apple.com\"\nallowed_hosts = [\"mdmenrollment.apple.com\", \"localhost\"]\n",
+    )
+    .await;
+    let r = app
+        .put(
+            "/v1/config/acme",
+            r#"{"base_url":"http://localhost:9/dep"}"#,
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "upstream-not-allowed"));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1"),
+        "{}",
+        r.json()
+    );
+    let r = app
+        .put(
+            "/v1/config/acme",
+            r#"{"base_url":"http://127.0.0.1:9/dep"}"#,
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "upstream-not-allowed"));
+}
+
+/// A stored base URL that a reload takes off the list is no longer
+/// called: the proxy answers 502 with a stable code, a sync fails, and the
+/// name's status says why. Putting it back on the list restores both.
+#[actix_web::test]
+async fn a_reload_that_unlists_a_stored_url_stops_calls_to_it() {
+    let sim = Simulator::start(SimConfig::default()).expect("sim");
+    let app = TestApp::spawn().await;
+    app.point(NAME, &sim).await;
+    assert_eq!(app.get(&format!("/proxy/{NAME}/account")).await.status, 200);
+    let served = sim.stats().total;
+
+    app.reload_config("[apple]\nallowed_hosts = [\"mdmenrollment.apple.com\"]\n")
+        .await;
+    // Through the actor's mailbox: the reload is applied after this.
+    app.get(&format!("/v1/status/{NAME}")).await;
+    let r = app.get(&format!("/proxy/{NAME}/account")).await;
+    assert_eq!((r.status, r.code().as_str()), (502, "upstream-not-allowed"));
+    let r = app
+        .call(Method::POST, &format!("/v1/sync/{NAME}?wait=1"), b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let status = app.get(&format!("/v1/status/{NAME}")).await.json();
+    let said = status.to_string();
+    assert!(said.contains("not in apple.allowed_hosts"), "{status}");
+    assert_eq!(
+        sim.stats().total,
+        served,
+        "nothing reached the unlisted host"
+    );
+
+    app.reload_config("").await;
+    app.get(&format!("/v1/status/{NAME}")).await;
+    assert_eq!(app.get(&format!("/proxy/{NAME}/account")).await.status, 200);
+}
