@@ -108,3 +108,41 @@ async fn a_reload_that_unlists_a_stored_url_stops_calls_to_it() {
     app.get(&format!("/v1/status/{NAME}")).await;
     assert_eq!(app.get(&format!("/proxy/{NAME}/account")).await.status, 200);
 }
+
+/// Proxied paths with dot segments (plain or percent-encoded) or encoded
+/// slashes are refused before anything reaches Apple, so a caller cannot
+/// climb out of the base URL's path prefix.
+#[actix_web::test]
+async fn proxied_dot_segments_and_encoded_slashes_are_refused() {
+    let sim = Simulator::start(SimConfig {
+        path_prefix: "/dep/v1".into(),
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let app = TestApp::spawn().await;
+    app.point(NAME, &sim).await;
+    for path in [
+        "/../account",
+        "/./account",
+        "/devices/../account",
+        "/%2e%2e/account",
+        "/%2E%2E/%2e%2E/account",
+        "/%2e/account",
+        "/.%2e/account",
+        "/profile%2F..%2Faccount",
+        "/profile%2faccount",
+        "/profile%5C..%5Caccount",
+        "/a/..",
+    ] {
+        let r = app.get(&format!("/proxy/{NAME}{path}")).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid-proxy-path"),
+            "{path}"
+        );
+    }
+    assert_eq!(sim.stats().total, 0, "{:?}", sim.stats());
+    // Dots inside a segment are just characters.
+    let r = app.get(&format!("/proxy/{NAME}/account?x=..")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}

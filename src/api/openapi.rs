@@ -433,12 +433,12 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         .param(name_param())
         .param(json!({
             "name": "path", "in": "path", "required": true,
-            "description": "Apple's path, e.g. `account`, `server/devices`, `profile` (may contain `/`).",
+            "description": "Apple's path, e.g. `account`, `server/devices`, `profile` (may contain `/`; no `.` or `..` segment, plain or percent-encoded, and no encoded slash).",
             "schema": { "type": "string" },
         }))
         .answer(200, json!({ "description": "Apple's answer, as sent (any status)" }))
         .errors(&[
-            (400, &["invalid-dep-name", "bad-method"]),
+            (400, &["invalid-dep-name", "invalid-proxy-path", "bad-method"]),
             UNKNOWN,
             (409, &["no-tokens"]),
             (413, &["body-too-large"]),

@@ -81,6 +81,32 @@ fn upstream_path(req: &HttpRequest) -> Cow<'_, str> {
     }
 }
 
+/// Refuses a proxied path that could reach anything but the Apple
+/// endpoint it names under the base URL's path prefix: a `.` or `..`
+/// segment, plain or percent-encoded (`%2e`, `%2E%2E`), and an encoded
+/// slash or backslash inside a segment (`%2F`, `%5C`), which some servers
+/// decode into a separator. Nothing like that is sent upstream.
+fn check_path(path: &str) -> Result<(), ApiError> {
+    let path_only = path.split('?').next().unwrap_or_default();
+    for segment in path_only.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        let why = if decoded == b"." || decoded == b".." {
+            Some("a '.' or '..' segment")
+        } else if decoded.contains(&b'/') || decoded.contains(&b'\\') || segment.contains('\\') {
+            Some("a slash or backslash inside a segment")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ApiError::bad_request(
+                "invalid-proxy-path",
+                format!("the proxied path has {why}; send the path Apple's endpoint has"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The URL of `path` (absolute, with any query) under the grant's base URL,
 /// which may carry a path prefix.
 fn upstream_uri(grant: &Grant, path: &str) -> Result<Uri, ApiError> {
@@ -118,6 +144,8 @@ pub async fn forward(
     let raw_name = req.match_info().get("name").unwrap_or_default();
     let name = DepName::parse(raw_name)
         .map_err(|e| ApiError::bad_request("invalid-dep-name", format!("invalid DEP name: {e}")))?;
+    let path = upstream_path(&req);
+    check_path(&path)?;
     let limit = state.settings().apple.proxy_body_limit;
     let body = body::read(&req, payload, limit).await?;
     // The directory and the published grant spare two mailbox round trips
@@ -138,7 +166,6 @@ pub async fn forward(
             )
         })?;
     let actor = published.addr;
-    let path = upstream_path(&req);
     let mut rejected: Option<String> = None;
     let mut replayed = false;
     loop {
