@@ -8,21 +8,30 @@
 //! record into it; `Metrics` itself can also be created on its own, which
 //! the unit tests do so they do not share counters.
 //!
-//! A series is stored under its label set already rendered and escaped
-//! (`route="/v1/x",method="GET",status="200"`): recording costs one string
-//! and one map lookup under a mutex, and rendering is a walk of sorted maps,
-//! so the output is stable between scrapes. Every label's values are
-//! bounded: routes are route patterns, methods outside the standard set are
-//! `other`, and the rest are DEP names, endpoints, statuses and outcomes.
+//! Every series is an atomic cell (counter, gauge or histogram), created
+//! once under the registry's write lock and never replaced. Each thread
+//! keeps the cells of the process registry it has used in a map of its
+//! own, keyed by the rendered label text: counting an existing series takes
+//! no lock, only a thread-local lookup and an atomic add. Rendering takes
+//! the read lock and walks sorted maps, so the output is stable between
+//! scrapes.
+//!
+//! Every label's values are bounded: routes are route patterns, methods
+//! outside the standard set are `other`, Apple endpoints come from a fixed
+//! table (anything else, such as a proxied path, is `other`), and the rest
+//! are DEP names (bounded by `max_dep_names`), statuses and outcomes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 impl Kind {
@@ -30,6 +39,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -108,6 +118,61 @@ const BUILD_INFO: Family = Family {
     kind: Kind::Gauge,
 };
 
+const HTTP_DURATION: Family = Family {
+    name: "depd_http_request_duration_seconds",
+    help: "Time to answer an HTTP request (until the answer's head; a proxied body streams after), by matched route pattern.",
+    kind: Kind::Histogram,
+};
+const APPLE_DURATION: Family = Family {
+    name: "depd_apple_request_duration_seconds",
+    help: "Time from sending a request to Apple until its answer's head (or the failure), by endpoint.",
+    kind: Kind::Histogram,
+};
+const WEBHOOK_DURATION: Family = Family {
+    name: "depd_webhook_delivery_duration_seconds",
+    help: "Time of one webhook delivery attempt until the receiver's answer (or the failure), by result.",
+    kind: Kind::Histogram,
+};
+
+/// Upper bounds of the histogram buckets, in microseconds (1 ms to 60 s;
+/// `+Inf` is implied).
+const BUCKETS_US: [u64; 14] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 60_000_000,
+];
+
+/// Apple's DEP endpoints, the only values of the `endpoint` label besides
+/// `other`: a proxied path is the caller's choice, and labelling by it
+/// would let any caller create series without end.
+const APPLE_ENDPOINTS: [&str; 12] = [
+    "/session",
+    "/account",
+    "/server/devices",
+    "/devices/sync",
+    "/devices",
+    "/devices/disown",
+    "/device/activationlock",
+    "/profile",
+    "/profile/devices",
+    "/os-beta-enrollment/tokens",
+    "/account-driven-enrollment/profile",
+    "/mdm/profile",
+];
+
+/// The `endpoint` label of a request path (the query is ignored).
+pub fn endpoint_label(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or_default();
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    APPLE_ENDPOINTS
+        .into_iter()
+        .find(|e| *e == path)
+        .unwrap_or("other")
+}
+
 /// The per-name gauges, all labelled by `dep_name` alone.
 const NAME_GAUGES: [Family; 3] = [WEBHOOK_BACKLOG, TOKEN_DAYS, INVENTORY_DEVICES];
 
@@ -117,15 +182,54 @@ const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
 
-#[derive(Default)]
-struct Series {
-    counters: BTreeMap<Family, BTreeMap<String, u64>>,
-    gauges: BTreeMap<Family, BTreeMap<String, i64>>,
+/// A histogram's buckets (not cumulative; rendering sums them), the sum in
+/// microseconds and the count.
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
 }
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let at = BUCKETS_US.partition_point(|bound| *bound < us);
+        self.buckets[at].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One series' value.
+enum Cell {
+    Counter(AtomicU64),
+    Gauge(AtomicI64),
+    Histogram(Box<Histogram>),
+}
+
+impl Cell {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Counter => Cell::Counter(AtomicU64::new(0)),
+            Kind::Gauge => Cell::Gauge(AtomicI64::new(0)),
+            Kind::Histogram => Cell::Histogram(Box::new(Histogram::new())),
+        }
+    }
+}
+
+type Series = BTreeMap<Family, BTreeMap<String, Arc<Cell>>>;
 
 /// A metrics registry. The process's own is `global()`.
 pub struct Metrics {
-    series: Mutex<Series>,
+    series: RwLock<Series>,
 }
 
 static GLOBAL: Metrics = Metrics::new();
@@ -133,6 +237,16 @@ static GLOBAL: Metrics = Metrics::new();
 /// The process-wide registry that `GET /metrics` renders.
 pub fn global() -> &'static Metrics {
     &GLOBAL
+}
+
+thread_local! {
+    /// This thread's cells of the process registry, keyed by family name,
+    /// a separator and the label text.
+    static CELLS: std::cell::RefCell<HashMap<String, Arc<Cell>>> =
+        std::cell::RefCell::new(HashMap::new());
+    /// A label buffer to reuse, so that counting an existing series does
+    /// not allocate.
+    static SPARE: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
 }
 
 impl Default for Metrics {
@@ -144,40 +258,75 @@ impl Default for Metrics {
 impl Metrics {
     pub const fn new() -> Self {
         Metrics {
-            series: Mutex::new(Series {
-                counters: BTreeMap::new(),
-                gauges: BTreeMap::new(),
-            }),
+            series: RwLock::new(BTreeMap::new()),
         }
     }
 
-    /// A panic while the lock was held left at most one sample behind;
-    /// metrics keep working rather than poisoning every later request.
-    fn lock(&self) -> MutexGuard<'_, Series> {
-        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    fn is_global(&self) -> bool {
+        std::ptr::eq(self, &GLOBAL)
+    }
+
+    /// The cell of a series, created on first use. A panic while a lock
+    /// was held left the maps whole (cells are inserted in one step), so a
+    /// poisoned lock is used as it is.
+    fn cell(&self, family: Family, labels: Labels) -> Arc<Cell> {
+        if !self.is_global() {
+            return self.shared_cell(family, labels);
+        }
+        let key = labels.cache_key(family);
+        let cached = CELLS.with(|c| c.borrow().get(key.0.as_str()).cloned());
+        if let Some(cell) = cached {
+            key.recycle();
+            return cell;
+        }
+        let plain = Labels(key.0[family.name.len() + 1..].to_owned());
+        let cell = self.shared_cell(family, plain);
+        CELLS.with(|c| c.borrow_mut().insert(key.0, cell.clone()));
+        cell
+    }
+
+    fn shared_cell(&self, family: Family, labels: Labels) -> Arc<Cell> {
+        let found = self
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&family)
+            .and_then(|s| s.get(labels.0.as_str()))
+            .cloned();
+        if let Some(cell) = found {
+            labels.recycle();
+            return cell;
+        }
+        self.series
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(family)
+            .or_default()
+            .entry(labels.0)
+            .or_insert_with(|| Arc::new(Cell::new(family.kind)))
+            .clone()
     }
 
     fn add(&self, family: Family, labels: Labels, n: u64) {
-        let mut series = self.lock();
-        let by_labels = series.counters.entry(family).or_default();
-        // A series is counted many times and created once: look it up by
-        // the borrowed text, so counting allocates nothing.
-        if let Some(value) = by_labels.get_mut(labels.0.as_str()) {
-            *value = value.saturating_add(n);
-            drop(series);
-            labels.recycle();
-        } else {
-            by_labels.insert(labels.0, n);
+        if let Cell::Counter(c) = &*self.cell(family, labels) {
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 
+    fn observe(&self, family: Family, labels: Labels, elapsed: Duration) {
+        if let Cell::Histogram(h) = &*self.cell(family, labels) {
+            h.observe(elapsed);
+        }
+    }
+
+    /// Gauges are set rarely (once per cycle or delivery round) and are
+    /// removed with their name, so they are not cached per thread: a
+    /// cached cell would outlive the removal.
     fn set(&self, family: Family, name: &str, value: i64) {
         let labels = Labels::new().text("dep_name", name);
-        self.lock()
-            .gauges
-            .entry(family)
-            .or_default()
-            .insert(labels.0, value);
+        if let Cell::Gauge(g) = &*self.shared_cell(family, labels) {
+            g.store(value, Ordering::Relaxed);
+        }
     }
 
     pub fn http_request(&self, route: &str, method: &str, status: u16) {
@@ -192,18 +341,31 @@ impl Metrics {
         self.add(HTTP_REQUESTS, labels, 1);
     }
 
-    pub fn apple_call(&self, name: &str, endpoint: &str, status: u16) {
+    /// How long an HTTP request took to answer.
+    pub fn http_duration(&self, route: &str, elapsed: Duration) {
+        self.observe(HTTP_DURATION, Labels::new().text("route", route), elapsed);
+    }
+
+    /// A request to Apple: `path` is mapped to its endpoint (see
+    /// [`endpoint_label`]); status 0 means no answer.
+    pub fn apple_call(&self, name: &str, path: &str, status: u16, elapsed: Duration) {
+        let endpoint = endpoint_label(path);
         let labels = Labels::new()
             .text("dep_name", name)
             .text("endpoint", endpoint)
             .number("status", status);
         self.add(APPLE_REQUESTS, labels, 1);
+        self.observe(
+            APPLE_DURATION,
+            Labels::new().text("endpoint", endpoint),
+            elapsed,
+        );
     }
 
-    pub fn apple_retry(&self, name: &str, endpoint: &str) {
+    pub fn apple_retry(&self, name: &str, path: &str) {
         let labels = Labels::new()
             .text("dep_name", name)
-            .text("endpoint", endpoint);
+            .text("endpoint", endpoint_label(path));
         self.add(APPLE_RETRIES, labels, 1);
     }
 
@@ -234,11 +396,16 @@ impl Metrics {
         self.add(ASSIGNMENTS, labels, n);
     }
 
-    pub fn webhook_delivery(&self, name: &str, ok: bool) {
+    pub fn webhook_delivery(&self, name: &str, ok: bool, elapsed: Duration) {
         let labels = Labels::new()
             .text("dep_name", name)
             .text("result", ok_or_error(ok));
         self.add(WEBHOOK_DELIVERIES, labels, 1);
+        self.observe(
+            WEBHOOK_DURATION,
+            Labels::new().text("result", ok_or_error(ok)),
+            elapsed,
+        );
     }
 
     pub fn set_webhook_backlog(&self, name: &str, n: u64) {
@@ -259,60 +426,79 @@ impl Metrics {
     /// `rate()` and `increase()` expect.
     pub fn remove_name(&self, name: &str) {
         let key = Labels::new().text("dep_name", name).0;
-        let mut series = self.lock();
+        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
         for family in NAME_GAUGES {
-            if let Some(by_name) = series.gauges.get_mut(&family) {
+            if let Some(by_name) = series.get_mut(&family) {
                 by_name.remove(&key);
             }
         }
     }
 
-    /// The value of one series, by metric name and label pairs in the order
-    /// the metric declares them; `None` if it was never recorded.
+    /// The value of one counter or gauge series (a histogram's count), by
+    /// metric name and label pairs in the order the metric declares them;
+    /// `None` if it was never recorded.
     pub fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<i64> {
         let key = labels
             .iter()
             .fold(Labels::new(), |l, (name, value)| l.text(name, value))
             .0;
-        let series = self.lock();
-        let counter = series
-            .counters
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        let cell = series
             .iter()
             .find(|(f, _)| f.name == metric)
-            .and_then(|(_, s)| s.get(&key))
-            .map(|v| saturating_i64(*v));
-        counter.or_else(|| {
-            series
-                .gauges
-                .iter()
-                .find(|(f, _)| f.name == metric)
-                .and_then(|(_, s)| s.get(&key))
-                .copied()
+            .and_then(|(_, s)| s.get(&key))?;
+        Some(match &**cell {
+            Cell::Counter(c) => saturating_i64(c.load(Ordering::Relaxed)),
+            Cell::Gauge(g) => g.load(Ordering::Relaxed),
+            Cell::Histogram(h) => saturating_i64(h.count.load(Ordering::Relaxed)),
         })
+    }
+
+    /// How many series the registry holds (every histogram counts once).
+    pub fn series_count(&self) -> usize {
+        self.series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(BTreeMap::len)
+            .sum()
     }
 
     /// Every family with at least one series, sorted by name, each series
     /// sorted by its labels, with `# HELP` and `# TYPE` lines.
     pub fn render(&self) -> String {
-        let mut blocks: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut out = String::with_capacity(4096);
         let version = Labels::new().text("version", env!("CARGO_PKG_VERSION")).0;
-        blocks.insert(UP.name, block(UP, [("", 1)]));
-        blocks.insert(BUILD_INFO.name, block(BUILD_INFO, [(version.as_str(), 1)]));
-        let series = self.lock();
-        for (family, samples) in &series.counters {
-            if !samples.is_empty() {
-                let samples = samples.iter().map(|(l, v)| (l.as_str(), *v));
-                blocks.insert(family.name, block(*family, samples));
+        let mut fixed: BTreeMap<&'static str, String> = BTreeMap::new();
+        fixed.insert(UP.name, block(UP, [("", 1)]));
+        fixed.insert(BUILD_INFO.name, block(BUILD_INFO, [(version.as_str(), 1)]));
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        let mut blocks: BTreeMap<&'static str, String> = fixed;
+        for (family, samples) in series.iter() {
+            if samples.is_empty() {
+                continue;
             }
-        }
-        for (family, samples) in &series.gauges {
-            if !samples.is_empty() {
-                let samples = samples.iter().map(|(l, v)| (l.as_str(), *v));
-                blocks.insert(family.name, block(*family, samples));
-            }
+            let text = match family.kind {
+                Kind::Histogram => histogram_block(*family, samples),
+                _ => block(
+                    *family,
+                    samples.iter().map(|(l, cell)| {
+                        let v = match &**cell {
+                            Cell::Counter(c) => saturating_i64(c.load(Ordering::Relaxed)),
+                            Cell::Gauge(g) => g.load(Ordering::Relaxed),
+                            Cell::Histogram(_) => 0,
+                        };
+                        (l.as_str(), v)
+                    }),
+                ),
+            };
+            blocks.insert(family.name, text);
         }
         drop(series);
-        blocks.into_values().collect()
+        for text in blocks.into_values() {
+            out.push_str(&text);
+        }
+        out
     }
 }
 
@@ -335,10 +521,60 @@ fn block<'a, V: std::fmt::Display>(
     out
 }
 
-thread_local! {
-    /// A label buffer to reuse, so that counting an existing series does
-    /// not allocate (see `Metrics::add`).
-    static SPARE: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+/// A histogram family: per series, cumulative `_bucket` lines with `le`,
+/// then `_sum` (seconds) and `_count`.
+fn histogram_block(family: Family, samples: &BTreeMap<String, Arc<Cell>>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+    let _ = writeln!(out, "# TYPE {} histogram", family.name);
+    for (labels, cell) in samples {
+        let Cell::Histogram(h) = &**cell else {
+            continue;
+        };
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (i, bucket) in h.buckets.iter().enumerate() {
+            cumulative = cumulative.saturating_add(bucket.load(Ordering::Relaxed));
+            let le = match BUCKETS_US.get(i) {
+                Some(us) => format_seconds(*us),
+                None => "+Inf".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "{}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}",
+                family.name
+            );
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{}_sum{braces} {}",
+            family.name,
+            format_seconds(h.sum_us.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "{}_count{braces} {}",
+            family.name,
+            h.count.load(Ordering::Relaxed)
+        );
+    }
+    out
+}
+
+/// Microseconds as seconds, without trailing zeros (`0.0025`, `1`, `60`).
+fn format_seconds(us: u64) -> String {
+    let whole = us / 1_000_000;
+    let frac = us % 1_000_000;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// A label set rendered as the text format writes it between braces.
@@ -354,6 +590,14 @@ impl Labels {
     fn recycle(mut self) {
         self.0.clear();
         SPARE.with(|s| s.set(Some(self.0)));
+    }
+
+    /// The thread cache's key: family name, a separator no label text
+    /// holds unescaped (`\u{1f}`), then the labels.
+    fn cache_key(mut self, family: Family) -> Self {
+        self.0.insert(0, '\u{1f}');
+        self.0.insert_str(0, family.name);
+        self
     }
 
     fn text(mut self, name: &str, value: &str) -> Self {
@@ -376,20 +620,7 @@ impl Labels {
 
     fn number(mut self, name: &str, value: u16) -> Self {
         self.start(name);
-        let mut digits = [0u8; 5];
-        let mut at = digits.len();
-        let mut rest = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        for d in &digits[at..] {
-            self.0.push(char::from(*d));
-        }
+        let _ = write!(self.0, "{value}");
         self.0.push('"');
         self
     }
@@ -417,15 +648,20 @@ pub fn http_request(route: &str, method: &str, status: u16) {
     global().http_request(route, method, status);
 }
 
-/// Counts a request to Apple; `status` 0 means no answer (network error,
-/// timeout).
-pub fn apple_call(name: &str, endpoint: &str, status: u16) {
-    global().apple_call(name, endpoint, status);
+/// How long depd took to answer a request, by route pattern.
+pub fn http_duration(route: &str, elapsed: Duration) {
+    global().http_duration(route, elapsed);
+}
+
+/// Counts a request to Apple and its latency; `path` is mapped to a fixed
+/// endpoint label; `status` 0 means no answer (network error, timeout).
+pub fn apple_call(name: &str, path: &str, status: u16, elapsed: Duration) {
+    global().apple_call(name, path, status, elapsed);
 }
 
 /// Counts a request sent again after a transient failure.
-pub fn apple_retry(name: &str, endpoint: &str) {
-    global().apple_retry(name, endpoint);
+pub fn apple_retry(name: &str, path: &str) {
+    global().apple_retry(name, path);
 }
 
 /// Counts a `/session` call.
@@ -449,8 +685,8 @@ pub fn assignment_results(name: &str, result: &str, n: u64) {
 }
 
 /// Counts a webhook delivery attempt.
-pub fn webhook_delivery(name: &str, ok: bool) {
-    global().webhook_delivery(name, ok);
+pub fn webhook_delivery(name: &str, ok: bool, elapsed: Duration) {
+    global().webhook_delivery(name, ok, elapsed);
 }
 
 pub fn set_webhook_backlog(name: &str, n: u64) {
@@ -514,13 +750,13 @@ mod tests {
     #[test]
     fn renders_every_caller_metric_with_its_labels() {
         let m = Metrics::new();
-        m.apple_call("acme", "/devices", 0);
+        m.apple_call("acme", "/devices", 0, Duration::from_millis(3));
         m.session_opened("acme", true);
         m.session_opened("acme", false);
         m.sync_cycle("acme", "repeated_cursor");
         m.synced_devices("acme", "", 2);
         m.assignment_results("acme", "SUCCESS", 5);
-        m.webhook_delivery("acme", false);
+        m.webhook_delivery("acme", false, Duration::from_millis(20));
         m.set_webhook_backlog("acme", 9);
         m.set_token_days_left("acme", -2);
         m.set_devices("acme", 12);
@@ -551,10 +787,10 @@ mod tests {
     #[test]
     fn families_have_help_and_type_once_and_are_sorted() {
         let m = Metrics::new();
-        m.webhook_delivery("b", true);
+        m.webhook_delivery("b", true, Duration::ZERO);
         m.http_request("/healthz", "GET", 200);
         m.set_devices("a", 1);
-        m.apple_call("a", "/account", 200);
+        m.apple_call("a", "/account", 200, Duration::ZERO);
         let lines = lines(&m);
         let names: Vec<&str> = lines
             .iter()
@@ -690,6 +926,82 @@ mod tests {
     }
 
     #[test]
+    fn apple_endpoints_come_from_a_fixed_table() {
+        let m = Metrics::new();
+        for (i, path) in ["/devices?x=1", "/devices/", "/account"].iter().enumerate() {
+            m.apple_call("acme", path, 200, Duration::from_millis(i as u64));
+        }
+        for i in 0..1000 {
+            m.apple_call("acme", &format!("/made/up/{i}"), 404, Duration::ZERO);
+            m.apple_retry("acme", &format!("/x{i}"));
+        }
+        let devices = [
+            ("dep_name", "acme"),
+            ("endpoint", "/devices"),
+            ("status", "200"),
+        ];
+        assert_eq!(m.value("depd_apple_requests_total", &devices), Some(2));
+        let other = [
+            ("dep_name", "acme"),
+            ("endpoint", "other"),
+            ("status", "404"),
+        ];
+        assert_eq!(m.value("depd_apple_requests_total", &other), Some(1000));
+        // requests: /devices, /account, other; durations: the same three
+        // endpoints; retries: other.
+        assert_eq!(m.series_count(), 7, "{}", m.render());
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let m = Metrics::new();
+        m.http_duration("/v1/x", Duration::from_micros(700));
+        m.http_duration("/v1/x", Duration::from_millis(30));
+        m.http_duration("/v1/x", Duration::from_secs(100));
+        let text = m.render();
+        for line in [
+            "# TYPE depd_http_request_duration_seconds histogram",
+            r#"depd_http_request_duration_seconds_bucket{route="/v1/x",le="0.001"} 1"#,
+            r#"depd_http_request_duration_seconds_bucket{route="/v1/x",le="0.025"} 1"#,
+            r#"depd_http_request_duration_seconds_bucket{route="/v1/x",le="0.05"} 2"#,
+            r#"depd_http_request_duration_seconds_bucket{route="/v1/x",le="60"} 2"#,
+            r#"depd_http_request_duration_seconds_bucket{route="/v1/x",le="+Inf"} 3"#,
+            r#"depd_http_request_duration_seconds_sum{route="/v1/x"} 100.0307"#,
+            r#"depd_http_request_duration_seconds_count{route="/v1/x"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert_eq!(format_seconds(2_500), "0.0025");
+        assert_eq!(format_seconds(60_000_000), "60");
+    }
+
+    #[test]
+    fn the_global_registry_counts_through_the_thread_cache() {
+        // Labels unique to this test: the global registry is shared.
+        let labels = [
+            ("route", "/test/cache"),
+            ("method", "GET"),
+            ("status", "299"),
+        ];
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..1000 {
+                        http_request("/test/cache", "GET", 299);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(
+            global().value("depd_http_requests_total", &labels),
+            Some(4000)
+        );
+    }
+
+    #[test]
     fn an_empty_registry_still_reports_up_and_build_info() {
         let lines = lines(&Metrics::new());
         assert_eq!(lines.len(), 6, "{lines:?}");
@@ -701,7 +1013,7 @@ mod tests {
         let m = std::sync::Arc::new(Metrics::new());
         let m2 = m.clone();
         let _ = std::thread::spawn(move || {
-            let _guard = m2.series.lock();
+            let _guard = m2.series.write();
             panic!("poison the lock");
         })
         .join();

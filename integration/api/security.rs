@@ -146,3 +146,51 @@ async fn proxied_dot_segments_and_encoded_slashes_are_refused() {
     let r = app.get(&format!("/proxy/{NAME}/account?x=..")).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// Labels come from fixed tables: 10,000 distinct proxied paths leave
+/// `/metrics` with the series it had after the first.
+#[actix_web::test]
+async fn distinct_proxied_paths_do_not_grow_the_metrics() {
+    const BOUNDED: &str = "bounded-metrics";
+    let sim = Simulator::start(SimConfig::default()).expect("sim");
+    let app = TestApp::spawn().await;
+    app.point(BOUNDED, &sim).await;
+    let ours = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.contains(&format!("dep_name=\"{BOUNDED}\"")) || l.contains("endpoint=\"other\"")
+            })
+            .map(|l| {
+                l.rsplit_once(' ')
+                    .map_or(l, |(series, _)| series)
+                    .to_owned()
+            })
+            .filter(|l| !l.contains("depd_apple_request_duration_seconds") || l.contains("other"))
+            .collect()
+    };
+    let r = app.get(&format!("/proxy/{BOUNDED}/unknown/0")).await;
+    assert_eq!(r.status, 404);
+    let before = ours(&String::from_utf8_lossy(&app.get("/metrics").await.body));
+    assert!(!before.is_empty());
+    for chunk in (1..10_000).collect::<Vec<u32>>().chunks(100) {
+        let paths: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("/proxy/{BOUNDED}/unknown/{i}?q={i}"))
+            .collect();
+        let calls = paths.iter().map(|p| app.get(p));
+        for r in futures_util::future::join_all(calls).await {
+            assert_eq!(r.status, 404);
+        }
+    }
+    let after = ours(&String::from_utf8_lossy(&app.get("/metrics").await.body));
+    assert_eq!(after, before);
+    let text = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
+    assert!(
+        text.contains(&format!(
+            "depd_apple_requests_total{{dep_name=\"{BOUNDED}\",endpoint=\"other\",status=\"404\"}} 10000"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("/unknown/"));
+}

@@ -1007,6 +1007,7 @@ impl DeliverJob {
                 _ => Delivery::new(seq, self.urls.len()),
             };
             for i in delivery.pending() {
+                let started = std::time::Instant::now();
                 let status = self.post(&self.urls[i], &entry.body).await;
                 if !status.is_some_and(webhook::is_delivered) {
                     let answer =
@@ -1016,6 +1017,7 @@ impl DeliverJob {
                 crate::metrics::webhook_delivery(
                     self.name.as_str(),
                     status.is_some_and(webhook::is_delivered),
+                    started.elapsed(),
                 );
                 delivery.record(i, status);
             }

@@ -28,16 +28,15 @@ pub async fn request_metrics(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let method = req.method().clone();
+    let started = std::time::Instant::now();
     let result = next.call(req).await;
     let (route, status) = match &result {
         Ok(res) => (res.request().match_pattern(), res.status()),
         Err(e) => (None, e.as_response_error().status_code()),
     };
-    metrics::http_request(
-        route.as_deref().unwrap_or("unmatched"),
-        method.as_str(),
-        status.as_u16(),
-    );
+    let route = route.as_deref().unwrap_or("unmatched");
+    metrics::http_request(route, method.as_str(), status.as_u16());
+    metrics::http_duration(route, started.elapsed());
     result
 }
 

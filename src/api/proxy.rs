@@ -187,15 +187,20 @@ pub async fn forward(
                 .map_err(|e| ApiError::internal("the DEP name's actor did not answer", &e))?
                 .map_err(|e| session_error(&name, e))?,
         };
-        let endpoint = path.split('?').next().unwrap_or("/");
+        let started = std::time::Instant::now();
         let mut resp = match send(&req, &grant, &path, body.clone()).await {
             Ok(resp) => resp,
             Err(e) => {
-                crate::metrics::apple_call(name.as_str(), endpoint, 0);
+                crate::metrics::apple_call(name.as_str(), &path, 0, started.elapsed());
                 return Err(e);
             }
         };
-        crate::metrics::apple_call(name.as_str(), endpoint, resp.status().as_u16());
+        crate::metrics::apple_call(
+            name.as_str(),
+            &path,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
         let rotated = resp
             .headers()
             .get(SESSION_HEADER)

@@ -452,10 +452,9 @@ impl<S: SessionSource> DepClient<S> {
         self
     }
 
-    fn count(&self, path_and_query: &str, status: u16) {
+    fn count(&self, path_and_query: &str, status: u16, started: std::time::Instant) {
         if let Some(name) = &self.metrics_name {
-            let endpoint = path_and_query.split('?').next().unwrap_or(path_and_query);
-            crate::metrics::apple_call(name, endpoint, status);
+            crate::metrics::apple_call(name, path_and_query, status, started.elapsed());
         }
     }
 
@@ -614,6 +613,7 @@ impl<S: SessionSource> DepClient<S> {
             .insert_header((SESSION_HEADER, token))
             .insert_header((header::USER_AGENT, self.target.user_agent.as_str()))
             .insert_header((PROTOCOL_HEADER, self.target.protocol_version.to_string()));
+        let started = std::time::Instant::now();
         let sent = match body {
             Some(b) => {
                 req = req.insert_header((header::CONTENT_TYPE, JSON_CONTENT_TYPE));
@@ -622,10 +622,10 @@ impl<S: SessionSource> DepClient<S> {
             None => req.send().await,
         };
         let mut resp = sent.map_err(|e| {
-            self.count(path_and_query, 0);
+            self.count(path_and_query, 0, started);
             send_error(e)
         })?;
-        self.count(path_and_query, resp.status().as_u16());
+        self.count(path_and_query, resp.status().as_u16(), started);
         if let Some(new) = resp
             .headers()
             .get(SESSION_HEADER)
