@@ -81,6 +81,10 @@ pub(super) fn reject_unknown_params(
     }
 }
 
+/// The largest `offset`: the largest integer every JSON client holds
+/// exactly (2^53 - 1), as the API document states.
+pub(super) const MAX_OFFSET: usize = 9_007_199_254_740_991;
+
 pub(super) fn parse_count(
     pairs: &[(String, String)],
     key: &str,
@@ -106,7 +110,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let pairs = body::query_pairs(req.query_string())?;
     reject_unknown_params(&pairs, &["dep_name", "limit", "offset"])?;
     let limit = parse_count(&pairs, "limit", DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
-    let offset = parse_count(&pairs, "offset", 0, usize::MAX)?;
+    let offset = parse_count(&pairs, "offset", 0, MAX_OFFSET)?;
     let wanted = pairs
         .iter()
         .filter(|(k, _)| k == "dep_name")

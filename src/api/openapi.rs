@@ -128,8 +128,7 @@ fn limit(max: u32) -> Value {
 fn offset() -> Value {
     query(
         "offset",
-        "Items to skip (the server takes up to 2^64-1; the document states the\
-         largest integer every JSON client represents exactly).",
+        "Items to skip, at most 2^53 - 1 (the largest integer every JSON client holds exactly).",
         json!({ "type": "integer", "minimum": 0, "maximum": 9_007_199_254_740_991_u64, "default": 0 }),
     )
 }

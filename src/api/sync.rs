@@ -174,7 +174,7 @@ pub async fn devices(
         op_type: text("op_type")?,
         profile_status: text("profile_status")?,
         profile_uuid: text("profile_uuid")?,
-        offset: parse_count(&pairs, "offset", 0, usize::MAX)?,
+        offset: parse_count(&pairs, "offset", 0, super::names::MAX_OFFSET)?,
         limit: parse_count(&pairs, "limit", DEFAULT_PAGE, MAX_PAGE)?,
     };
     let (list, assignments) = actor(&state, &name, false)
