@@ -20,7 +20,7 @@ use depd::name::DepName;
 use depd::sim::faults::RateFault;
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use depd::state::NameState;
-use depd::store::{NameData, Store};
+use depd::store::NameData;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;

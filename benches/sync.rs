@@ -18,7 +18,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use depd::name::DepName;
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use depd::state::NameState;
-use depd::store::{NameData, Store};
+use depd::store::NameData;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -72,7 +72,9 @@ fn cpu_secs(pid: u32) -> f64 {
 /// A store as a stopped daemon leaves it: `names` hold the simulator's
 /// tokens and point at it; one flush at the end.
 fn prepare(data: &Path, sim: &SimHandle, names: &[String], profile: Option<&str>) {
-    let store = Store::open_sled(data).expect("open store");
+    let store = depd::store::open_data_dir(data, None)
+        .expect("open store")
+        .store;
     let now = time::OffsetDateTime::now_utc();
     let tokens = depd::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
     for raw in names {

@@ -62,10 +62,14 @@ impl Application {
             source,
         };
         let open_dir = dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open_sled(&open_dir))
-            .await
-            .map_err(|e| store_err(StoreError::Task(e.to_string())))?
-            .map_err(store_err)?;
+        let key_file = settings.secrets_key_file.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            crate::store::open_data_dir(&open_dir, key_file.as_deref())
+        })
+        .await
+        .map_err(|e| store_err(StoreError::Task(e.to_string())))?
+        .map_err(store_err)?
+        .store;
         let stored = store.blocking(Store::load_all).await.map_err(store_err)?;
         tracing::info!(names = stored.len(), dir = %dir.display(), "storage open");
 

@@ -128,7 +128,10 @@ impl fmt::Display for Report {
 
 /// The data directory of the configuration file (`--config`, else
 /// `/etc/depd/depd.toml` when it exists, else the default).
-pub fn data_dir_from_config(config: Option<&Path>) -> Result<PathBuf, ImportError> {
+/// The data directory and the secrets key file of the configuration.
+pub fn data_dir_from_config(
+    config: Option<&Path>,
+) -> Result<(PathBuf, Option<PathBuf>), ImportError> {
     let path = settings::resolve_config_path(config);
     // The import needs no API key, but settings refuse to load without
     // one, and reading api_key_file could fail outside systemd: a
@@ -137,7 +140,8 @@ pub fn data_dir_from_config(config: Option<&Path>) -> Result<PathBuf, ImportErro
         api_key: Some(Secret::new("unused-by-import")),
         ..FlagOverrides::default()
     };
-    Ok(settings::load(path.as_deref(), std::env::vars(), &flags)?.data_dir)
+    let settings = settings::load(path.as_deref(), std::env::vars(), &flags)?;
+    Ok((settings.data_dir, settings.secrets_key_file))
 }
 
 /// Imports every name of the filekv directory `filekv` into the store in
@@ -146,6 +150,7 @@ pub fn data_dir_from_config(config: Option<&Path>) -> Result<PathBuf, ImportErro
 pub fn import_nanodep(
     filekv: &Path,
     data_dir: &Path,
+    key_file: Option<&Path>,
     dry_run: bool,
     now: OffsetDateTime,
 ) -> Result<Report, ImportError> {
@@ -153,7 +158,7 @@ pub fn import_nanodep(
     let store = if dry_run && !data_dir.exists() {
         Store::memory()
     } else {
-        open_store(data_dir)?
+        open_store(data_dir, key_file)?
     };
     let store_err = |source| ImportError::Store {
         dir: data_dir.to_owned(),
@@ -184,19 +189,23 @@ pub fn import_nanodep(
     Ok(report)
 }
 
-fn open_store(dir: &Path) -> Result<Store, ImportError> {
-    Store::open_sled(dir).map_err(|source| {
-        // sled reports the lock a running daemon holds as an I/O error
-        // saying it "could not acquire lock".
-        if source.to_string().contains("could not acquire lock") {
-            ImportError::Locked(dir.to_owned())
-        } else {
-            ImportError::Store {
-                dir: dir.to_owned(),
-                source,
+/// Opens the store as the daemon does: records are written sealed with
+/// the daemon's secrets key.
+fn open_store(dir: &Path, key_file: Option<&Path>) -> Result<Store, ImportError> {
+    crate::store::open_data_dir(dir, key_file)
+        .map(|o| o.store)
+        .map_err(|source| {
+            // sled reports the lock a running daemon holds as an I/O error
+            // saying it "could not acquire lock".
+            if source.to_string().contains("could not acquire lock") {
+                ImportError::Locked(dir.to_owned())
+            } else {
+                ImportError::Store {
+                    dir: dir.to_owned(),
+                    source,
+                }
             }
-        }
-    })
+        })
 }
 
 /// One name's values by file name prefix.
@@ -578,7 +587,7 @@ mod tests {
             ("README", "x"),
         ]);
         let data = kv.path().join("data");
-        let dry = import_nanodep(kv.path(), &data, true, NOW).expect("dry run");
+        let dry = import_nanodep(kv.path(), &data, None, true, NOW).expect("dry run");
         assert!(dry.dry_run && dry.changed());
         assert!(!data.exists(), "a dry run creates nothing");
         assert!(
@@ -586,7 +595,7 @@ mod tests {
                 .contains("tokens: would import (consumer key CK")
         );
 
-        let first = import_nanodep(kv.path(), &data, false, NOW).expect("import");
+        let first = import_nanodep(kv.path(), &data, None, false, NOW).expect("import");
         assert_eq!(
             outcome(&first, "a.b", "assigner"),
             Some(&Outcome::Imported(
@@ -599,8 +608,14 @@ mod tests {
             Some(Outcome::Skipped(why)) if why.contains("http")
         ));
         assert_eq!(first.ignored.len(), 1, "{first}");
-        let again = import_nanodep(kv.path(), &data, false, datetime!(2026-03-02 12:00 UTC))
-            .expect("again");
+        let again = import_nanodep(
+            kv.path(),
+            &data,
+            None,
+            false,
+            datetime!(2026-03-02 12:00 UTC),
+        )
+        .expect("again");
         assert!(!again.changed(), "{again}");
         assert_eq!(outcome(&again, "a.b", "cursor"), Some(&Outcome::Unchanged));
     }
@@ -609,8 +624,8 @@ mod tests {
     fn a_running_daemon_is_named_as_the_reason() {
         let kv = filekv(&[("cursor.x", "C")]);
         let data = kv.path().join("data");
-        let _held = Store::open_sled(&data).expect("open");
-        let err = import_nanodep(kv.path(), &data, false, NOW).expect_err("locked");
+        let _held = crate::store::open_data_dir(&data, None).expect("open");
+        let err = import_nanodep(kv.path(), &data, None, false, NOW).expect_err("locked");
         assert!(matches!(err, ImportError::Locked(_)), "{err}");
         assert!(err.to_string().contains("stop depd first"));
     }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod dep;
+pub mod fsutil;
 pub mod heap;
 pub mod import;
 pub mod jwt;
@@ -21,6 +22,7 @@ pub mod oneshot;
 pub mod pki;
 #[cfg(test)]
 mod proptests;
+pub mod redact;
 pub mod serve;
 pub mod session;
 pub mod settings;

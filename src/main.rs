@@ -29,6 +29,11 @@ enum Command {
     Bypasscode(BypassArgs),
     /// Import a NanoDEP filekv storage directory into a stopped daemon's store.
     ImportNanodep(ImportArgs),
+    /// The key that seals secrets at rest in a stopped daemon's store.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     #[command(flatten)]
     Client(depd::cli::Command),
     /// Print a shell completion script (e.g. `depd completions bash > /etc/bash_completion.d/depd`).
@@ -46,6 +51,31 @@ enum TokensCommand {
     Decrypt(DecryptArgs),
     /// Upload raw OAuth token JSON to a running daemon.
     Upload(depd::cli::TokensUploadArgs),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Seal every stored secret again under a new key. Without
+    /// --new-key-file, a new random key replaces the key file in use.
+    Rotate(RotateArgs),
+}
+
+#[derive(clap::Args)]
+struct RotateArgs {
+    /// depd's storage directory [default: data_dir of the configuration].
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+    /// Take data_dir and secrets_key_file from this configuration file [default: /etc/depd/depd.toml when it exists].
+    #[arg(long, env = "DEPD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The key in use, when not the configuration's, the systemd
+    /// credential or the data directory's secrets.key.
+    #[arg(long, env = "DEPD_SECRETS_KEY_FILE", value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// The new key (64 hex digits, e.g. from `openssl rand -hex 32`);
+    /// depd must then be started with it.
+    #[arg(long, value_name = "FILE")]
+    new_key_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -110,6 +140,11 @@ struct ImportArgs {
     /// Report what would be imported; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The key that seals secrets at rest [default: secrets_key_file of the
+    /// configuration, else the systemd credential or the data directory's
+    /// secrets.key].
+    #[arg(long, env = "DEPD_SECRETS_KEY_FILE", value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -123,7 +158,8 @@ struct ServeArgs {
     /// Storage directory (sled) [default: /var/lib/depd].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// API key (HTTP Basic password of user "depserver"); also DEPD_API_KEY.
+    /// API key (HTTP Basic password of user "depserver"). Prefer api_key_file
+    /// or DEPD_API_KEY: other users can read this flag in the process list.
     #[arg(long, value_name = "KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Log format [default: human].
@@ -177,6 +213,9 @@ fn main() -> ExitCode {
             command: TokensCommand::Upload(args),
         } => client(depd::cli::run_tokens_upload(args)),
         Command::ImportNanodep(args) => import_nanodep(args),
+        Command::Secrets {
+            command: SecretsCommand::Rotate(args),
+        } => rotate_secrets(args),
         Command::Client(command) => client(depd::cli::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "depd", &mut std::io::stdout());
@@ -208,15 +247,55 @@ fn tool(result: Result<(), depd::tools::ToolError>) -> ExitCode {
     }
 }
 
-fn import_nanodep(args: ImportArgs) -> ExitCode {
-    let data_dir = match args.data_dir {
-        Some(dir) => Ok(dir),
+fn rotate_secrets(args: RotateArgs) -> ExitCode {
+    depd::fsutil::private_umask();
+    let dirs = match args.data_dir {
+        Some(dir) => Ok((dir, None)),
         None => depd::import::data_dir_from_config(args.config.as_deref()),
     };
-    let report = data_dir.and_then(|dir| {
+    let result = dirs
+        .map_err(|e| e.to_string())
+        .and_then(|(dir, configured)| {
+            let key_file = args.secrets_key_file.clone().or(configured);
+            depd::store::rotate(&dir, key_file.as_deref(), args.new_key_file.as_deref())
+                .map_err(|e| format!("{}: {e}", dir.display()))
+        });
+    match result {
+        Ok(r) => {
+            println!(
+                "sealed {} records again: key {} replaced by key {}",
+                r.records, r.old_id, r.new_id
+            );
+            if r.reconfigure {
+                println!(
+                    "start depd with {} as its key (secrets_key_file, or the credential {}); the old key no longer opens the data",
+                    r.key_file.display(),
+                    depd::store::secrets::CREDENTIAL_NAME
+                );
+            } else {
+                println!("the new key is in {}", r.key_file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("depd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_nanodep(args: ImportArgs) -> ExitCode {
+    depd::fsutil::private_umask();
+    let dirs = match args.data_dir {
+        Some(dir) => Ok((dir, None)),
+        None => depd::import::data_dir_from_config(args.config.as_deref()),
+    };
+    let report = dirs.and_then(|(dir, configured_key)| {
+        let key_file = args.secrets_key_file.clone().or(configured_key);
         depd::import::import_nanodep(
             &args.filekv,
             &dir,
+            key_file.as_deref(),
             args.dry_run,
             time::OffsetDateTime::now_utc(),
         )
@@ -254,7 +333,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     depd::logging::init(settings.log_format, &settings.log_level);
+    depd::fsutil::private_umask();
     settings::warn_ignored_env(&settings);
+    settings::warn_security(&settings);
     let result = actix_web::rt::System::new().block_on(depd::serve::run(settings, config, flags));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,6 +62,9 @@ struct FileSettings {
     data_dir: PathBuf,
     api_key: Option<Secret>,
     api_key_file: Option<PathBuf>,
+    secrets_key_file: Option<PathBuf>,
+    max_dep_names: usize,
+    auth_failure_limit: u32,
     log_format: LogFormat,
     log_level: String,
     apple: AppleSettings,
@@ -79,6 +82,9 @@ impl Default for FileSettings {
             data_dir: PathBuf::from("/var/lib/depd"),
             api_key: None,
             api_key_file: None,
+            secrets_key_file: None,
+            max_dep_names: 100_000,
+            auth_failure_limit: 10,
             log_format: LogFormat::Human,
             log_level: "info".into(),
             apple: AppleSettings::default(),
@@ -226,7 +232,7 @@ impl Default for AssignerSettings {
 }
 
 /// Webhook delivery of sync events.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
     /// Where every name's events go (a name's `webhook_urls` replaces it).
@@ -238,6 +244,19 @@ pub struct WebhookSettings {
     /// Wait after a failed delivery; doubled per further failure.
     pub retry_first_secs: u64,
     pub retry_max_secs: u64,
+}
+
+/// URLs without userinfo or query: receivers put credentials there.
+impl fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("urls", &crate::redact::urls(&self.urls))
+            .field("secret", &self.secret)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retry_first_secs", &self.retry_first_secs)
+            .field("retry_max_secs", &self.retry_max_secs)
+            .finish()
+    }
 }
 
 impl Default for WebhookSettings {
@@ -276,7 +295,7 @@ impl Default for DemoSettings {
 }
 
 /// A DEP name declared in the configuration, with its overrides.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NameSettings {
     /// Base URL used until one is stored through the API.
@@ -288,6 +307,22 @@ pub struct NameSettings {
     pub sync_interval_secs: Option<u64>,
     /// This name's webhook URLs instead of `webhook.urls` (empty: none).
     pub webhook_urls: Option<Vec<String>>,
+}
+
+impl fmt::Debug for NameSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameSettings")
+            .field("base_url", &self.base_url)
+            .field("protocol_version", &self.protocol_version)
+            .field("proxy_protocol_version", &self.proxy_protocol_version)
+            .field("user_agent", &self.user_agent)
+            .field("sync_interval_secs", &self.sync_interval_secs)
+            .field(
+                "webhook_urls",
+                &self.webhook_urls.as_deref().map(crate::redact::urls),
+            )
+            .finish()
+    }
 }
 
 /// How one DEP name talks to Apple: the global `[apple]` settings with the
@@ -319,6 +354,14 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub api_key: Secret,
+    /// The key that seals secrets at rest, when not the systemd credential
+    /// (`store/secrets.rs`); `None`: `secrets.key` in the data directory.
+    pub secrets_key_file: Option<PathBuf>,
+    /// Most DEP names depd holds; creating one more is 409.
+    pub max_dep_names: usize,
+    /// Wrong credentials from one address within a minute before it is
+    /// answered 429 for a minute (0: never).
+    pub auth_failure_limit: u32,
     pub log_format: LogFormat,
     pub log_level: String,
     pub apple: AppleSettings,
@@ -417,6 +460,37 @@ pub fn warn_ignored_env(settings: &Settings) {
             variable = %var,
             "ignoring environment variable {var}: it names no depd setting (see config/depd.toml for the keys; DEPD_SECTION__KEY sets a key of a section)"
         );
+    }
+}
+
+/// The shortest API key depd does not warn about.
+pub const MIN_API_KEY_CHARS: usize = 16;
+
+/// What the settings risk, said once at start: a guessable API key, and
+/// a listener other hosts reach while depd speaks plain HTTP.
+pub fn security_warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    let chars = settings.api_key.expose().chars().count();
+    if chars < MIN_API_KEY_CHARS {
+        out.push(format!(
+            "the API key has {chars} characters; use at least {MIN_API_KEY_CHARS} random ones \
+             (openssl rand -hex 24), given by api_key_file or DEPD_API_KEY, not --api-key, \
+             which other users can read in the process list"
+        ));
+    }
+    if !settings.listen.ip().is_loopback() {
+        out.push(format!(
+            "listening on {}, which other hosts can reach: depd serves plain HTTP, so put a TLS \
+             reverse proxy in front of it (docs/operations.md, Security)",
+            settings.listen
+        ));
+    }
+    out
+}
+
+pub fn warn_security(settings: &Settings) {
+    for warning in security_warnings(settings) {
+        tracing::warn!("{warning}");
     }
 }
 
@@ -580,6 +654,12 @@ fn validate(
         })
         .map_err(|m| SettingsError::Invalid(format!("apple.base_url: {m}")))?;
     validate_apple(&raw.apple)?;
+    if !(1..=10_000_000).contains(&raw.max_dep_names) {
+        return Err(SettingsError::Invalid(format!(
+            "max_dep_names: {} must be from 1 to 10000000",
+            raw.max_dep_names
+        )));
+    }
     validate_sync(&raw.sync)?;
     validate_assigner(&raw.assigner)?;
     if let Some(demo) = &raw.demo {
@@ -646,6 +726,9 @@ fn validate(
         listen,
         data_dir,
         api_key,
+        secrets_key_file: raw.secrets_key_file,
+        max_dep_names: raw.max_dep_names,
+        auth_failure_limit: raw.auth_failure_limit,
         log_format: flags.log_format.unwrap_or(raw.log_format),
         log_level: raw.log_level,
         apple: raw.apple,
@@ -838,6 +921,20 @@ mod tests {
             api_key: Some(Secret::new("k")),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn debug_hides_webhook_credentials() {
+        let f = file(
+            "[webhook]\nurls = [\"https://u:hookpass@h.example/x?sig=hooksig\"]\n\
+             [names.acme]\nwebhook_urls = [\"https://t0ken@h.example/y?k=namesig\"]\n",
+        );
+        let s = load(Some(f.path()), env(&[]), &with_key()).expect("settings");
+        let text = format!("{s:?}");
+        for secret in ["hookpass", "hooksig", "t0ken", "namesig"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("https://***@h.example/x"), "{text}");
     }
 
     #[test]

@@ -106,7 +106,7 @@ async fn imports_a_filekv_directory_and_the_daemon_uses_it() {
     assert!(text.contains("dry run: nothing was written"), "{text}");
     assert!(!data.exists(), "a dry run writes nothing");
 
-    let first = import_nanodep(&kv, &data, false, now).expect("import");
+    let first = import_nanodep(&kv, &data, None, false, now).expect("import");
     assert!(matches!(
         outcome(&first, "acme", "tokens"),
         Outcome::Imported(_)
@@ -147,7 +147,25 @@ async fn imports_a_filekv_directory_and_the_daemon_uses_it() {
         )]
     );
 
-    let again = import_nanodep(&kv, &data, false, now).expect("import again");
+    // The imported secrets are sealed on disk, like the daemon's own.
+    let secret = sim.credentials()[0].consumer_secret.clone();
+    let key_pem = String::from_utf8(current.key_pem(None).expect("key")).expect("PEM");
+    let key_body = key_pem.lines().nth(1).expect("a base64 line").to_owned();
+    for entry in std::fs::read_dir(&data).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            for needle in [secret.as_str(), key_body.as_str(), "PRIVATE KEY"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{needle} in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    let again = import_nanodep(&kv, &data, None, false, now).expect("import again");
     assert!(!again.changed(), "{again}");
     assert_eq!(outcome(&again, "acme", "tokens"), &Outcome::Unchanged);
     assert_eq!(

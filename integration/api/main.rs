@@ -17,6 +17,7 @@ mod notify;
 mod once;
 mod pki;
 mod proxy;
+mod secrets;
 mod security;
 mod sync;
 mod tokens;

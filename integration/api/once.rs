@@ -6,14 +6,16 @@ use depd::name::DepName;
 use depd::sim::faults::ResponseFault;
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use depd::state::NameState;
-use depd::store::{NameData, Store};
+use depd::store::NameData;
 use std::path::Path;
 use std::process::{Command, Output};
 
 /// A store as a stopped daemon leaves it: `names` hold the simulator's
 /// tokens and point at it.
 fn prepare(data: &Path, sim: &SimHandle, names: &[&str]) {
-    let store = Store::open_sled(data).expect("open store");
+    let store = depd::store::open_data_dir(data, None)
+        .expect("open store")
+        .store;
     let now = time::OffsetDateTime::now_utc();
     for raw in names {
         let mut state = NameState::new(DepName::parse(raw).expect("name"), NameData::default());

@@ -1012,7 +1012,7 @@ impl DeliverJob {
                 if !status.is_some_and(webhook::is_delivered) {
                     let answer =
                         status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
-                    tracing::warn!(dep_name = %self.name, url = %self.urls[i], answer = %answer, event_id = %entry.event_id, "webhook delivery failed");
+                    tracing::warn!(dep_name = %self.name, url = %crate::redact::url(&self.urls[i]), answer = %answer, event_id = %entry.event_id, "webhook delivery failed");
                 }
                 crate::metrics::webhook_delivery(
                     self.name.as_str(),
@@ -1062,7 +1062,13 @@ impl DeliverJob {
                 Some(resp.status().as_u16())
             }
             Err(e) => {
-                tracing::debug!(url, error = %e, "webhook POST failed");
+                // awc's error may quote the URL: it is left out.
+                let error = match &e {
+                    awc::error::SendRequestError::Timeout => "timed out".to_owned(),
+                    awc::error::SendRequestError::Connect(c) => format!("connect: {c}"),
+                    _ => "request failed".to_owned(),
+                };
+                tracing::debug!(url = %crate::redact::url(url), error = %error, "webhook POST failed");
                 None
             }
         }

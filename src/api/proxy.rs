@@ -316,7 +316,7 @@ async fn send(
         let name = req.match_info().get("name").unwrap_or_default().to_owned();
         let url = client::join_url(&target.base_url, path);
         let err = client::send_error(e);
-        tracing::warn!(dep_name = %name, url = %url, error = %err, "proxied request failed");
+        tracing::warn!(dep_name = %name, url = %crate::redact::url(&url), error = %err, "proxied request failed");
         match err {
             DepError::NotAllowed(why) => ApiError::new(
                 StatusCode::BAD_GATEWAY,

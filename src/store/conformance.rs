@@ -1337,13 +1337,14 @@ fn sled_engine_conforms() {
 fn sled_commits_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let acme = DepName::parse("acme").expect("name");
+    let key = super::secrets::SecretsKey::generate().expect("key");
     {
-        let store = Store::open_sled(dir.path()).expect("open");
+        let store = Store::open_sled(dir.path(), key.clone()).expect("open");
         let mut w = NameWrite::default();
         w.put(&acme, Field::Meta, &StoredMeta { created_unix: 7 });
         store.commit(w).expect("commit");
     }
-    let store = Store::open_sled(dir.path()).expect("reopen");
+    let store = Store::open_sled(dir.path(), key).expect("reopen");
     assert_eq!(
         store.load_name(&acme).expect("load").meta,
         Some(StoredMeta { created_unix: 7 })

@@ -13,7 +13,9 @@
 mod index;
 mod inventory;
 mod memory;
+mod open;
 mod record;
+pub mod secrets;
 mod sled_engine;
 
 #[cfg(test)]
@@ -24,6 +26,7 @@ pub use inventory::{
     PageApply, PageSummary, PendingEvent,
 };
 pub use memory::MemoryEngine;
+pub use open::{Opened, Rotation, open_data_dir, open_data_dir_with, pending_key_path, rotate};
 pub use record::{
     AssignResult, CycleOutcome, Record, RecordError, StoredAssigner, StoredAssignment,
     StoredConfig, StoredCycle, StoredDevice, StoredEventBody, StoredMeta, StoredOutboxEntry,
@@ -58,6 +61,8 @@ pub enum StoreError {
     },
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
 }
 
 /// The engine-neutral key-value API every backend implements. Keys and
@@ -142,6 +147,12 @@ impl Field {
     fn parse(s: &[u8]) -> Option<Field> {
         Field::ALL.into_iter().find(|f| f.as_str().as_bytes() == s)
     }
+
+    /// Fields that hold OAuth secrets or private keys: sealed at rest
+    /// (`secrets.rs`).
+    fn is_secret(self) -> bool {
+        matches!(self, Field::Tokens | Field::PkiStaging | Field::PkiCurrent)
+    }
 }
 
 const NAME_PREFIX: &[u8] = b"n/";
@@ -175,10 +186,15 @@ pub struct NameData {
 #[derive(Debug, Default)]
 pub struct NameWrite {
     writes: Vec<Write>,
+    /// Positions in `writes` of puts to secret fields, sealed on commit.
+    secret: Vec<usize>,
 }
 
 impl NameWrite {
     pub fn put<R: Record>(&mut self, name: &DepName, field: Field, value: &R) -> &mut Self {
+        if field.is_secret() {
+            self.secret.push(self.writes.len());
+        }
         self.writes
             .push(Write::Put(field_key(name, field), record::encode(value)));
         self
@@ -198,6 +214,8 @@ impl NameWrite {
 #[derive(Clone)]
 pub struct Store {
     engine: Arc<dyn Engine>,
+    /// Seals and opens the secret fields (`secrets.rs`).
+    key: Arc<secrets::SecretsKey>,
     /// Bounds the storage calls running at once. With thousands of names
     /// syncing together, unbounded calls grew the blocking pool to hundreds
     /// of threads (memory, contention in the engine) for no gain on a few
@@ -327,8 +345,20 @@ impl IndexCache {
 const CONCURRENT_CALLS: usize = 8;
 
 impl Store {
+    /// A store whose secrets are sealed with a key made for this process
+    /// alone (tests, dry runs): what it seals cannot be read after it.
     pub fn new(engine: Arc<dyn Engine>) -> Self {
+        // Random bytes come from the kernel; failing that, a fixed key
+        // still keeps the store working (nothing persists past it).
+        let key = secrets::SecretsKey::generate()
+            .unwrap_or_else(|_| secrets::SecretsKey::from_array([7u8; 32]));
+        Store::with_key(engine, key)
+    }
+
+    /// A store sealing its secrets with `key`.
+    pub fn with_key(engine: Arc<dyn Engine>, key: secrets::SecretsKey) -> Self {
         Store {
+            key: Arc::new(key),
             permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
             indexes: Arc::default(),
             legacy: inventory::holds_legacy(engine.as_ref()),
@@ -340,8 +370,24 @@ impl Store {
         Store::new(Arc::new(MemoryEngine::default()))
     }
 
-    pub fn open_sled(path: &std::path::Path) -> Result<Self, StoreError> {
-        Ok(Store::new(Arc::new(SledEngine::open(path)?)))
+    /// Opens a sled directory as it is, sealing with `key`. Daemon and
+    /// tools open the data directory through [`open_data_dir`], which also
+    /// checks the key against what is stored.
+    pub fn open_sled(path: &std::path::Path, key: secrets::SecretsKey) -> Result<Self, StoreError> {
+        Ok(Store::with_key(Arc::new(SledEngine::open(path)?), key))
+    }
+
+    /// The same store, sealing and opening with `key` from now on (no
+    /// record is rewritten).
+    fn rekeyed(&self, key: secrets::SecretsKey) -> Store {
+        let mut next = self.clone();
+        next.key = Arc::new(key);
+        next
+    }
+
+    /// The id of the key this store seals with (safe to show).
+    pub fn key_id(&self) -> String {
+        self.key.id_hex()
     }
 
     /// Runs a storage call on the blocking pool.
@@ -402,7 +448,7 @@ impl Store {
                     out.push((name.clone(), NameData::default()));
                 }
                 if let Some((_, data)) = out.last_mut() {
-                    set_field(data, field, &key, &value)?;
+                    set_field(data, field, &key, &value, &self.key)?;
                 }
             }
         }
@@ -415,7 +461,7 @@ impl Store {
         for field in Field::ALL {
             let key = field_key(name, field);
             if let Some(value) = self.engine.get(&key)? {
-                set_field(&mut data, field, &key, &value)?;
+                set_field(&mut data, field, &key, &value, &self.key)?;
             }
         }
         Ok(data)
@@ -426,7 +472,94 @@ impl Store {
         if write.is_empty() {
             return Ok(());
         }
-        self.engine.commit(write.writes)
+        let mut writes = write.writes;
+        for at in write.secret {
+            if let Some(Write::Put(key, value)) = writes.get_mut(at) {
+                *value = self.key.seal(key, value)?;
+            }
+        }
+        self.engine.commit(writes)
+    }
+
+    /// Every secret record, as stored (sealed or, from before sealing,
+    /// plain).
+    fn secret_records(&self) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = self.engine.scan(NAME_PREFIX, after.as_deref(), 1024)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            for (key, value) in batch {
+                let field = key
+                    .iter()
+                    .rposition(|b| *b == 0)
+                    .and_then(|nul| Field::parse(&key[nul + 1..]));
+                if field.is_some_and(Field::is_secret) {
+                    out.push((key, value));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the secret records say about keys: the ids of the keys that
+    /// sealed them, and how many are still plain.
+    pub fn secrets_scan(&self) -> Result<SecretsScan, StoreError> {
+        let mut scan = SecretsScan::default();
+        for (_, value) in self.secret_records()? {
+            match secrets::sealed_key_id(&value) {
+                Some(id) => {
+                    scan.sealed += 1;
+                    let id = secrets::hex(&id);
+                    if !scan.key_ids.contains(&id) {
+                        scan.key_ids.push(id);
+                    }
+                }
+                None => scan.plain += 1,
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Seals every plain secret record (written before sealing existed),
+    /// in one atomic commit. Returns how many were sealed.
+    pub fn seal_plain_secrets(&self) -> Result<usize, StoreError> {
+        let mut writes = Vec::new();
+        for (key, value) in self.secret_records()? {
+            if !secrets::is_sealed(&value) {
+                let sealed = self.key.seal(&key, &value)?;
+                writes.push(Write::Put(key, sealed));
+            }
+        }
+        let n = writes.len();
+        if n > 0 {
+            self.engine.commit(writes)?;
+        }
+        Ok(n)
+    }
+
+    /// Seals every secret record again under `new`, in one atomic commit
+    /// (key rotation). Every record must open with the current key first;
+    /// if one does not, nothing is written. Returns the store on the new
+    /// key and how many records were sealed.
+    pub fn reseal(&self, new: secrets::SecretsKey) -> Result<(Store, usize), StoreError> {
+        let mut writes = Vec::new();
+        for (key, value) in self.secret_records()? {
+            let plain = if secrets::is_sealed(&value) {
+                self.key.open(&key, &value)?
+            } else {
+                value
+            };
+            writes.push(Write::Put(key.clone(), new.seal(&key, &plain)?));
+        }
+        let n = writes.len();
+        if n > 0 {
+            self.engine.commit(writes)?;
+        }
+        let mut next = self.clone();
+        next.key = Arc::new(new);
+        Ok((next, n))
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -434,15 +567,34 @@ impl Store {
     }
 }
 
+/// Keys of the secret records, as found by [`Store::secrets_scan`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SecretsScan {
+    pub sealed: usize,
+    pub plain: usize,
+    /// Ids of the keys that sealed them, in the order first met.
+    pub key_ids: Vec<String>,
+}
+
 fn set_field(
     data: &mut NameData,
     field: Field,
     key: &[u8],
     value: &[u8],
+    secrets_key: &secrets::SecretsKey,
 ) -> Result<(), StoreError> {
     let err = |source| StoreError::Record {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
         source,
+    };
+    // Plain secret records (from before sealing) are read as they are;
+    // start-up seals them (`seal_plain_secrets`).
+    let opened;
+    let value = if field.is_secret() && secrets::is_sealed(value) {
+        opened = secrets_key.open(key, value)?;
+        opened.as_slice()
+    } else {
+        value
     };
     match field {
         Field::Meta => data.meta = Some(record::decode(value).map_err(err)?),
