@@ -74,10 +74,10 @@ impl Application {
         tracing::info!(names = stored.len(), dir = %dir.display(), "storage open");
 
         let settings = Arc::new(settings);
-        let registry = Registry::new(store.clone(), settings.clone(), clock, stored);
+        let registry = Registry::new(store.clone(), settings.clone(), clock.clone(), stored);
         let directory = registry.directory();
         let registry = registry.start();
-        let state = web::Data::new(AppState::new(registry, directory, settings.clone()));
+        let state = web::Data::new(AppState::new(registry, directory, settings.clone(), clock));
 
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartError::Bind {
             addr: settings.listen,

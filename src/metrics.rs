@@ -118,6 +118,11 @@ const BUILD_INFO: Family = Family {
     kind: Kind::Gauge,
 };
 
+const AUTH_FAILURES: Family = Family {
+    name: "depd_auth_failures_total",
+    help: "Requests refused for wrong API credentials (requests without credentials are not counted).",
+    kind: Kind::Counter,
+};
 const HTTP_DURATION: Family = Family {
     name: "depd_http_request_duration_seconds",
     help: "Time to answer an HTTP request (until the answer's head; a proxied body streams after), by matched route pattern.",
@@ -339,6 +344,10 @@ impl Metrics {
             .text("method", method)
             .number("status", status);
         self.add(HTTP_REQUESTS, labels, 1);
+    }
+
+    pub fn auth_failure(&self) {
+        self.add(AUTH_FAILURES, Labels::new(), 1);
     }
 
     /// How long an HTTP request took to answer.
@@ -646,6 +655,11 @@ fn saturating_i64(n: u64) -> i64 {
 /// route pattern (`/v1/tokens/{name}`), never the raw path.
 pub fn http_request(route: &str, method: &str, status: u16) {
     global().http_request(route, method, status);
+}
+
+/// Counts a request with wrong API credentials.
+pub fn auth_failure() {
+    global().auth_failure();
 }
 
 /// How long depd took to answer a request, by route pattern.

@@ -194,3 +194,107 @@ async fn distinct_proxied_paths_do_not_grow_the_metrics() {
     );
     assert!(!text.contains("/unknown/"));
 }
+
+/// Wrong credentials from one address: at the limit within a minute, 429
+/// with `Retry-After` for a minute, right key or not. Requests without
+/// credentials do not count.
+#[actix_web::test]
+async fn repeated_wrong_keys_are_refused_for_a_minute() {
+    use depd::clock::ManualClock;
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = TestApp::spawn_with(
+        "auth_failure_limit = 3\n",
+        std::sync::Arc::new(clock.clone()),
+    )
+    .await;
+    let status_with = |auth: Option<(&'static str, &'static str)>| {
+        let app = &app;
+        async move {
+            let mut req = app.client().get(app.url("/v1/dep_names"));
+            if let Some((u, p)) = auth {
+                req = req.basic_auth(u, p);
+            }
+            let resp = req.send().await.expect("request");
+            let retry = resp
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            (resp.status().as_u16(), retry)
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(
+            status_with(None).await,
+            (401, None),
+            "no credentials: not counted"
+        );
+    }
+    assert_eq!(status_with(Some(("depserver", "wrong"))).await.0, 401);
+    assert_eq!(status_with(Some(("depserver", "wrong"))).await.0, 401);
+    assert_eq!(
+        status_with(Some(("depserver", "wrong"))).await,
+        (429, Some("60".to_owned()))
+    );
+    assert_eq!(
+        status_with(Some(("depserver", KEY))).await,
+        (429, Some("60".to_owned())),
+        "the address is refused, right key or not"
+    );
+    clock.advance(time::Duration::seconds(45));
+    assert_eq!(
+        status_with(Some(("depserver", KEY))).await,
+        (429, Some("15".to_owned()))
+    );
+    clock.advance(time::Duration::seconds(15));
+    assert_eq!(status_with(Some(("depserver", KEY))).await, (200, None));
+    let metrics = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("depd_auth_failures_total ")),
+        "{metrics}"
+    );
+}
+
+/// `max_dep_names` bounds name creation with a clear 409; existing names
+/// keep working.
+#[actix_web::test]
+async fn name_creation_stops_at_max_dep_names() {
+    let app = TestApp::spawn_with_config("max_dep_names = 2\n").await;
+    for name in ["one", "two"] {
+        assert_eq!(
+            app.put(&format!("/v1/tokens/{name}"), &tokens_json("CK"))
+                .await
+                .status,
+            200
+        );
+    }
+    for path in [
+        "/v1/tokens/three",
+        "/v1/config/three",
+        "/v1/assigner/three?profile_uuid=P1",
+    ] {
+        let body = if path.contains("config") {
+            r#"{"base_url":""}"#.to_owned()
+        } else {
+            tokens_json("CK")
+        };
+        let r = app.put(path, &body).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (409, "too-many-dep-names"),
+            "{path}"
+        );
+    }
+    let r = app.get("/v1/tokenpki/three").await;
+    assert_eq!((r.status, r.code().as_str()), (409, "too-many-dep-names"));
+    assert_eq!(
+        app.get("/v1/dep_names").await.json()["dep_names"],
+        json!(["one", "two"])
+    );
+    assert_eq!(
+        app.put("/v1/tokens/two", &tokens_json("CK")).await.status,
+        200
+    );
+}

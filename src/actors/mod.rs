@@ -16,7 +16,9 @@ pub use dep_name::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
     PutTokens, UpdateSettings,
 };
-pub use registry::{Directory, ListNames, Ping, Published, Registry, Reload, Resolve};
+pub use registry::{
+    Create, Directory, ListNames, NamesFull, Ping, Published, Registry, Reload, Resolve,
+};
 pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated, SharedGrant};
 pub use status::{GetStatus, LastError, NameStatus, SessionStatus, TokenHealth, TokenStatus};
 pub use sync::{

@@ -141,6 +141,36 @@ impl Handler<Resolve> for Registry {
     }
 }
 
+/// A name's actor, created (and the name stored) if the name is new,
+/// unless depd already holds `max_dep_names` names.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<DepNameActor>, NamesFull>")]
+pub struct Create(pub DepName);
+
+/// `max_dep_names` is reached: no new name until one is removed or the
+/// limit raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamesFull {
+    pub max: usize,
+}
+
+impl Handler<Create> for Registry {
+    type Result = Result<Addr<DepNameActor>, NamesFull>;
+    fn handle(&mut self, msg: Create, _: &mut Self::Context) -> Self::Result {
+        if let Some(entry) = self.names.get_mut(&msg.0) {
+            entry.stored = true;
+            return Ok(entry.addr.clone());
+        }
+        let max = self.settings.max_dep_names;
+        if self.names.len() >= max {
+            tracing::warn!(dep_name = %msg.0, max, "refused a new DEP name: max_dep_names reached");
+            return Err(NamesFull { max });
+        }
+        tracing::info!(dep_name = %msg.0, "new DEP name");
+        Ok(self.spawn_name(msg.0, NameData::default(), true))
+    }
+}
+
 /// Every known name, sorted.
 #[derive(Message)]
 #[rtype(result = "Vec<DepName>")]

@@ -65,21 +65,49 @@ pub async fn require(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let ok = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => check_digest(
-            req.headers()
-                .get(actix_web::http::header::AUTHORIZATION)
-                .map(|h| h.as_bytes()),
-            &state.credentials(),
-        ),
-        None => false,
-    };
-    if !ok {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(req
             .error_response(ApiError::unauthorized())
             .map_into_right_body());
+    };
+    let peer = req.peer_addr().map(|a| a.ip());
+    if let Some(wait) = peer.and_then(|ip| state.auth_failures.refused_for(ip)) {
+        return Ok(req
+            .error_response(too_many_failures(wait))
+            .map_into_right_body());
+    }
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .map(|h| h.as_bytes());
+    let sent_credentials = header.is_some();
+    if !check_digest(header, &state.credentials()) {
+        let mut error = ApiError::unauthorized();
+        if let (true, Some(ip)) = (sent_credentials, peer) {
+            crate::metrics::auth_failure();
+            let limit = state.settings().auth_failure_limit;
+            if let Some(wait) = state.auth_failures.failed(ip, limit) {
+                tracing::warn!(client = %ip, limit, "wrong credentials {limit} times within a minute: this address is refused for a minute");
+                error = too_many_failures(wait);
+            }
+        }
+        return Ok(req.error_response(error).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1).
+fn too_many_failures(wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(
+        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+        "too-many-auth-failures",
+        format!(
+            "too many wrong credentials from this address; try again in {} s",
+            secs.max(1)
+        ),
+    )
+    .header("Retry-After", secs.max(1).to_string())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod error;
 mod health;
+mod limiter;
 mod log;
 mod metrics;
 mod names;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// accept, replaced together.
     settings: RwLock<(Arc<Settings>, auth::Digest)>,
     ready: AtomicBool,
+    /// Wrong credentials per client address (`limiter.rs`).
+    auth_failures: limiter::AuthLimiter,
 }
 
 impl AppState {
@@ -43,12 +46,14 @@ impl AppState {
         registry: Addr<Registry>,
         directory: crate::actors::Directory,
         settings: Arc<Settings>,
+        clock: crate::clock::SharedClock,
     ) -> Self {
         AppState {
             registry,
             directory,
             settings: RwLock::new(with_credentials(settings)),
             ready: AtomicBool::new(false),
+            auth_failures: limiter::AuthLimiter::new(clock),
         }
     }
 

@@ -49,6 +49,23 @@ pub(super) async fn actor(
     name: &DepName,
     create: bool,
 ) -> Result<Addr<DepNameActor>, ApiError> {
+    if create {
+        return state
+            .registry
+            .send(crate::actors::Create(name.clone()))
+            .await
+            .map_err(mailbox)?
+            .map_err(|full| {
+                ApiError::new(
+                    actix_web::http::StatusCode::CONFLICT,
+                    "too-many-dep-names",
+                    format!(
+                        "depd holds {} DEP names, its max_dep_names: remove one or raise the limit",
+                        full.max
+                    ),
+                )
+            });
+    }
     state
         .registry
         .send(Resolve {

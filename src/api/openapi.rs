@@ -20,7 +20,11 @@ pub async fn serve() -> HttpResponse {
 }
 
 /// Errors every authenticated route can answer.
-const AUTH_ERRORS: &[(u16, &[&str])] = &[(401, &["unauthorized"]), (500, &["internal"])];
+const AUTH_ERRORS: &[(u16, &[&str])] = &[
+    (401, &["unauthorized"]),
+    (429, &["too-many-auth-failures"]),
+    (500, &["internal"]),
+];
 
 /// One operation: what `operation` knows of a route and method.
 struct Op {
@@ -273,7 +277,7 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         .answer(200, json_answer("The stored tokens", schema_ref("Tokens")))
         .errors(&[
             (400, &["invalid-dep-name", "bad-query", "invalid-tokens", "bad-body"]),
-            (409, &["consumer-key-mismatch"]),
+            (409, &["consumer-key-mismatch", "too-many-dep-names"]),
             (413, &["body-too-large"]),
         ]),
         ("/v1/config/{name}", "GET") => Op::new("The base URL in effect", "")
@@ -292,6 +296,7 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         .answer(200, json_answer("The base URL now in effect", schema_ref("Config")))
         .errors(&[
             (400, &["invalid-dep-name", "invalid-json", "invalid-base-url", "upstream-not-allowed", "bad-body"]),
+            (409, &["too-many-dep-names"]),
             (413, &["body-too-large"]),
         ]),
         ("/v1/assigner/{name}", "GET") => Op::new("The assigner profile", "")
@@ -305,10 +310,13 @@ fn operation(path: &str, method: &str) -> Option<Op> {
         .param(name_param())
         .param(uuid_like("profile_uuid", "The profile UUID.", true))
         .answer(200, json_answer("The profile", schema_ref("Assigner")))
-        .errors(&[(
-            400,
-            &["invalid-dep-name", "bad-query", "missing-profile-uuid", "invalid-profile-uuid"],
-        )]),
+        .errors(&[
+            (
+                400,
+                &["invalid-dep-name", "bad-query", "missing-profile-uuid", "invalid-profile-uuid"],
+            ),
+            (409, &["too-many-dep-names"]),
+        ]),
         ("/v1/tokenpki/{name}", "GET") => Op::new(
             "New staging certificate",
             "A new RSA-2048 key and self-signed certificate, stored as the name's staging pair (creating the name). Upload it to the MDM server in Apple Business/School Manager.",
@@ -335,10 +343,13 @@ fn operation(path: &str, method: &str) -> Option<Op> {
                 "content": { "application/x-pem-file": { "schema": { "type": "string" } } },
             }),
         )
-        .errors(&[(
-            400,
-            &["invalid-dep-name", "bad-query", "invalid-cn", "invalid-validity-days"],
-        )]),
+        .errors(&[
+            (
+                400,
+                &["invalid-dep-name", "bad-query", "invalid-cn", "invalid-validity-days"],
+            ),
+            (409, &["too-many-dep-names"]),
+        ]),
         ("/v1/tokenpki/{name}", "PUT") => Op::new(
             "Upload Apple's token file (.p7m)",
             "Decrypted with the pair the file is addressed to (by the CMS recipient; staging first for certificates that share issuer and serial). From the staging pair: atomically, the consumer-key check, the staging pair becomes current and the tokens are stored. From the current pair (the yearly renewal, which Apple encrypts to the certificate already registered): the consumer-key check and the tokens are stored; staging is left as it is. Failures change nothing.",
@@ -832,7 +843,12 @@ mod tests {
         );
         let directory = registry.directory();
         let registry = actix::Actor::start(registry);
-        let state = web::Data::new(super::super::AppState::new(registry, directory, settings));
+        let state = web::Data::new(super::super::AppState::new(
+            registry,
+            directory,
+            settings,
+            std::sync::Arc::new(crate::clock::SystemClock),
+        ));
         let app = atest::init_service(
             App::new()
                 .app_data(state)
