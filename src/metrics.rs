@@ -232,6 +232,9 @@ impl Cell {
 
 type Series = BTreeMap<Family, BTreeMap<String, Arc<Cell>>>;
 
+/// A counter and the histogram that times the same events.
+type CellPair = (Arc<Cell>, Arc<Cell>);
+
 /// A metrics registry. The process's own is `global()`.
 pub struct Metrics {
     series: RwLock<Series>,
@@ -248,6 +251,11 @@ thread_local! {
     /// This thread's cells of the process registry, keyed by family name,
     /// a separator and the label text.
     static CELLS: std::cell::RefCell<HashMap<String, Arc<Cell>>> =
+        std::cell::RefCell::new(HashMap::new());
+    /// This thread's counter-and-histogram pairs of the process registry
+    /// (a request counted and timed in one lookup), keyed by the counter's
+    /// family name and the raw label values.
+    static PAIRS: std::cell::RefCell<HashMap<String, CellPair>> =
         std::cell::RefCell::new(HashMap::new());
     /// A label buffer to reuse, so that counting an existing series does
     /// not allocate.
@@ -288,6 +296,53 @@ impl Metrics {
         let cell = self.shared_cell(family, plain);
         CELLS.with(|c| c.borrow_mut().insert(key.0, cell.clone()));
         cell
+    }
+
+    /// Counts one event and records its time: a counter and a histogram
+    /// found with one thread-local lookup by `raw` (the counter family's
+    /// name and the label values, unescaped); `labels` makes both label
+    /// sets the first time.
+    fn count_and_time(
+        &self,
+        raw: &[&str],
+        status: u16,
+        elapsed: Duration,
+        labels: impl FnOnce() -> ((Family, Labels), (Family, Labels)),
+    ) {
+        let record = |count: &Cell, time: &Cell| {
+            if let Cell::Counter(c) = count {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Cell::Histogram(h) = time {
+                h.observe(elapsed);
+            }
+        };
+        if !self.is_global() {
+            let ((cf, cl), (tf, tl)) = labels();
+            record(&self.shared_cell(cf, cl), &self.shared_cell(tf, tl));
+            return;
+        }
+        let mut key = Labels::new();
+        for part in raw {
+            key.0.push_str(part);
+            key.0.push('\u{1f}');
+        }
+        let _ = write!(key.0, "{status}");
+        let hit = PAIRS.with(|p| match p.borrow().get(key.0.as_str()) {
+            Some((count, time)) => {
+                record(count, time);
+                true
+            }
+            None => false,
+        });
+        if hit {
+            key.recycle();
+            return;
+        }
+        let ((cf, cl), (tf, tl)) = labels();
+        let pair = (self.shared_cell(cf, cl), self.shared_cell(tf, tl));
+        record(&pair.0, &pair.1);
+        PAIRS.with(|p| p.borrow_mut().insert(key.0, pair));
     }
 
     fn shared_cell(&self, family: Family, labels: Labels) -> Arc<Cell> {
@@ -334,11 +389,27 @@ impl Metrics {
         }
     }
 
+    /// A request depd answered: counted by route, method and status, and
+    /// timed by route, in one lookup.
+    pub fn http_answered(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let method = known_method(method);
+        self.count_and_time(
+            &[HTTP_REQUESTS.name, route, method],
+            status,
+            elapsed,
+            || {
+                let counted = Labels::new()
+                    .text("route", route)
+                    .text("method", method)
+                    .number("status", status);
+                let timed = Labels::new().text("route", route);
+                ((HTTP_REQUESTS, counted), (HTTP_DURATION, timed))
+            },
+        );
+    }
+
     pub fn http_request(&self, route: &str, method: &str, status: u16) {
-        let method = METHODS
-            .into_iter()
-            .find(|m| *m == method)
-            .unwrap_or("other");
+        let method = known_method(method);
         let labels = Labels::new()
             .text("route", route)
             .text("method", method)
@@ -359,15 +430,18 @@ impl Metrics {
     /// [`endpoint_label`]); status 0 means no answer.
     pub fn apple_call(&self, name: &str, path: &str, status: u16, elapsed: Duration) {
         let endpoint = endpoint_label(path);
-        let labels = Labels::new()
-            .text("dep_name", name)
-            .text("endpoint", endpoint)
-            .number("status", status);
-        self.add(APPLE_REQUESTS, labels, 1);
-        self.observe(
-            APPLE_DURATION,
-            Labels::new().text("endpoint", endpoint),
+        self.count_and_time(
+            &[APPLE_REQUESTS.name, name, endpoint],
+            status,
             elapsed,
+            || {
+                let counted = Labels::new()
+                    .text("dep_name", name)
+                    .text("endpoint", endpoint)
+                    .number("status", status);
+                let timed = Labels::new().text("endpoint", endpoint);
+                ((APPLE_REQUESTS, counted), (APPLE_DURATION, timed))
+            },
         );
     }
 
@@ -643,6 +717,13 @@ impl Labels {
     }
 }
 
+fn known_method(method: &str) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
 fn ok_or_error(ok: bool) -> &'static str {
     if ok { "ok" } else { "error" }
 }
@@ -662,9 +743,10 @@ pub fn auth_failure() {
     global().auth_failure();
 }
 
-/// How long depd took to answer a request, by route pattern.
-pub fn http_duration(route: &str, elapsed: Duration) {
-    global().http_duration(route, elapsed);
+/// Counts and times a request depd answered. `route` is the matched route
+/// pattern, never the raw path.
+pub fn http_answered(route: &str, method: &str, status: u16, elapsed: Duration) {
+    global().http_answered(route, method, status, elapsed);
 }
 
 /// Counts a request to Apple and its latency; `path` is mapped to a fixed

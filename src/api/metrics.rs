@@ -35,8 +35,7 @@ pub async fn request_metrics(
         Err(e) => (None, e.as_response_error().status_code()),
     };
     let route = route.as_deref().unwrap_or("unmatched");
-    metrics::http_request(route, method.as_str(), status.as_u16());
-    metrics::http_duration(route, started.elapsed());
+    metrics::http_answered(route, method.as_str(), status.as_u16(), started.elapsed());
     result
 }
 
