@@ -8,6 +8,7 @@ pub mod app;
 pub mod bypass;
 pub mod cli;
 pub mod clock;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod dep;
 pub mod fsutil;
@@ -27,6 +28,7 @@ pub mod serve;
 pub mod session;
 pub mod settings;
 pub mod signals;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
 pub mod store;

@@ -12,6 +12,7 @@ pub enum ServeError {
     #[error(transparent)]
     Start(#[from] StartError),
     #[error(transparent)]
+    #[cfg(feature = "sim")]
     Demo(#[from] crate::demo::DemoError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -33,10 +34,12 @@ pub async fn run(
     let mut signals = signals::listen().map_err(ServeError::Signals)?;
     // Rc: the signal loop and the watchdog run on this thread's runtime.
     let notifier = Rc::new(Notifier::from_env(std::env::vars())?);
+    #[cfg(feature = "sim")]
     let demo = settings.demo.clone();
     let app = Application::build(settings).await?;
     let handle = app.handle();
     // Kept for the life of the process: the demo's simulator serves until then.
+    #[cfg(feature = "sim")]
     let _demo_sim = match &demo {
         Some(d) => Some(crate::demo::start(&handle, d).await?),
         None => None,

@@ -662,6 +662,14 @@ fn validate(
     }
     validate_sync(&raw.sync)?;
     validate_assigner(&raw.assigner)?;
+    #[cfg(not(feature = "sim"))]
+    if raw.demo.is_some() {
+        return Err(SettingsError::Invalid(
+            "[demo] needs the simulator, which this build of depd leaves out (a production \
+             build, --no-default-features); remove [demo], or run a default build"
+                .into(),
+        ));
+    }
     if let Some(demo) = &raw.demo {
         DepName::parse(&demo.name)
             .map_err(|e| SettingsError::Invalid(format!("demo.name: {e}")))?;

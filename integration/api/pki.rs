@@ -556,7 +556,7 @@ struct Vector {
 fn vectors() -> Vec<Vector> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/vectors/bypasscode.json"
+        "/integration/testdata/vectors/bypasscode.json"
     );
     let text = std::fs::read_to_string(path).expect("vectors");
     serde_json::from_str::<Vectors>(&text)

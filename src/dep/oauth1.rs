@@ -1,6 +1,6 @@
 //! OAuth 1.0a request signing (RFC 5849) with HMAC-SHA1, as Apple's
 //! `/session` requires. Small enough to write on openssl; the known-answer
-//! vector in `shared/vectors/oauth1.json` pins it.
+//! vector in `integration/testdata/vectors/oauth1.json` pins it.
 //!
 //! The signer gets its timestamp and nonce from the caller, so tests are
 //! deterministic; [`nonce`] makes a fresh one from openssl's CSPRNG.
@@ -270,8 +270,11 @@ mod tests {
     }
 
     fn vector() -> Vector {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/oauth1.json");
-        let text = std::fs::read_to_string(path).expect("shared/vectors/oauth1.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/integration/testdata/vectors/oauth1.json"
+        );
+        let text = std::fs::read_to_string(path).expect("integration/testdata/vectors/oauth1.json");
         serde_json::from_str(&text).expect("vector JSON")
     }
 
