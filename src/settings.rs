@@ -932,6 +932,37 @@ mod tests {
     }
 
     #[test]
+    fn security_settings_from_the_environment() {
+        let s = load(
+            None,
+            env(&[
+                ("DEPD_AUTH_FAILURE_LIMIT", "0"),
+                ("DEPD_MAX_DEP_NAMES", "5"),
+                ("DEPD_SECRETS_KEY_FILE", "/etc/depd/secrets.key"),
+            ]),
+            &with_key(),
+        )
+        .expect("settings");
+        assert_eq!(s.auth_failure_limit, 0);
+        assert_eq!(s.max_dep_names, 5);
+        assert_eq!(
+            s.secrets_key_file.as_deref(),
+            Some(Path::new("/etc/depd/secrets.key"))
+        );
+        assert!(s.ignored_env.is_empty(), "{:?}", s.ignored_env);
+        let d = load(None, env(&[]), &with_key()).expect("defaults");
+        assert_eq!((d.auth_failure_limit, d.max_dep_names), (10, 100_000));
+        assert_eq!(d.apple.allow, Arc::new(Allowlist::default()));
+        assert!(
+            security_warnings(&d)
+                .iter()
+                .any(|w| w.contains("1 characters")),
+            "{:?}",
+            security_warnings(&d)
+        );
+    }
+
+    #[test]
     fn debug_hides_webhook_credentials() {
         let f = file(
             "[webhook]\nurls = [\"https://u:hookpass@h.example/x?sig=hooksig\"]\n\
