@@ -24,6 +24,8 @@
 //! thread from /proc (the servers' threads are told apart by the threads
 //! each server's start created).
 
+#![allow(unsafe_code)] // benches read CPU time and thread ids through libc
+
 use depd::app::Application;
 use depd::clock::{SharedClock, SystemClock};
 use depd::dep::client::{self, Target};

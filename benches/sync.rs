@@ -14,6 +14,8 @@
 //! depd runs as its own process so its memory is measured alone (VmHWM,
 //! VmRSS from /proc/PID/status).
 
+#![allow(unsafe_code)] // benches read CPU time and thread ids through libc
+
 use actix_web::{App, HttpResponse, HttpServer, web};
 use depd::name::DepName;
 use depd::sim::{SimConfig, SimHandle, Simulator};

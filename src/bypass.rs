@@ -51,6 +51,7 @@ impl fmt::Debug for BypassCode {
 }
 
 impl BypassCode {
+    #[cfg(test)]
     pub fn from_bytes(raw: [u8; RAW_LEN]) -> Self {
         BypassCode(raw)
     }

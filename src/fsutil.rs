@@ -12,6 +12,7 @@ use std::path::Path;
 /// hold the inventory and sealed secrets.
 pub fn private_umask() {
     // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    #[allow(unsafe_code)] // reviewed: a libc call with no pointers kept
     unsafe {
         libc::umask(0o077);
     }

@@ -80,6 +80,7 @@ pub fn tune() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set_mmap_threshold(bytes: i32) {
     // SAFETY: mallopt only changes glibc's allocator parameters.
+    #[allow(unsafe_code)] // reviewed: a libc call with no pointers kept
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
     }
@@ -91,6 +92,7 @@ fn set_mmap_threshold(_: i32) {}
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
     // SAFETY: malloc_trim only walks glibc's own heap; 0 keeps no padding.
+    #[allow(unsafe_code)] // reviewed: a libc call with no pointers kept
     unsafe {
         libc::malloc_trim(0);
     }

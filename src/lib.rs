@@ -2,36 +2,36 @@
 //!
 //! See `ARCHITECTURE.md` for the code map and the invariants.
 
-pub mod actors;
-pub mod api;
+pub(crate) mod actors;
+pub(crate) mod api;
 pub mod app;
-pub mod bypass;
+pub(crate) mod bypass;
 pub mod cli;
 pub mod clock;
 #[cfg(feature = "sim")]
-pub mod demo;
+pub(crate) mod demo;
 pub mod dep;
 pub mod fsutil;
 pub mod heap;
 pub mod import;
-pub mod jwt;
+pub(crate) mod jwt;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod name;
-pub mod notify;
-pub mod oneshot;
+pub(crate) mod notify;
+pub(crate) mod oneshot;
 pub mod pki;
 #[cfg(test)]
 mod proptests;
-pub mod redact;
+pub(crate) mod redact;
 pub mod serve;
-pub mod session;
+pub(crate) mod session;
 pub mod settings;
-pub mod signals;
+pub(crate) mod signals;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
 pub mod store;
-pub mod sync;
+pub(crate) mod sync;
 pub mod tokens;
 pub mod tools;

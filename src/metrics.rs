@@ -408,6 +408,7 @@ impl Metrics {
         );
     }
 
+    #[cfg(test)]
     pub fn http_request(&self, route: &str, method: &str, status: u16) {
         let method = known_method(method);
         let labels = Labels::new()
@@ -421,6 +422,7 @@ impl Metrics {
         self.add(AUTH_FAILURES, Labels::new(), 1);
     }
 
+    #[cfg(test)]
     /// How long an HTTP request took to answer.
     pub fn http_duration(&self, route: &str, elapsed: Duration) {
         self.observe(HTTP_DURATION, Labels::new().text("route", route), elapsed);
@@ -517,6 +519,7 @@ impl Metrics {
         }
     }
 
+    #[cfg(test)]
     /// The value of one counter or gauge series (a histogram's count), by
     /// metric name and label pairs in the order the metric declares them;
     /// `None` if it was never recorded.
@@ -537,6 +540,7 @@ impl Metrics {
         })
     }
 
+    #[cfg(test)]
     /// How many series the registry holds (every histogram counts once).
     pub fn series_count(&self) -> usize {
         self.series
@@ -732,6 +736,7 @@ fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+#[cfg(test)]
 /// Counts a request answered by depd's HTTP server. `route` is the matched
 /// route pattern (`/v1/tokens/{name}`), never the raw path.
 pub fn http_request(route: &str, method: &str, status: u16) {

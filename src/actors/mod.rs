@@ -13,14 +13,11 @@ pub use dep_name::{
     AcceptTokenFile, GetPki, Now, PkiOpError, PkiSlot, PutStagingPki, ServerUuid, ServerUuidError,
 };
 pub use dep_name::{
-    DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig,
-    PutTokens, UpdateSettings,
+    DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig, PutTokens,
 };
-pub use registry::{
-    Create, Directory, ListNames, NamesFull, Ping, Published, Registry, Reload, Resolve,
-};
-pub use session::{ActorSession, Grant, Session, SessionError, SessionRotated, SharedGrant};
-pub use status::{GetStatus, LastError, NameStatus, SessionStatus, TokenHealth, TokenStatus};
+pub use registry::{Create, Directory, ListNames, Ping, Registry, Reload, Resolve};
+pub use session::{Grant, Session, SessionError, SessionRotated};
+pub use status::GetStatus;
 pub use sync::{
-    CycleReport, ListAssignments, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Syncer, Tick,
+    CycleReport, ListAssignments, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick,
 };

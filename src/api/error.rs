@@ -82,10 +82,6 @@ impl ApiError {
             format!("{context}; see the depd log"),
         )
     }
-
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
 }
 
 impl fmt::Display for ApiError {

@@ -408,22 +408,37 @@ mod tests {
         let named = list(&["metadata.internal", "10.0.0.0/8"]);
         assert!(
             named
-                .check_addr("metadata.internal", "169.254.169.254".parse().unwrap())
+                .check_addr(
+                    "metadata.internal",
+                    "169.254.169.254".parse().expect("address")
+                )
                 .is_err()
         );
-        assert!(named.check_addr("x", "10.2.3.4".parse().unwrap()).is_ok());
         assert!(
             named
-                .check_addr("x", "17.253.144.10".parse().unwrap())
+                .check_addr("x", "10.2.3.4".parse().expect("address"))
                 .is_ok()
         );
         assert!(
             named
-                .check_addr("x", "::ffff:192.168.1.1".parse().unwrap())
+                .check_addr("x", "17.253.144.10".parse().expect("address"))
+                .is_ok()
+        );
+        assert!(
+            named
+                .check_addr("x", "::ffff:192.168.1.1".parse().expect("address"))
                 .is_err()
         );
-        assert!(named.check_addr("x", "fe80::1".parse().unwrap()).is_err());
-        assert!(named.check_addr("x", "fd00::1".parse().unwrap()).is_err());
+        assert!(
+            named
+                .check_addr("x", "fe80::1".parse().expect("address"))
+                .is_err()
+        );
+        assert!(
+            named
+                .check_addr("x", "fd00::1".parse().expect("address"))
+                .is_err()
+        );
     }
 
     #[test]

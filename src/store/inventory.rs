@@ -1355,8 +1355,11 @@ impl Store {
 
     /// Assignments due at `now_unix` or earlier, earliest first, at most
     /// `limit`: the cost follows what is due, not the size of the inventory.
+    /// The tests' view of the queue; the assigner takes its batches with
+    /// [`Store::due_serials_where`].
     /// Serials due at the same second come in the order the index learned
     /// of them, which is not kept across restarts.
+    #[cfg(test)]
     pub fn due_assignments(
         &self,
         name: &DepName,

@@ -154,10 +154,11 @@ pub fn enqueue(
     })
 }
 
+#[cfg(test)]
 /// Splits due serials into assignment calls of at most `size` serials.
 /// Every due serial gets the name's current profile: that is the only
 /// profile the assigner hands out.
-pub fn batches(due: &[(String, StoredAssignment)], size: usize) -> Vec<Vec<String>> {
+pub(crate) fn batches(due: &[(String, StoredAssignment)], size: usize) -> Vec<Vec<String>> {
     due.chunks(size.max(1))
         .map(|c| c.iter().map(|(s, _)| s.clone()).collect())
         .collect()

@@ -35,10 +35,13 @@
 //!    (and set the token health when [`backoff::needs_a_person`]),
 //!    otherwise the jittered interval. Prune old removals
 //!    (`Store::prune_removals`).
-//! 5. Assigner: `Store::due_assignments(now, policy.batch_size(account))`,
-//!    [`assigner::batches`], one `/profile/devices` call per batch with the
-//!    current profile, then [`persist::record_assignment`]; the earliest
-//!    remaining `next_retry_unix` schedules the next pass. A profile change
+//! 5. Assigner (the actor's `AssignJob`): a pass takes what was due when it
+//!    began, batch by batch (`Store::due_serials_where`, at most
+//!    `policy.batch_size(account)` serials, none sent before in the pass),
+//!    one `/profile/devices` call per batch with the current profile, each
+//!    answer recorded ([`persist::record_assignment`]) while the next batch
+//!    is sent; the earliest remaining `next_retry_unix`
+//!    (`Store::next_due_assignment`) schedules the next pass. A profile change
 //!    runs [`persist::apply_profile_change`]. Removing a profile through
 //!    depd calls `Store::record_removals`.
 //! 6. Webhook: `Store::outbox_peek(name, 1)`, a [`webhook::Delivery`] per
