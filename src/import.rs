@@ -197,7 +197,7 @@ fn open_store(dir: &Path, key_file: Option<&Path>) -> Result<Store, ImportError>
         .map_err(|source| {
             // sled reports the lock a running daemon holds as an I/O error
             // saying it "could not acquire lock".
-            if source.to_string().contains("could not acquire lock") {
+            if matches!(source, StoreError::Locked(_)) {
                 ImportError::Locked(dir.to_owned())
             } else {
                 ImportError::Store {

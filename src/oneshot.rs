@@ -110,7 +110,7 @@ pub async fn sync_once_with_clock(
 fn skipped(name: &DepName, why: &str) -> CycleReport {
     CycleReport {
         dep_name: name.as_str().to_owned(),
-        outcome: "skipped",
+        outcome: crate::actors::Outcome::Skipped,
         error: Some(why.to_owned()),
         pages: 0,
         devices: BTreeMap::new(),

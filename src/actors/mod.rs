@@ -19,5 +19,5 @@ pub use registry::{Create, Directory, ListNames, Ping, Registry, Reload, Resolve
 pub use session::{Grant, Session, SessionError, SessionRotated};
 pub use status::GetStatus;
 pub use sync::{
-    CycleReport, ListAssignments, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick,
+    CycleReport, ListAssignments, Outcome, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick,
 };

@@ -56,12 +56,46 @@ const LOCAL_RETRY: time::Duration = time::Duration::seconds(60);
 const PAGES_IN_FLIGHT: usize = 32;
 static PAGE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PAGES_IN_FLIGHT);
 
+/// How a cycle ended, as callers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Apple said there was no more.
+    Complete,
+    /// Apple handed back a cursor it had already given while saying there
+    /// was more: stopped instead of looping.
+    RepeatedCursor,
+    Failed,
+    /// Not run: the name has no tokens (`depd sync --once`).
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::RepeatedCursor => "repeated_cursor",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl From<CycleOutcome> for Outcome {
+    fn from(stored: CycleOutcome) -> Self {
+        match stored {
+            CycleOutcome::Complete => Outcome::Complete,
+            CycleOutcome::RepeatedCursor => Outcome::RepeatedCursor,
+            CycleOutcome::Failed => Outcome::Failed,
+        }
+    }
+}
+
 /// What one cycle did, for waiting callers.
 #[derive(Debug, Clone, Serialize)]
 pub struct CycleReport {
     pub dep_name: String,
-    /// `complete`, `repeated_cursor`, `failed`, or `skipped` (no tokens).
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub pages: u64,
@@ -75,7 +109,7 @@ pub struct CycleReport {
 
 impl CycleReport {
     pub fn failed(&self) -> bool {
-        matches!(self.outcome, "failed" | "skipped") || self.webhook_backlog > 0
+        matches!(self.outcome, Outcome::Failed | Outcome::Skipped) || self.webhook_backlog > 0
     }
 }
 
@@ -89,12 +123,14 @@ fn counts_words(counts: &BTreeMap<String, u64>) -> String {
     }
 }
 
-fn outcome_str(o: CycleOutcome) -> &'static str {
-    match o {
-        CycleOutcome::Complete => "complete",
-        CycleOutcome::RepeatedCursor => "repeated_cursor",
-        CycleOutcome::Failed => "failed",
-    }
+/// What `/account` says of request sizes, with when it was read.
+#[derive(Debug, Clone, Copy)]
+struct AccountLimits {
+    /// `/server/devices` (and so `/devices/sync`) page maximum.
+    fetch: Option<u32>,
+    /// `/profile/devices` serials per call maximum.
+    assign: Option<u32>,
+    read_at: OffsetDateTime,
 }
 
 /// The last sync failure, for status.
@@ -112,8 +148,8 @@ pub struct Syncer {
     generation: u64,
     pub(super) next_at: Option<OffsetDateTime>,
     pub(super) last_failure: Option<SyncFailure>,
-    /// `/server/devices` and `/profile/devices` maxima from `/account`.
-    limits: Option<(Option<u32>, Option<u32>, OffsetDateTime)>,
+    /// The page maxima `/account` advertised, and when.
+    limits: Option<AccountLimits>,
     assigning: bool,
     /// Work was queued while a pass ran (a page, the end of a cycle, a new
     /// profile): the pass may have looked before it was stored, so another
@@ -397,7 +433,7 @@ impl DepNameActor {
         let fresh = self
             .syncer
             .limits
-            .is_some_and(|(_, _, at)| now - at < ACCOUNT_TTL);
+            .is_some_and(|l| now - l.read_at < ACCOUNT_TTL);
         if !fresh {
             ctx.spawn(async move { client.account().await }.into_actor(self).map(
                 move |res, act, ctx| {
@@ -406,11 +442,11 @@ impl DepNameActor {
                     }
                     match res {
                         Ok(account) => {
-                            act.syncer.limits = Some((
-                                account.limit_maximum("/server/devices"),
-                                account.limit_maximum("/profile/devices"),
-                                now,
-                            ));
+                            act.syncer.limits = Some(AccountLimits {
+                                fetch: account.limit_maximum("/server/devices"),
+                                assign: account.limit_maximum("/profile/devices"),
+                                read_at: now,
+                            });
                             act.send_request(generation, request, ctx);
                         }
                         Err(e) => act.on_answer(generation, Err(e), None, ctx),
@@ -420,9 +456,9 @@ impl DepNameActor {
             return;
         }
         let configured = self.settings.sync.page_limit;
-        let limit = match self.syncer.limits {
-            Some((Some(max), _, _)) => configured.min(max),
-            _ => configured,
+        let limit = match self.syncer.limits.and_then(|l| l.fetch) {
+            Some(max) => configured.min(max),
+            None => configured,
         };
         let fut = async move {
             let slot = PAGE_SLOTS.acquire().await.ok();
@@ -577,7 +613,7 @@ impl DepNameActor {
         self.syncer.next_at = Some(now + wait);
         self.syncer.finishing = Some(CycleReport {
             dep_name: self.state.name().as_str().to_owned(),
-            outcome: "failed",
+            outcome: Outcome::Failed,
             error: Some(error.to_string()),
             pages: 0,
             devices: BTreeMap::new(),
@@ -616,15 +652,15 @@ impl DepNameActor {
         if failed {
             tracing::warn!(dep_name = %name, error = report.error.as_deref().unwrap_or(""), retry_in_secs = wait.as_secs(), "sync cycle failed");
         } else {
-            tracing::info!(dep_name = %name, outcome = outcome_str(report.outcome), pages = report.pages, devices = %counts_words(&report.counts), next_in_secs = wait.as_secs(), "sync cycle finished");
+            tracing::info!(dep_name = %name, outcome = Outcome::from(report.outcome).as_str(), pages = report.pages, devices = %counts_words(&report.counts), next_in_secs = wait.as_secs(), "sync cycle finished");
         }
-        crate::metrics::sync_cycle(name.as_str(), outcome_str(report.outcome));
+        crate::metrics::sync_cycle(name.as_str(), Outcome::from(report.outcome).as_str());
         for (op_type, n) in &report.counts {
             crate::metrics::synced_devices(name.as_str(), op_type, *n);
         }
         self.syncer.finishing = Some(CycleReport {
             dep_name: name.as_str().to_owned(),
-            outcome: outcome_str(report.outcome),
+            outcome: Outcome::from(report.outcome),
             error: report.error.clone(),
             pages: report.pages,
             devices: report.counts.clone(),
@@ -672,7 +708,7 @@ impl DepNameActor {
         self.syncer.assign_requested = false;
         self.syncer.assign_at = None;
         let policy = AssignPolicy::from_settings(&self.settings.assigner);
-        let batch = policy.batch_size(self.syncer.limits.and_then(|(_, a, _)| a));
+        let batch = policy.batch_size(self.syncer.limits.and_then(|l| l.assign));
         let job = AssignJob {
             sent,
             store: self.store.clone(),

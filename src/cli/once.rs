@@ -54,7 +54,7 @@ pub async fn sync_once(names: Vec<String>, local: LocalArgs, json: bool) -> Resu
             .map(|r| {
                 vec![
                     r.dep_name.clone(),
-                    r.outcome.to_owned(),
+                    r.outcome.as_str().to_owned(),
                     r.pages.to_string(),
                     r.devices.values().sum::<u64>().to_string(),
                     r.assignments

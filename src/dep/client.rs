@@ -813,7 +813,7 @@ impl<S: SessionSource> DepClient<S> {
 /// help: 401, or 403 whose body says `FORBIDDEN`.
 pub fn is_session_rejection(status: StatusCode, body: &[u8]) -> bool {
     status == StatusCode::UNAUTHORIZED
-        || (status == StatusCode::FORBIDDEN && super::error::body_code(body).contains("FORBIDDEN"))
+        || (status == StatusCode::FORBIDDEN && super::error::body_code(body) == "FORBIDDEN")
 }
 
 #[cfg(test)]

@@ -157,10 +157,12 @@ fn truncate(s: &str) -> String {
     s[..end].to_owned()
 }
 
-/// Classifies an error answer of any endpoint but `/session`.
+/// Classifies an error answer of any endpoint but `/session`. Codes are
+/// compared whole, after [`body_code`] took them out of a bare, quoted or
+/// JSON body: a message that merely mentions `FORBIDDEN` is not one.
 pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> DepError {
     let code = body_code(body);
-    let has = |c: &str| code.contains(c);
+    let has = |c: &str| code == c;
     match status {
         400 if has("EXHAUSTED_CURSOR") => DepError::CursorExhausted,
         400 if has("EXPIRED_CURSOR") => DepError::CursorExpired,
@@ -193,14 +195,13 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> DepE
 pub fn classify_session(status: u16, body: &[u8], retry_after: Option<Duration>) -> DepError {
     let code = body_code(body);
     match status {
-        403 if code.contains("T_C_NOT_SIGNED") => DepError::TermsNotSigned,
+        403 if code == "T_C_NOT_SIGNED" => DepError::TermsNotSigned,
         401 | 403 => DepError::TokenRejected { status, code },
         _ => classify(status, body, retry_after),
     }
 }
 
 fn is_token_code(code: &str) -> bool {
-    let lower = code.to_ascii_lowercase();
     [
         "token_rejected",
         "signature_invalid",
@@ -208,12 +209,37 @@ fn is_token_code(code: &str) -> bool {
         "access_denied",
     ]
     .iter()
-    .any(|c| lower.contains(c))
+    .any(|c| code.eq_ignore_ascii_case(c))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_compared_whole() {
+        assert_eq!(
+            classify(403, b"FORBIDDEN\n", None),
+            DepError::SessionRejected { status: 403 }
+        );
+        assert_eq!(
+            classify(403, br#"{"code":"FORBIDDEN"}"#, None),
+            DepError::SessionRejected { status: 403 }
+        );
+        // A message that only mentions a code is not that code.
+        assert!(matches!(
+            classify(403, b"NOT_FORBIDDEN_BUT_DENIED", None),
+            DepError::Rejected { .. }
+        ));
+        assert!(matches!(
+            classify(400, b"the cursor is not an EXPIRED_CURSOR", None),
+            DepError::Rejected { .. }
+        ));
+        assert!(matches!(
+            classify_session(403, b"TOKEN_REJECTED", None),
+            DepError::TokenRejected { .. }
+        ));
+    }
 
     #[test]
     fn codes_are_found_bare_quoted_or_in_json() {

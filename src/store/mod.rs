@@ -63,6 +63,9 @@ pub enum StoreError {
     Task(String),
     #[error(transparent)]
     Secrets(#[from] secrets::SecretsError),
+    /// Another process (a running daemon) holds the directory's lock.
+    #[error("{0} is in use by another process (is depd running?)")]
+    Locked(String),
 }
 
 /// The engine-neutral key-value API every backend implements. Keys and

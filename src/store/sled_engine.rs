@@ -201,11 +201,12 @@ impl SledEngine {
         let mut tries = 0;
         let db = loop {
             match open() {
-                Err(e)
-                    if tries < LOCK_RETRIES && e.to_string().contains("could not acquire lock") =>
-                {
+                Err(e) if is_lock_error(&e) && tries < LOCK_RETRIES => {
                     tries += 1;
                     std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                Err(e) if is_lock_error(&e) => {
+                    return Err(StoreError::Locked(path.display().to_string()));
                 }
                 other => {
                     break other.map_err(|e| {
@@ -398,6 +399,15 @@ impl Engine for SledEngine {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(engine_err).map(|_| ())
     }
+}
+
+/// Whether sled could not open the directory because another process
+/// holds its lock. sled reports that only as an I/O error of kind `Other`
+/// whose message it writes itself ("could not acquire lock on …"); that
+/// message is the one signal it gives, so it is matched at its start.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::Other
+        && io.to_string().starts_with("could not acquire lock"))
 }
 
 #[cfg(test)]
