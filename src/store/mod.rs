@@ -112,7 +112,7 @@ pub trait Engine: Send + Sync + 'static {
 /// `n/<name>\0<field>`: names cannot contain NUL (see [`DepName`]), so one
 /// prefix scan reads exactly one name. The inventory, assignment records,
 /// webhook outbox and removals are many records per name and live under
-/// other prefixes (`inventory.rs`), so [`Store::load_all`] stays small.
+/// other prefixes (`inventory/`), so [`Store::load_all`] stays small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Meta,
