@@ -1,0 +1,288 @@
+//! The assigner: a pass over what is due, batch by batch, off the actor's
+//! mailbox; the answers recorded while the next batch is sent.
+
+use super::*;
+
+impl DepNameActor {
+    pub(in crate::actors) fn on_profile_changed(
+        &mut self,
+        old: Option<String>,
+        new: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let (store, name) = (self.store.clone(), self.state.name().clone());
+        let policy = AssignPolicy::from_settings(&self.settings.assigner);
+        let now = self.clock.now().unix_timestamp();
+        tracing::info!(dep_name = %name, profile_uuid = %new, "assigner profile changed; queuing the inventory's devices");
+        ctx.spawn(
+            async move {
+                store
+                    .blocking(move |s| {
+                        persist::apply_profile_change(
+                            s,
+                            &name,
+                            old.as_deref(),
+                            &new,
+                            &policy,
+                            now,
+                        )
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(queued) => {
+                    tracing::info!(dep_name = %act.state.name(), queued, "devices queued for the new profile");
+                    act.run_assigner(ctx);
+                }
+                Err(e) => {
+                    tracing::error!(dep_name = %act.state.name(), error = %e, "queuing devices for the new profile failed");
+                    act.syncer.assign_at = Some(act.clock.now() + LOCAL_RETRY);
+                }
+            }),
+        );
+    }
+
+    /// The profile the assigner hands out, if one is set.
+    pub(super) fn assigner_profile(&self) -> Option<String> {
+        self.state
+            .data()
+            .assigner
+            .as_ref()
+            .map(|a| a.profile_uuid.clone())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Works through the assignments due now, then schedules the next pass
+    /// at the earliest retry time.
+    pub(super) fn run_assigner(&mut self, ctx: &mut Context<Self>) {
+        if self.syncer.assigning {
+            self.syncer.assign_requested = true;
+            return;
+        }
+        let sent = self.syncer.chained_sent.take().unwrap_or_default();
+        let profile = self.assigner_profile();
+        let (Some(profile), Some(_)) = (profile, self.state.data().tokens.as_ref()) else {
+            self.syncer.assign_at = None;
+            self.after_assigner(ctx);
+            return;
+        };
+        self.syncer.assigning = true;
+        self.syncer.assign_requested = false;
+        self.syncer.assign_at = None;
+        let policy = AssignPolicy::from_settings(&self.settings.assigner);
+        let batch = policy.batch_size(self.syncer.limits.and_then(|l| l.assign));
+        let job = AssignJob {
+            sent,
+            store: self.store.clone(),
+            name: self.state.name().clone(),
+            client: self.dep_client(ctx),
+            profile,
+            policy,
+            batch,
+            clock: self.clock.clone(),
+        };
+        ctx.spawn(async move { job.run().await }.into_actor(self).map(
+            |res, act, ctx| {
+                act.syncer.assigning = false;
+                match res {
+                    Ok(pass) => {
+                        act.syncer.assign_at = pass.next_due.and_then(|t| {
+                            OffsetDateTime::from_unix_timestamp(t).ok()
+                        });
+                        if let Some(e) = &pass.error {
+                            tracing::warn!(dep_name = %act.state.name(), error = %e, "an assignment call failed; retrying later");
+                            let retry = act.clock.now() + e.retry_after().unwrap_or(Duration::from_secs(60));
+                            act.syncer.assign_at = Some(act.syncer.assign_at.map_or(retry, |t| t.max(retry)));
+                        }
+                        for (k, v) in &pass.results {
+                            *act.syncer.assigned_in_cycle.entry(k.clone()).or_default() += v;
+                        }
+                        // Work queued while the pass ran (a cycle's pages
+                        // keep coming) is for the next pass: start it now
+                        // rather than at the next tick, while passes make
+                        // progress or when new work was queued meanwhile.
+                        let due = act.syncer.assign_at.is_some_and(|t| t <= act.clock.now());
+                        let progress = !pass.results.is_empty();
+                        act.syncer.chained_sent = due.then_some(pass.sent);
+                        if pass.error.is_none() && (act.syncer.assign_requested || (due && progress)) {
+                            act.run_assigner(ctx);
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(dep_name = %act.state.name(), error = %e, "the assigner could not use the store");
+                        act.syncer.assign_at = Some(act.clock.now() + LOCAL_RETRY);
+                    }
+                }
+                act.after_assigner(ctx);
+            },
+        ));
+    }
+
+    pub(super) fn after_assigner(&mut self, ctx: &mut Context<Self>) {
+        if self.syncer.finishing.is_some() && !self.syncer.delivering {
+            self.kick_delivery(ctx);
+        } else {
+            self.maybe_notify(ctx);
+        }
+    }
+}
+
+/// One assigner pass, run off the actor's mailbox.
+pub(super) struct AssignJob {
+    store: Store,
+    name: DepName,
+    client: DepClient<ActorSession>,
+    profile: String,
+    policy: AssignPolicy,
+    batch: usize,
+    clock: SharedClock,
+    /// Serials not to send again (hashed), from the pass before.
+    sent: HashSet<u64, SentHasher>,
+}
+
+/// Hashes of the serials a pass sent: fixed keys, so a set can be carried
+/// from one pass to the next.
+pub(super) type SentHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+
+#[derive(Default)]
+pub(super) struct AssignPass {
+    results: BTreeMap<String, u64>,
+    /// The serials sent, hashed.
+    sent: HashSet<u64, SentHasher>,
+    /// The earliest retry still pending.
+    next_due: Option<i64>,
+    /// A whole call failed; the pass stopped there.
+    error: Option<DepError>,
+}
+
+impl AssignJob {
+    /// Sends the due serials in batches. The answer to one call is recorded
+    /// while the next batch is chosen and sent, so the store's work and
+    /// Apple's overlap; at most one call is in flight.
+    async fn run(mut self) -> Result<AssignPass, StoreError> {
+        let mut pass = AssignPass::default();
+        // A pass takes what was due when it began: work queued meanwhile
+        // (pages keep coming during a cycle) is for the next pass, so a
+        // pass ends and what it remembers stays bounded.
+        let began = self.clock.now().unix_timestamp();
+        // A serial sent once in this pass is not sent again in it, whatever
+        // the store says, so an answer that leaves serials due within the
+        // same second cannot loop. Remembered by hash (8 bytes, not the
+        // serial): a collision only leaves a serial to a later pass.
+        let hasher = SentHasher::default();
+        let mut sent_in_pass = std::mem::take(&mut self.sent);
+        // The previous call's answer, being recorded.
+        let mut recording: Option<Recording> = None;
+        loop {
+            let next = self.send_next(began, &hasher, &mut sent_in_pass);
+            let (next, recorded) = match recording.take() {
+                Some(r) => {
+                    let (next, recorded) = futures_util::future::join(next, r).await;
+                    (next, Some(recorded))
+                }
+                None => (next.await, None),
+            };
+            if let Some(recorded) = recorded {
+                self.count(&mut pass, &recorded?);
+            }
+            let Some((serials, answer, now)) = next? else {
+                break;
+            };
+            let failed = answer.as_ref().err().cloned();
+            recording = Some(Box::pin(self.record(serials, answer, now)));
+            if let Some(e) = failed {
+                // The whole call failed: record it and stop here.
+                if let Some(r) = recording.take() {
+                    self.count(&mut pass, &r.await?);
+                }
+                pass.error = Some(e);
+                break;
+            }
+        }
+        if let Some(r) = recording.take() {
+            self.count(&mut pass, &r.await?);
+        }
+        pass.sent = sent_in_pass;
+        let n = self.name.clone();
+        // One flush for the pass's answers (see `Store::put_assignment_results`).
+        pass.next_due = self
+            .store
+            .blocking(move |s| {
+                s.flush()?;
+                s.next_due_assignment(&n)
+            })
+            .await?;
+        Ok(pass)
+    }
+
+    /// Chooses the next batch of due serials not yet sent in this pass and
+    /// sends it; `None` when there is none.
+    async fn send_next(
+        &self,
+        began: i64,
+        hasher: &SentHasher,
+        sent_in_pass: &mut HashSet<u64, SentHasher>,
+    ) -> Result<Option<Sent>, StoreError> {
+        let now = self.clock.now().unix_timestamp();
+        let (n, batch, h) = (self.name.clone(), self.batch, hasher.clone());
+        // The set goes to the store's thread and back: serials sent but
+        // still due (the previous answer is being recorded) are passed over.
+        let sent = std::mem::take(sent_in_pass);
+        let (serials, sent) = self
+            .store
+            .blocking(move |s| {
+                let due = s.due_serials_where(&n, began, batch, |serial| {
+                    !sent.contains(&h.hash_one(serial))
+                })?;
+                Ok((due, sent))
+            })
+            .await?;
+        *sent_in_pass = sent;
+        if serials.is_empty() {
+            return Ok(None);
+        }
+        sent_in_pass.extend(serials.iter().map(|s| hasher.hash_one(s)));
+        let answer = self.client.assign_profile(&self.profile, &serials).await;
+        Ok(Some((serials, answer, now)))
+    }
+
+    async fn record(
+        &self,
+        serials: Vec<String>,
+        answer: Result<crate::dep::wire::AssignResponse, DepError>,
+        now: i64,
+    ) -> Result<BTreeMap<String, StoredAssignment>, StoreError> {
+        let (n, profile, policy) = (self.name.clone(), self.profile.clone(), self.policy.clone());
+        self.store
+            .blocking(move |s| {
+                persist::record_assignment(s, &n, &profile, &serials, answer.as_ref(), &policy, now)
+            })
+            .await
+    }
+
+    fn count(&self, pass: &mut AssignPass, records: &BTreeMap<String, StoredAssignment>) {
+        for r in records.values() {
+            *pass
+                .results
+                .entry(r.result.as_str().to_owned())
+                .or_default() += 1;
+            crate::metrics::assignment_results(self.name.as_str(), r.result.as_str(), 1);
+        }
+    }
+}
+
+/// A batch sent: its serials, Apple's answer and when it was sent.
+pub(super) type Sent = (
+    Vec<String>,
+    Result<crate::dep::wire::AssignResponse, DepError>,
+    i64,
+);
+/// An answer being recorded.
+pub(super) type Recording<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<BTreeMap<String, StoredAssignment>, StoreError>>
+            + 'a,
+    >,
+>;
