@@ -394,3 +394,13 @@ fn base_url_validation() {
         assert!(validate_base_url(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn url_errors_do_not_repeat_credentials() {
+    let f = file("[webhook]\nurls = [\"ftp://hook:pw-123@h.example/x?sig=s-456\"]\n");
+    let err = load(Some(f.path()), env(&[]), &with_key())
+        .expect_err("ftp is refused")
+        .to_string();
+    assert!(err.contains("http:// or https://"), "{err}");
+    assert!(!err.contains("pw-123") && !err.contains("s-456"), "{err}");
+}
