@@ -16,10 +16,10 @@
 //! 20 %, and requests <= 1.5 x fault-free + faults served.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use depd::name::DepName;
+use depd::domain::name::DepName;
+use depd::domain::state::NameState;
 use depd::sim::faults::RateFault;
 use depd::sim::{SimConfig, SimHandle, Simulator};
-use depd::state::NameState;
 use depd::store::NameData;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -49,7 +49,7 @@ fn prepare(data: &Path, sim: &SimHandle, profile: &str) {
         .expect("open store")
         .store;
     let now = time::OffsetDateTime::now_utc();
-    let tokens = depd::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
+    let tokens = depd::domain::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
     let mut state = NameState::new(DepName::parse(NAME).expect("name"), NameData::default());
     let changes = vec![
         state.put_tokens(tokens, false, now).expect("tokens"),
@@ -163,7 +163,7 @@ async fn define_profile(sim: &SimHandle) -> String {
         request_timeout: Duration::from_secs(30),
         allow: Default::default(),
     };
-    let clock: depd::clock::SharedClock = Arc::new(depd::clock::SystemClock);
+    let clock: depd::domain::clock::SharedClock = Arc::new(depd::domain::clock::SystemClock);
     let dep = DepClient::new(
         target.clone(),
         DirectSession::new(target, creds, clock.clone()),

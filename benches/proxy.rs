@@ -26,10 +26,10 @@
 
 #![allow(unsafe_code)] // benches read CPU time and thread ids through libc
 
-use depd::app::Application;
-use depd::clock::{SharedClock, SystemClock};
+use depd::daemon::app::Application;
 use depd::dep::client::{self, Target};
 use depd::dep::oauth1::Credentials;
+use depd::domain::clock::{SharedClock, SystemClock};
 use depd::settings::{self, FlagOverrides, Secret};
 use depd::sim::{SimConfig, Simulator};
 use std::sync::Arc;

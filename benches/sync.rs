@@ -17,9 +17,9 @@
 #![allow(unsafe_code)] // benches read CPU time and thread ids through libc
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use depd::name::DepName;
+use depd::domain::name::DepName;
+use depd::domain::state::NameState;
 use depd::sim::{SimConfig, SimHandle, Simulator};
-use depd::state::NameState;
 use depd::store::NameData;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -78,7 +78,7 @@ fn prepare(data: &Path, sim: &SimHandle, names: &[String], profile: Option<&str>
         .expect("open store")
         .store;
     let now = time::OffsetDateTime::now_utc();
-    let tokens = depd::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
+    let tokens = depd::domain::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
     for raw in names {
         let mut state = NameState::new(DepName::parse(raw).expect("name"), NameData::default());
         let mut changes = vec![
@@ -211,7 +211,7 @@ async fn define_profile(sim: &SimHandle) -> String {
         request_timeout: Duration::from_secs(30),
         allow: Default::default(),
     };
-    let clock: depd::clock::SharedClock = Arc::new(depd::clock::SystemClock);
+    let clock: depd::domain::clock::SharedClock = Arc::new(depd::domain::clock::SystemClock);
     let dep = DepClient::new(
         target.clone(),
         DirectSession::new(target, creds, clock.clone()),
@@ -379,7 +379,7 @@ async fn names(count: usize) {
         .count();
     let (_, hwm) = memory(child.id());
     // depd gives freed heap back once no cycle started for 10 s
-    // (`depd::heap`); it looks every 10 s.
+    // (`depd::daemon::heap`); it looks every 10 s.
     actix_web::rt::time::sleep(Duration::from_secs(21)).await;
     let (idle_after, _) = memory(child.id());
     println!("{count} names x 100 devices, one full cycle each");

@@ -1,37 +1,24 @@
 //! depd: a daemon for Apple's Automated Device Enrollment (DEP) API.
 //!
-//! See `ARCHITECTURE.md` for the code map and the invariants.
+//! See `ARCHITECTURE.md` for the code map, the allowed direction of
+//! dependencies and the invariants. In short, from the outside in:
+//! `daemon` (life cycle) starts `api` (HTTP) and `actors` (one per DEP
+//! name), which drive the runtime-free rules of `sync` and `domain` over
+//! `dep` (Apple's protocol) and `store` (storage). `cli` holds the command
+//! line's client and offline tools; `sim` is depsim, in default builds only.
 
 pub(crate) mod actors;
 pub(crate) mod api;
-pub mod app;
-pub(crate) mod bypass;
 pub mod cli;
-pub mod clock;
-#[cfg(feature = "sim")]
-pub(crate) mod demo;
+pub mod daemon;
 pub mod dep;
-pub mod fsutil;
-pub mod heap;
-pub mod import;
-pub(crate) mod jwt;
-pub mod logging;
+pub mod domain;
 pub(crate) mod metrics;
-pub mod name;
-pub(crate) mod notify;
-pub(crate) mod oneshot;
 pub mod pki;
 #[cfg(test)]
 mod proptests;
-pub(crate) mod redact;
-pub mod serve;
-pub(crate) mod session;
 pub mod settings;
-pub(crate) mod signals;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod state;
 pub mod store;
 pub(crate) mod sync;
-pub mod tokens;
-pub mod tools;

@@ -183,8 +183,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Tokens {
             command: TokensCommand::Keypair(args),
-        } => tool(depd::tools::tokens_keypair(
-            &depd::tools::KeypairFiles {
+        } => tool(depd::cli::tools::tokens_keypair(
+            &depd::cli::tools::KeypairFiles {
                 cert: &args.cert,
                 key: &args.key,
                 cn: &args.cn,
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
         Command::Tokens {
             command: TokensCommand::Decrypt(args),
         } => tool(
-            depd::tools::tokens_decrypt(
+            depd::cli::tools::tokens_decrypt(
                 &args.token,
                 &args.cert,
                 &args.key,
@@ -206,7 +206,7 @@ fn main() -> ExitCode {
             .map(|json| println!("{json}")),
         ),
         Command::Bypasscode(args) => tool(
-            depd::tools::bypasscode(args.raw.as_deref(), args.code.as_deref())
+            depd::cli::tools::bypasscode(args.raw.as_deref(), args.code.as_deref())
                 .map(|text| println!("{text}")),
         ),
         Command::Tokens {
@@ -237,7 +237,7 @@ fn client(result: Result<(), depd::cli::CliError>) -> ExitCode {
 }
 
 /// An offline tool's outcome: one line on stderr when it failed.
-fn tool(result: Result<(), depd::tools::ToolError>) -> ExitCode {
+fn tool(result: Result<(), depd::cli::tools::ToolError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -248,10 +248,10 @@ fn tool(result: Result<(), depd::tools::ToolError>) -> ExitCode {
 }
 
 fn rotate_secrets(args: RotateArgs) -> ExitCode {
-    depd::fsutil::private_umask();
+    depd::daemon::fsutil::private_umask();
     let dirs = match args.data_dir {
         Some(dir) => Ok((dir, None)),
-        None => depd::import::data_dir_from_config(args.config.as_deref()),
+        None => depd::cli::import::data_dir_from_config(args.config.as_deref()),
     };
     let result = dirs
         .map_err(|e| e.to_string())
@@ -285,14 +285,14 @@ fn rotate_secrets(args: RotateArgs) -> ExitCode {
 }
 
 fn import_nanodep(args: ImportArgs) -> ExitCode {
-    depd::fsutil::private_umask();
+    depd::daemon::fsutil::private_umask();
     let dirs = match args.data_dir {
         Some(dir) => Ok((dir, None)),
-        None => depd::import::data_dir_from_config(args.config.as_deref()),
+        None => depd::cli::import::data_dir_from_config(args.config.as_deref()),
     };
     let report = dirs.and_then(|(dir, configured_key)| {
         let key_file = args.secrets_key_file.clone().or(configured_key);
-        depd::import::import_nanodep(
+        depd::cli::import::import_nanodep(
             &args.filekv,
             &dir,
             key_file.as_deref(),
@@ -313,7 +313,7 @@ fn import_nanodep(args: ImportArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    depd::heap::tune();
+    depd::daemon::heap::tune();
     let flags = FlagOverrides {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -332,11 +332,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    depd::logging::init(settings.log_format, &settings.log_level);
-    depd::fsutil::private_umask();
+    depd::daemon::logging::init(settings.log_format, &settings.log_level);
+    depd::daemon::fsutil::private_umask();
     settings::warn_ignored_env(&settings);
     settings::warn_security(&settings);
-    let result = actix_web::rt::System::new().block_on(depd::serve::run(settings, config, flags));
+    let result =
+        actix_web::rt::System::new().block_on(depd::daemon::serve::run(settings, config, flags));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,12 +3,13 @@
 //! survive a round trip come back unchanged. (The query decoder's are in
 //! `api/body.rs`.)
 
-use crate::bypass::{BypassCode, RAW_LEN};
 use crate::dep::retry_after;
 use crate::dep::wire::{DevicePage, SyncPage};
-use crate::name::DepName;
+use crate::domain::name::DepName;
+use crate::domain::tokens;
+use crate::pki;
+use crate::pki::bypass::{BypassCode, RAW_LEN};
 use crate::settings::{FlagOverrides, Secret};
-use crate::{pki, tokens};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 use time::OffsetDateTime;

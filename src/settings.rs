@@ -7,7 +7,7 @@
 //! with `PUT /v1/config`, assigner profiles) lives in the store.
 
 use crate::dep::allowlist::{Allowlist, DEFAULT_ALLOWED_HOSTS};
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -256,7 +256,7 @@ pub struct WebhookSettings {
 impl fmt::Debug for WebhookSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookSettings")
-            .field("urls", &crate::redact::urls(&self.urls))
+            .field("urls", &crate::daemon::redact::urls(&self.urls))
             .field("secret", &self.secret)
             .field("timeout_secs", &self.timeout_secs)
             .field("retry_first_secs", &self.retry_first_secs)
@@ -325,7 +325,10 @@ impl fmt::Debug for NameSettings {
             .field("sync_interval_secs", &self.sync_interval_secs)
             .field(
                 "webhook_urls",
-                &self.webhook_urls.as_deref().map(crate::redact::urls),
+                &self
+                    .webhook_urls
+                    .as_deref()
+                    .map(crate::daemon::redact::urls),
             )
             .finish()
     }

@@ -1,11 +1,11 @@
 //! The typed DEP client against depsim: every endpoint, and the errors a
 //! caller matches on.
 
-use depd::clock::{SharedClock, SystemClock};
 use depd::dep::DepError;
 use depd::dep::client::{self, DepClient, DirectSession, Target};
 use depd::dep::oauth1::Credentials;
 use depd::dep::wire::ActivationLockRequest;
+use depd::domain::clock::{SharedClock, SystemClock};
 use depd::sim::faults::{AssignFault, AssignOutcome, ResponseFault};
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 
 use crate::helpers::{NAME, TestApp};
 use actix_web::http::Method;
-use depd::clock::ManualClock;
+use depd::domain::clock::ManualClock;
 use depd::sim::faults::ResponseFault;
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use openssl::symm::Cipher;
@@ -22,7 +22,8 @@ async fn exchange(app: &TestApp, sim: &SimHandle, cipher: Cipher) {
     );
     let cert = app.get(&format!("/v1/tokenpki/{NAME}?cn=depd-e2e")).await;
     assert_eq!(cert.status, 200);
-    let p7m = depd::sim::p7m::token_file(&sim.tokens_json(), &cert.body, cipher).expect("p7m");
+    let p7m =
+        depd::sim::token_file::token_file(&sim.tokens_json(), &cert.body, cipher).expect("p7m");
     assert!(
         p7m.starts_with("Content-Type: application/pkcs7-mime"),
         "{p7m}"

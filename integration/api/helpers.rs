@@ -3,7 +3,7 @@
 //! for restart and signal tests.
 
 use actix_web::http::Method;
-use depd::app::Application;
+use depd::daemon::app::Application;
 use depd::settings::{self, FlagOverrides, Secret};
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use serde_json::Value;
@@ -25,7 +25,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub handle: depd::app::AppHandle,
+    pub handle: depd::daemon::app::AppHandle,
     client: awc::Client,
     _dir: TempDir,
 }
@@ -54,13 +54,17 @@ impl TestApp {
 
     /// Starts the application with `config` as its TOML file.
     pub async fn spawn_with_config(config: &str) -> TestApp {
-        TestApp::spawn_with(config, std::sync::Arc::new(depd::clock::SystemClock)).await
+        TestApp::spawn_with(
+            config,
+            std::sync::Arc::new(depd::domain::clock::SystemClock),
+        )
+        .await
     }
 
     /// Starts the application with `config` and an injected clock. Unless
     /// the config has a `[sync]` table, cycles run only when a test asks
     /// (`sync.auto = false`): no test reaches beyond loopback by accident.
-    pub async fn spawn_with(config: &str, clock: depd::clock::SharedClock) -> TestApp {
+    pub async fn spawn_with(config: &str, clock: depd::domain::clock::SharedClock) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("depd.toml");
         std::fs::write(&file, no_auto_sync(config)).expect("write config");

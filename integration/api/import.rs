@@ -4,8 +4,8 @@
 
 use crate::helpers::*;
 use actix_web::http::Method;
-use depd::app::Application;
-use depd::import::{Outcome, Report, import_nanodep};
+use depd::cli::import::{Outcome, Report, import_nanodep};
+use depd::daemon::app::Application;
 use depd::pki::KeyPair;
 use depd::settings::{self, FlagOverrides, Secret};
 use depd::sim::{SimConfig, Simulator};

@@ -2,10 +2,10 @@
 //! real binary's exit status telling whether every name succeeded.
 
 use crate::helpers::write_config;
-use depd::name::DepName;
+use depd::domain::name::DepName;
+use depd::domain::state::NameState;
 use depd::sim::faults::ResponseFault;
 use depd::sim::{SimConfig, SimHandle, Simulator};
-use depd::state::NameState;
 use depd::store::NameData;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -19,7 +19,7 @@ fn prepare(data: &Path, sim: &SimHandle, names: &[&str]) {
     let now = time::OffsetDateTime::now_utc();
     for raw in names {
         let mut state = NameState::new(DepName::parse(raw).expect("name"), NameData::default());
-        let tokens = depd::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
+        let tokens = depd::domain::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
         for change in [
             state.put_tokens(tokens, false, now).expect("tokens"),
             state.put_base_url(sim.base_url(), now),

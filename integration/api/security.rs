@@ -200,7 +200,7 @@ async fn distinct_proxied_paths_do_not_grow_the_metrics() {
 /// credentials do not count.
 #[actix_web::test]
 async fn repeated_wrong_keys_are_refused_for_a_minute() {
-    use depd::clock::ManualClock;
+    use depd::domain::clock::ManualClock;
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let app = TestApp::spawn_with(
         "auth_failure_limit = 3\n",

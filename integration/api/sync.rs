@@ -3,7 +3,7 @@
 
 use crate::helpers::{NAME, Reply, TestApp};
 use actix_web::http::Method;
-use depd::clock::{Clock, ManualClock};
+use depd::domain::clock::{Clock, ManualClock};
 use depd::sim::faults::{AssignFault, AssignOutcome, ResponseFault};
 use depd::sim::{SimConfig, SimEvent, SimHandle, Simulator};
 use serde_json::{Value, json};

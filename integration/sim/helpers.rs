@@ -4,8 +4,8 @@
 //! checked against a second implementation rather than against itself.
 
 use awc::http::header::HeaderMap;
-use depd::clock::ManualClock;
-use depd::sim::session::TokenSet;
+use depd::domain::clock::ManualClock;
+use depd::sim::sessions::TokenSet;
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;

@@ -1,7 +1,7 @@
 //! Apple's `.p7m` token file: decryptable with the certificate's key.
 
 use crate::helpers::spawn;
-use depd::sim::p7m::{P7mOptions, token_file, token_file_with};
+use depd::sim::token_file::{P7mOptions, token_file, token_file_with};
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::cms::CmsContentInfo;

@@ -253,5 +253,5 @@ async fn several_credential_sets() {
     ] {
         assert!(json[key].as_str().is_some_and(|v| !v.is_empty()), "{key}");
     }
-    assert!(depd::tokens::parse(t.sim.tokens_json().as_bytes()).is_ok());
+    assert!(depd::domain::tokens::parse(t.sim.tokens_json().as_bytes()).is_ok());
 }

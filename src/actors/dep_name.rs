@@ -1,10 +1,10 @@
 //! The actor of one DEP name.
 
-use super::session::Waiter;
-use crate::clock::SharedClock;
-use crate::session::SessionRules;
+use super::apple_session::Waiter;
+use crate::domain::clock::SharedClock;
+use crate::domain::session_rules::SessionRules;
+use crate::domain::state::{Change, NameState, RuleError};
 use crate::settings::Settings;
-use crate::state::{Change, NameState, RuleError};
 use crate::store::Store;
 use crate::store::{StoreError, StoredAssigner, StoredTokens};
 use actix::prelude::*;
@@ -20,7 +20,7 @@ pub struct DepNameActor {
     /// Requests waiting for the `/session` call in flight.
     pub(super) waiters: Vec<Waiter>,
     /// The current grant, published for the proxy's hot path.
-    pub(super) published: super::session::SharedGrant,
+    pub(super) published: super::apple_session::SharedGrant,
     /// The server UUID from Apple's `/account` (the MAID JWT's `iss`) and
     /// when it was fetched.
     pub(super) server_uuid: Option<(String, time::OffsetDateTime)>,
@@ -43,7 +43,7 @@ impl DepNameActor {
         store: Store,
         settings: Arc<Settings>,
         clock: SharedClock,
-        published: super::session::SharedGrant,
+        published: super::apple_session::SharedGrant,
     ) -> Self {
         let sync_state = state.data().sync.clone().unwrap_or_default();
         DepNameActor {
@@ -281,7 +281,7 @@ impl Handler<PutStagingPki> for DepNameActor {
 #[derive(Debug, thiserror::Error)]
 pub enum PkiOpError {
     #[error(transparent)]
-    Rule(#[from] crate::state::PkiRuleError),
+    Rule(#[from] crate::domain::state::PkiRuleError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -366,7 +366,7 @@ impl Handler<ServerUuid> for DepNameActor {
         }
         let client = crate::dep::client::DepClient::new(
             self.target(),
-            super::session::ActorSession::new(ctx.address()),
+            super::apple_session::ActorSession::new(ctx.address()),
             self.clock.clone(),
         )
         .named(self.state.name().as_str());

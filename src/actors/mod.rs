@@ -1,14 +1,15 @@
 //! The actors: a [`Registry`] that owns one [`DepNameActor`] per DEP name.
 //! The DEP-name actor is the only writer of its name's state; HTTP handlers
-//! send it messages. The rules live in plain structs (`crate::state`); the
+//! send it messages. The rules live in plain structs (`crate::domain::state`); the
 //! actors only wire them to mailboxes, storage and time.
 
+mod apple_session;
 mod dep_name;
 mod registry;
-mod session;
 mod status;
 mod sync;
 
+pub use apple_session::{Grant, Session, SessionError, SessionRotated};
 pub use dep_name::{
     AcceptTokenFile, GetPki, Now, PkiOpError, PkiSlot, PutStagingPki, ServerUuid, ServerUuidError,
 };
@@ -16,7 +17,6 @@ pub use dep_name::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig, PutTokens,
 };
 pub use registry::{Create, Directory, ListNames, Ping, Registry, Reload, Resolve};
-pub use session::{Grant, Session, SessionError, SessionRotated};
 pub use status::GetStatus;
 pub use sync::{
     CycleReport, ListAssignments, Outcome, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick,

@@ -3,10 +3,10 @@
 //! its first API write (which the handler has already validated).
 
 use super::dep_name::{DepNameActor, UpdateSettings};
-use crate::clock::SharedClock;
-use crate::name::DepName;
+use crate::domain::clock::SharedClock;
+use crate::domain::name::DepName;
+use crate::domain::state::NameState;
 use crate::settings::Settings;
-use crate::state::NameState;
 use crate::store::{NameData, Store};
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ struct Entry {
 #[derive(Clone)]
 pub struct Published {
     pub addr: Addr<DepNameActor>,
-    pub grant: super::session::SharedGrant,
+    pub grant: super::apple_session::SharedGrant,
 }
 
 /// Every running name's [`Published`] entry. Only the registry writes it,
@@ -72,7 +72,7 @@ impl Registry {
     }
 
     fn spawn_name(&mut self, name: DepName, data: NameData, stored: bool) -> Addr<DepNameActor> {
-        let grant = super::session::SharedGrant::default();
+        let grant = super::apple_session::SharedGrant::default();
         let actor = DepNameActor::new(
             NameState::new(name.clone(), data),
             self.store.clone(),
@@ -106,10 +106,10 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(crate::heap::QUIET, |act, _| {
+        ctx.run_interval(crate::daemon::heap::QUIET, |act, _| {
             let store = act.store.clone();
             actix_web::rt::task::spawn_blocking(move || {
-                crate::heap::release_if_quiet(|| {
+                crate::daemon::heap::release_if_quiet(|| {
                     let serials = store.release_idle_memory();
                     tracing::debug!(serials, "sync is quiet: small indexes freed");
                 })

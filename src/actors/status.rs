@@ -1,7 +1,7 @@
 //! What a DEP name's actor reports about itself for `GET /v1/status`.
 
 use super::dep_name::DepNameActor;
-use crate::session::SessionState;
+use crate::domain::session_rules::SessionState;
 use actix::prelude::*;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -214,7 +214,7 @@ impl DepNameActor {
         let data = self.state.data();
         let tokens = data.tokens.as_ref().map(|t| TokenStatus {
             consumer_key: t.consumer_key.clone(),
-            access_token_expiry: crate::tokens::format_unix(t.access_token_expiry_unix),
+            access_token_expiry: crate::domain::tokens::format_unix(t.access_token_expiry_unix),
             days_left: (t.access_token_expiry_unix - now.unix_timestamp()).div_euclid(86_400),
         });
         let failure = self.session.failure();

@@ -9,7 +9,7 @@
 //! that never failed take no lock: a counter says whether anything is
 //! tracked at all.
 
-use crate::clock::SharedClock;
+use crate::domain::clock::SharedClock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -116,7 +116,7 @@ fn remaining(now: OffsetDateTime, until: OffsetDateTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::domain::clock::ManualClock;
     use std::sync::Arc;
     use time::macros::datetime;
 

@@ -46,7 +46,7 @@ impl AppState {
         registry: Addr<Registry>,
         directory: crate::actors::Directory,
         settings: Arc<Settings>,
-        clock: crate::clock::SharedClock,
+        clock: crate::domain::clock::SharedClock,
     ) -> Self {
         AppState {
             registry,

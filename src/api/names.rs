@@ -8,11 +8,11 @@ use crate::actors::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, ListNames, NameOpError, PutAssigner,
     PutConfig, PutTokens, Resolve,
 };
-use crate::name::DepName;
+use crate::domain::name::DepName;
+use crate::domain::state::RuleError;
+use crate::domain::tokens;
 use crate::settings::validate_base_url;
-use crate::state::RuleError;
 use crate::store::StoredAssigner;
-use crate::tokens;
 use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};

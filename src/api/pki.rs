@@ -13,12 +13,13 @@ use crate::actors::{
     AcceptTokenFile, GetPki, Now, PkiOpError, PkiSlot, PutStagingPki, Resolve, ServerUuid,
     ServerUuidError,
 };
-use crate::bypass::BypassCode;
-use crate::name::DepName;
+use crate::domain::name::DepName;
+use crate::domain::state::{PkiRuleError, RuleError};
+use crate::domain::tokens;
+use crate::pki::bypass::BypassCode;
+use crate::pki::jwt;
 use crate::pki::{self, KeyPair, MAX_VALIDITY_DAYS, P7mError};
-use crate::state::{PkiRuleError, RuleError};
 use crate::store::StoredPki;
-use crate::{jwt, tokens};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -322,8 +323,9 @@ pub async fn get_maidjwt(
 pub async fn get_bypasscode(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let pairs = body::query_pairs(req.query_string())?;
     reject_unknown_params(&pairs, &["raw", "code"])?;
-    let invalid =
-        |e: crate::bypass::BypassError| ApiError::bad_request("invalid-bypass-code", e.to_string());
+    let invalid = |e: crate::pki::bypass::BypassError| {
+        ApiError::bad_request("invalid-bypass-code", e.to_string())
+    };
     let code = match (body::single(&pairs, "raw")?, body::single(&pairs, "code")?) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(

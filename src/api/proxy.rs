@@ -14,7 +14,7 @@ use super::error::ApiError;
 use crate::actors::{Grant, Session, SessionError, SessionRotated};
 use crate::dep::DepError;
 use crate::dep::client::{self, PROTOCOL_HEADER, SESSION_HEADER};
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::http::{Method, StatusCode, Uri};
@@ -316,7 +316,7 @@ async fn send(
         let name = req.match_info().get("name").unwrap_or_default().to_owned();
         let url = client::join_url(&target.base_url, path);
         let err = client::send_error(e);
-        tracing::warn!(dep_name = %name, url = %crate::redact::url(&url), error = %err, "proxied request failed");
+        tracing::warn!(dep_name = %name, url = %crate::daemon::redact::url(&url), error = %err, "proxied request failed");
         match err {
             DepError::NotAllowed(why) => ApiError::new(
                 StatusCode::BAD_GATEWAY,

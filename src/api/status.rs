@@ -4,7 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::actors::{GetStatus, ListNames, Resolve};
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
 

@@ -10,8 +10,8 @@ use super::names::{actor, mailbox, parse_count, parse_name, reject_unknown_param
 use crate::actors::{
     CycleReport, ListAssignments, ListNames, QueryDevices, Resolve, SyncNow, SyncRefused,
 };
+use crate::domain::tokens::format_unix;
 use crate::store::{DeviceQuery, StoreError, StoredAssignment, StoredDevice};
-use crate::tokens::format_unix;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;

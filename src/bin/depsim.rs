@@ -2,7 +2,7 @@
 //! and calls `depd::sim`; see `docs/simulator.md`.
 
 use clap::{Args, Parser, Subcommand};
-use depd::sim::{SimConfig, Simulator, p7m};
+use depd::sim::{SimConfig, Simulator, token_file};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -150,12 +150,14 @@ fn write_p7m(
             serde_json::to_string(&set).map_err(|e| e.to_string())?
         }
     };
-    let options = p7m::P7mOptions {
-        cipher: p7m::cipher_by_name(cipher).ok_or_else(|| format!("unknown cipher {cipher:?}"))?,
+    let options = token_file::P7mOptions {
+        cipher: token_file::cipher_by_name(cipher)
+            .ok_or_else(|| format!("unknown cipher {cipher:?}"))?,
         wrap_json: wrap,
         ber: !der,
     };
-    let text = p7m::token_file_with(&json, &cert_pem, &options).map_err(|e| e.to_string())?;
+    let text =
+        token_file::token_file_with(&json, &cert_pem, &options).map_err(|e| e.to_string())?;
     match out {
         Some(path) => {
             std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))

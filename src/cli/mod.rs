@@ -9,9 +9,12 @@
 mod admin;
 mod apple;
 mod client;
-mod once;
+pub mod import;
+mod once_output;
 mod output;
 mod pki;
+pub(crate) mod sync_once;
+pub mod tools;
 
 pub use admin::{AssignerCommand, ConfigCommand, TokensUploadArgs};
 pub use apple::{DevicesCommand, ProfileCommand};
@@ -78,7 +81,7 @@ pub enum Command {
         #[arg(value_name = "NAME", requires = "once")]
         names: Vec<String>,
         #[command(flatten)]
-        local: once::LocalArgs,
+        local: once_output::LocalArgs,
         #[command(flatten)]
         conn: Connection,
     },
@@ -151,7 +154,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
             local,
             conn,
             ..
-        } => once::sync_once(names, local, conn.json).await,
+        } => once_output::sync_once(names, local, conn.json).await,
         Command::Sync {
             name,
             all,

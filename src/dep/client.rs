@@ -11,7 +11,7 @@ use super::error::{DepError, classify, classify_session};
 use super::oauth1::{self, Credentials};
 use super::retry_after;
 use super::wire::*;
-use crate::clock::SharedClock;
+use crate::domain::clock::SharedClock;
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::web::Bytes;
 use futures_util::future::LocalBoxFuture;

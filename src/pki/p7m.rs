@@ -4,8 +4,8 @@
 //! `-----BEGIN MESSAGE-----` and `-----END MESSAGE-----`, possibly wrapped.
 
 use super::KeyPair;
+use crate::domain::tokens::{self, TokensError};
 use crate::store::StoredTokens;
-use crate::tokens::{self, TokensError};
 use openssl::cms::CmsContentInfo;
 use openssl::error::ErrorStack;
 

@@ -271,10 +271,10 @@ pub fn validate_base_url(url: &str) -> Result<(), String> {
 
 /// An absolute http(s) URL with a host; with `query_allowed` false, no
 /// query or fragment either. Messages show the URL without userinfo or
-/// query (`crate::redact::url`): webhook receivers put credentials there,
+/// query (`crate::daemon::redact::url`): webhook receivers put credentials there,
 /// and these messages are logged.
 fn check_http_url(url: &str, query_allowed: bool) -> Result<(), String> {
-    let shown = crate::redact::url(url);
+    let shown = crate::daemon::redact::url(url);
     let uri: actix_web::http::Uri = url.parse().map_err(|_| format!("{shown:?} is not a URL"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}

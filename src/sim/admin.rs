@@ -3,8 +3,8 @@
 //! [`super::SimHandle`]; `docs/simulator.md` is its reference.
 
 use super::faults::{AssignFault, LatencyFault, RateFault, ResponseFault};
-use super::p7m::{self, P7mOptions};
 use super::routes::Reply;
+use super::token_file::{self, P7mOptions};
 use super::{Shared, SimEvent};
 use actix_web::HttpRequest;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -201,7 +201,7 @@ fn clock(sh: &Shared) -> Reply {
 fn make_p7m(sh: &Shared, query: &str, cert_pem: &[u8]) -> Result<Reply, Reply> {
     let q = web::Query::<P7mQuery>::from_query(query).map_err(bad)?;
     let cipher = match q.cipher.as_deref() {
-        Some(name) => p7m::cipher_by_name(name).ok_or_else(|| {
+        Some(name) => token_file::cipher_by_name(name).ok_or_else(|| {
             bad("unknown cipher (aes-128-cbc, aes-192-cbc, aes-256-cbc, des-ede3-cbc)")
         })?,
         None => Cipher::aes_128_cbc(),
@@ -221,6 +221,6 @@ fn make_p7m(sh: &Shared, query: &str, cert_pem: &[u8]) -> Result<Reply, Reply> {
         wrap_json: q.wrap,
         ber: !q.der,
     };
-    let text = p7m::token_file_with(&json, cert_pem, &options).map_err(bad)?;
+    let text = token_file::token_file_with(&json, cert_pem, &options).map_err(bad)?;
     Ok(Reply::text(text, "application/pkcs7-mime"))
 }

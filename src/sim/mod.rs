@@ -16,12 +16,12 @@ pub mod cursor;
 pub mod devices;
 pub mod faults;
 pub mod observe;
-pub mod p7m;
 mod rng;
 mod routes;
-pub mod session;
+pub mod sessions;
+pub mod token_file;
 
-use crate::clock::{SharedClock, SystemClock};
+use crate::domain::clock::{SharedClock, SystemClock};
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 use cursor::CursorCodec;
@@ -30,7 +30,7 @@ use faults::{AssignFault, Faults, FaultsView, LatencyFault, RateFault, ResponseF
 use observe::{LoggedRequest, Observer, Stats};
 use rng::Rng;
 use serde::{Deserialize, Serialize};
-use session::{SessionPolicy, Sessions, TokenSet};
+use sessions::{SessionPolicy, Sessions, TokenSet};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

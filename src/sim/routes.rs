@@ -5,7 +5,7 @@ use super::cursor::{Cursor, CursorKind};
 use super::devices::{DeviceJson, ObjectWriter, format_time};
 use super::faults::{AssignOutcome, ResponseFault};
 use super::observe::{BODY_LOG_LIMIT, LoggedRequest};
-use super::session::{self, Reject, SignedRequest};
+use super::sessions::{self, Reject, SignedRequest};
 use super::{Shared, State, admin};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -189,7 +189,7 @@ fn apple(st: &mut State, sh: &Shared, req: &HttpRequest, path: &str, body: &[u8]
         return open_session(st, req, now);
     }
     let Some(token) = header(req, "x-adm-auth-session").filter(|t| !t.is_empty()) else {
-        return Reply::reject(session::UNAUTHORIZED);
+        return Reply::reject(sessions::UNAUTHORIZED);
     };
     if let Err(r) = st.sessions.check(token, now) {
         return Reply::reject(r);

@@ -34,7 +34,7 @@ pub use record::{
 };
 pub use sled_engine::SledEngine;
 
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -7,7 +7,7 @@
 
 use super::secrets::{self, KeySource, SecretsError, SecretsKey};
 use super::{Store, StoreError};
-use crate::fsutil;
+use crate::daemon::fsutil;
 use std::path::{Path, PathBuf};
 
 /// A store opened on a data directory, with where its key came from.
@@ -195,7 +195,7 @@ pub fn rotate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::name::DepName;
+    use crate::domain::name::DepName;
     use crate::store::{Field, NameWrite, StoredTokens, Write, field_key, record};
 
     fn tokens(secret: &str) -> StoredTokens {

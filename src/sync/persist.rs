@@ -7,7 +7,7 @@
 use super::assigner::{self, AssignPolicy};
 use crate::dep::DepError;
 use crate::dep::wire::{AssignResponse, DevicePage};
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use crate::store::{
     AssignQueue, OutboxEntry, PageApply, PageSummary, Store, StoreError, StoredAssignment,
     StoredSync, SyncPhase,

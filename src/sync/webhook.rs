@@ -15,7 +15,7 @@
 
 use super::backoff::{Jitter, full_jitter};
 use crate::dep::wire::DevicePage;
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use crate::settings::WebhookSettings;
 use crate::store::{EventBody, OutboxEntry, SyncPhase};
 use openssl::error::ErrorStack;

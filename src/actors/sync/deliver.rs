@@ -99,7 +99,7 @@ impl DeliverJob {
                 if !status.is_some_and(webhook::is_delivered) {
                     let answer =
                         status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
-                    tracing::warn!(dep_name = %self.name, url = %crate::redact::url(&self.urls[i]), answer = %answer, event_id = %entry.event_id, "webhook delivery failed");
+                    tracing::warn!(dep_name = %self.name, url = %crate::daemon::redact::url(&self.urls[i]), answer = %answer, event_id = %entry.event_id, "webhook delivery failed");
                 }
                 crate::metrics::webhook_delivery(
                     self.name.as_str(),
@@ -155,7 +155,7 @@ impl DeliverJob {
                     awc::error::SendRequestError::Connect(c) => format!("connect: {c}"),
                     _ => "request failed".to_owned(),
                 };
-                tracing::debug!(url = %crate::redact::url(url), error = %error, "webhook POST failed");
+                tracing::debug!(url = %crate::daemon::redact::url(url), error = %error, "webhook POST failed");
                 None
             }
         }

@@ -12,14 +12,14 @@
 //! Due times are clock times (the injected clock); a one-second tick looks
 //! at them, so tests move the clock and tick instead of waiting.
 
+use super::apple_session::ActorSession;
 use super::dep_name::DepNameActor;
-use super::session::ActorSession;
-use crate::clock::SharedClock;
 use crate::dep::DepError;
 use crate::dep::client::{self, DepClient};
 use crate::dep::client::{Hold, Retries, RetryLog};
 use crate::dep::wire::DevicePage;
-use crate::name::DepName;
+use crate::domain::clock::SharedClock;
+use crate::domain::name::DepName;
 use crate::store::{
     CycleOutcome, DeviceList, DeviceQuery, Field, NameWrite, Store, StoreError, StoredAssignment,
     StoredCycle, SyncPhase,
@@ -225,7 +225,7 @@ impl DepNameActor {
         } else {
             self.syncer.cycle.start(now)
         };
-        crate::heap::cycle_started();
+        crate::daemon::heap::cycle_started();
         self.syncer.generation += 1;
         self.syncer.next_at = None;
         self.syncer.assigned_in_cycle.clear();
@@ -474,7 +474,7 @@ impl DepNameActor {
     }
 
     fn finish_cycle(&mut self, report: StoredCycle, ctx: &mut Context<Self>) {
-        crate::heap::cycle_finished();
+        crate::daemon::heap::cycle_finished();
         let now = self.clock.now();
         let name = self.state.name().clone();
         let failed = report.outcome == CycleOutcome::Failed;

@@ -27,7 +27,7 @@ pub(super) fn text_answer(description: &str, media: &str) -> Value {
 /// other than a dot may follow one dot, and one dot may end the name.
 pub(crate) fn dep_name_schema() -> Value {
     json!({
-        "type": "string", "minLength": 1, "maxLength": crate::name::MAX_NAME_CHARS,
+        "type": "string", "minLength": 1, "maxLength": crate::domain::name::MAX_NAME_CHARS,
         "pattern": r"^(\.?[^./\\\u0000-\u001f\u007f-\u009f])+\.?$",
     })
 }

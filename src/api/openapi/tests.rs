@@ -82,7 +82,7 @@ async fn routes_match_what_configure_registers() {
     let registry = crate::actors::Registry::new(
         store,
         settings.clone(),
-        std::sync::Arc::new(crate::clock::SystemClock),
+        std::sync::Arc::new(crate::domain::clock::SystemClock),
         Vec::new(),
     );
     let directory = registry.directory();
@@ -91,7 +91,7 @@ async fn routes_match_what_configure_registers() {
         registry,
         directory,
         settings,
-        std::sync::Arc::new(crate::clock::SystemClock),
+        std::sync::Arc::new(crate::domain::clock::SystemClock),
     ));
     let app = atest::init_service(
         App::new()

@@ -40,7 +40,7 @@ use super::{
     StoredOutboxEntry, StoredSync, Write, field_key,
 };
 use crate::dep::wire::Device;
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use crate::store::index::{AssignFacts, DeviceFacts, Loc, NameIndex, SEGMENT_MAX, is_sparse};
 use crate::store::record::{
     self, DeviceSegmentRef, JsonSegmentRef, Record, StoredAssignmentSegment, StoredDeviceFields,

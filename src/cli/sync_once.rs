@@ -4,8 +4,8 @@
 //! report says which names failed).
 
 use crate::actors::{CycleReport, Registry, Resolve, SyncNow, SyncRefused};
-use crate::clock::{SharedClock, SystemClock};
-use crate::name::DepName;
+use crate::domain::clock::{SharedClock, SystemClock};
+use crate::domain::name::DepName;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use actix::Actor;

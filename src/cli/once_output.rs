@@ -1,9 +1,9 @@
 //! `depd sync --once [NAME…]`: one cycle per name without a daemon, on the
-//! store of a stopped one (see `crate::oneshot`).
+//! store of a stopped one (see `crate::cli::sync_once`).
 
 use super::client::CliError;
 use super::output;
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use crate::settings::{self, FlagOverrides, Secret};
 use std::path::PathBuf;
 
@@ -39,7 +39,7 @@ pub async fn sync_once(names: Vec<String>, local: LocalArgs, json: bool) -> Resu
     let config = settings::resolve_config_path(local.config.as_deref());
     let settings = settings::load(config.as_deref(), std::env::vars(), &flags)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let reports = crate::oneshot::sync_once(settings, names)
+    let reports = crate::cli::sync_once::sync_once(settings, names)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     if json {

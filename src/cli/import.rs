@@ -4,12 +4,12 @@
 //! the report names everything imported, unchanged or skipped, with why;
 //! nothing is dropped silently. Importing again changes nothing.
 
-use crate::name::DepName;
+use crate::domain::name::DepName;
+use crate::domain::state::{Change, NameState, RuleError};
+use crate::domain::tokens;
 use crate::pki::KeyPair;
 use crate::settings::{self, FlagOverrides, Secret};
-use crate::state::{Change, NameState, RuleError};
 use crate::store::{Store, StoreError, StoredPki};
-use crate::tokens;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,13 +1,13 @@
 //! The DEP-name actor's Apple session: it hands out the current token,
 //! runs `/session` single-flight when there is none (every waiter gets the
 //! outcome of the one call), adopts rotated tokens, and records failures.
-//! The rules are `crate::session::SessionRules`; this file wires them to
+//! The rules are `crate::domain::session_rules::SessionRules`; this file wires them to
 //! the mailbox and the HTTP client.
 
 use super::dep_name::DepNameActor;
 use crate::dep::client::{self, Target};
 use crate::dep::oauth1::Credentials;
-use crate::session::{Decision, Outcome, SessionFailure};
+use crate::domain::session_rules::{Decision, Outcome, SessionFailure};
 use actix::prelude::*;
 use actix_web::http::Uri;
 use actix_web::http::header::HeaderValue;

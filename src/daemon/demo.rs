@@ -5,11 +5,11 @@
 //! simulator's devices are not real.
 
 use crate::actors::{PutAssigner, PutConfig, PutTokens, Resolve};
-use crate::app::AppHandle;
-use crate::clock::{SharedClock, SystemClock};
+use crate::daemon::app::AppHandle;
 use crate::dep::client::{DepClient, DirectSession, Target};
 use crate::dep::oauth1::Credentials;
-use crate::name::DepName;
+use crate::domain::clock::{SharedClock, SystemClock};
+use crate::domain::name::DepName;
 use crate::settings::DemoSettings;
 use crate::sim::{SimConfig, SimHandle, Simulator};
 use std::sync::Arc;
@@ -34,8 +34,8 @@ pub async fn start(app: &AppHandle, demo: &DemoSettings) -> Result<SimHandle, De
     .map_err(|e| DemoError::Sim(e.to_string()))?;
     let setup = |e: String| DemoError::Setup(e);
     let name = DepName::parse(&demo.name).map_err(|e| setup(e.to_string()))?;
-    let tokens =
-        crate::tokens::parse(sim.tokens_json().as_bytes()).map_err(|e| setup(e.to_string()))?;
+    let tokens = crate::domain::tokens::parse(sim.tokens_json().as_bytes())
+        .map_err(|e| setup(e.to_string()))?;
     let profile = define_profile(&sim, tokens.clone()).await?;
     let actor = app
         .registry()

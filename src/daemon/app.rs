@@ -4,7 +4,7 @@
 
 use crate::actors::{Ping, Registry, Reload};
 use crate::api::{self, AppState};
-use crate::clock::{SharedClock, SystemClock};
+use crate::domain::clock::{SharedClock, SystemClock};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use actix::Actor;

@@ -2,9 +2,9 @@
 //! `bypasscode`): key pair files, token file decryption and bypass codes,
 //! with no daemon involved.
 
-use crate::bypass::{BypassCode, BypassError};
+use crate::domain::tokens;
+use crate::pki::bypass::{BypassCode, BypassError};
 use crate::pki::{self, KeyError, KeyPair, P7mError};
-use crate::tokens;
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};

@@ -4,7 +4,7 @@
 //! DEP-name actor commits the writes and only then adopts the new state, so
 //! a failed commit leaves memory and disk as they were.
 
-use crate::name::DepName;
+use crate::domain::name::DepName;
 use crate::settings::Settings;
 use crate::store::{
     Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredSync,

@@ -1,9 +1,9 @@
 //! `depd serve`: run the application and react to signals until stopped.
 
-use crate::app::{AppHandle, Application, StartError};
-use crate::notify::{self, Notifier, NotifyError};
+use crate::daemon::app::{AppHandle, Application, StartError};
+use crate::daemon::notify::{self, Notifier, NotifyError};
+use crate::daemon::signals::{self, Signal};
 use crate::settings::{self, FlagOverrides, Settings};
-use crate::signals::{self, Signal};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -13,7 +13,7 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(transparent)]
     #[cfg(feature = "sim")]
-    Demo(#[from] crate::demo::DemoError),
+    Demo(#[from] crate::daemon::demo::DemoError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("HTTP server: {0}")]
@@ -41,7 +41,7 @@ pub async fn run(
     // Kept for the life of the process: the demo's simulator serves until then.
     #[cfg(feature = "sim")]
     let _demo_sim = match &demo {
-        Some(d) => Some(crate::demo::start(&handle, d).await?),
+        Some(d) => Some(crate::daemon::demo::start(&handle, d).await?),
         None => None,
     };
     // build() returns once storage is open and the listener is bound.
