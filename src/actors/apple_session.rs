@@ -5,103 +5,14 @@
 //! the mailbox and the HTTP client.
 
 use super::dep_name::DepNameActor;
+use super::grant::{Grant, SessionError};
 use crate::dep::client::{self, Target};
 use crate::dep::oauth1::Credentials;
-use crate::domain::session_rules::{Decision, Outcome, SessionFailure};
+use crate::domain::session_rules::{Decision, Outcome};
 use actix::prelude::*;
-use actix_web::http::Uri;
-use actix_web::http::header::HeaderValue;
-use actix_web::http::uri::{Authority, Scheme};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-
-/// A request waiting for the `/session` call in flight.
-pub(super) type Waiter = oneshot::Sender<Result<String, SessionError>>;
-
-/// Why no session token can be given out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SessionError {
-    #[error("no OAuth tokens are stored for this DEP name")]
-    NoTokens,
-    #[error("Apple refused to open a session: {}", .0.error)]
-    Failed(SessionFailure),
-    #[error("the DEP name's actor stopped")]
-    Stopped,
-}
-
-/// What a caller needs to call Apple for a name: where, how, and with
-/// which session token. Handed out behind an `Arc`: the proxy reads one
-/// per request, and a clone of the strings each time would be wasted.
-#[derive(Clone)]
-pub struct Grant {
-    pub target: Target,
-    /// Protocol version for proxied requests that name none.
-    pub proxy_protocol_version: u32,
-    pub token: String,
-    /// The same, ready to be sent as headers (built once per grant, not
-    /// per proxied request). The token's value is marked sensitive.
-    pub headers: GrantHeaders,
-}
-
-/// Header values of a [`Grant`] (`None`: not a valid header value), and
-/// its base URL taken apart.
-#[derive(Clone)]
-pub struct GrantHeaders {
-    pub token: Option<HeaderValue>,
-    pub user_agent: Option<HeaderValue>,
-    pub proxy_protocol_version: HeaderValue,
-    /// Scheme and authority of the base URL, and its path prefix (without
-    /// a trailing `/`); `None` if the base URL is not an absolute URL.
-    pub base: Option<(Scheme, Authority, String)>,
-}
-
-impl Grant {
-    pub fn new(target: Target, proxy_protocol_version: u32, token: String) -> Self {
-        let token_header = HeaderValue::from_str(&token).ok().map(|mut v| {
-            v.set_sensitive(true);
-            v
-        });
-        let base = target.base_url.parse::<Uri>().ok().and_then(|uri| {
-            let parts = uri.into_parts();
-            let prefix = parts
-                .path_and_query
-                .as_ref()
-                .map_or("", |p| p.path())
-                .trim_end_matches('/')
-                .to_owned();
-            Some((parts.scheme?, parts.authority?, prefix))
-        });
-        let headers = GrantHeaders {
-            token: token_header,
-            user_agent: HeaderValue::from_str(&target.user_agent).ok(),
-            proxy_protocol_version: HeaderValue::from(proxy_protocol_version),
-            base,
-        };
-        Grant {
-            target,
-            proxy_protocol_version,
-            token,
-            headers,
-        }
-    }
-}
-
-/// Leaves the session token out.
-impl std::fmt::Debug for Grant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Grant")
-            .field("target", &self.target)
-            .field("proxy_protocol_version", &self.proxy_protocol_version)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The grant a name's actor publishes for readers that must not wait for
-/// its mailbox (the proxy's hot path). Only the actor writes it. It is
-/// `None` until the proxy first asks the actor after a change (see
-/// `unpublish_grant`), and whenever the actor has no session to give out.
-pub type SharedGrant = Arc<std::sync::RwLock<Option<Arc<Grant>>>>;
 
 /// A session token for this name; `rejected` is a token Apple refused.
 #[derive(Message)]
@@ -356,5 +267,63 @@ impl client::SessionSource for ActorSession {
             old: old.to_owned(),
             new,
         });
+    }
+}
+
+/// The server UUID of the name's MDM server at Apple (`/account`), the
+/// MAID JWT's issuer; fetched through the name's session, kept an hour.
+/// Why the server UUID is not available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerUuidError {
+    #[error("{0}")]
+    Unavailable(String),
+    /// Asking Apple's `/account` failed and no earlier answer is known.
+    #[error("Apple's /account could not be read: {0}")]
+    Apple(#[from] crate::dep::DepError),
+}
+
+/// How long a server UUID from `/account` is used before it is asked again.
+const SERVER_UUID_TTL: time::Duration = time::Duration::hours(1);
+
+/// The name's server UUID as Apple's `/account` reports it, for the MAID
+/// JWT. Cached for an hour so repeated calls do not reach Apple; when a
+/// refresh fails, the previous answer is used.
+#[derive(Message)]
+#[rtype(result = "Result<String, ServerUuidError>")]
+pub struct ServerUuid;
+
+impl Handler<ServerUuid> for DepNameActor {
+    type Result = ResponseActFuture<Self, Result<String, ServerUuidError>>;
+    fn handle(&mut self, _: ServerUuid, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.clock.now();
+        if let Some((uuid, at)) = &self.server_uuid
+            && now - *at < SERVER_UUID_TTL
+        {
+            return Box::pin(fut::ready(Ok(uuid.clone())));
+        }
+        let client = crate::dep::client::DepClient::new(
+            self.target(),
+            ActorSession::new(ctx.address()),
+            self.clock.clone(),
+        )
+        .named(self.state.name().as_str());
+        Box::pin(async move { client.account().await }.into_actor(self).map(
+            move |answer, act, _| match answer {
+                Ok(account) if !account.server_uuid.is_empty() => {
+                    act.server_uuid = Some((account.server_uuid.clone(), now));
+                    Ok(account.server_uuid)
+                }
+                Ok(_) => Err(ServerUuidError::Unavailable(
+                    "Apple's /account answered without a server_uuid; pass server_uuid=".into(),
+                )),
+                Err(e) => match &act.server_uuid {
+                    Some((uuid, _)) => {
+                        tracing::warn!(dep_name = %act.state.name(), error = %e, "refreshing the server UUID failed; using the previous one");
+                        Ok(uuid.clone())
+                    }
+                    None => Err(ServerUuidError::Apple(e)),
+                },
+            },
+        ))
     }
 }

@@ -1,6 +1,6 @@
 //! The actor of one DEP name.
 
-use super::apple_session::Waiter;
+use super::grant::Waiter;
 use crate::domain::clock::SharedClock;
 use crate::domain::session_rules::SessionRules;
 use crate::domain::state::{Change, NameState, RuleError};
@@ -20,12 +20,12 @@ pub struct DepNameActor {
     /// Requests waiting for the `/session` call in flight.
     pub(super) waiters: Vec<Waiter>,
     /// The current grant, published for the proxy's hot path.
-    pub(super) published: super::apple_session::SharedGrant,
+    pub(super) published: super::grant::SharedGrant,
     /// The server UUID from Apple's `/account` (the MAID JWT's `iss`) and
     /// when it was fetched.
     pub(super) server_uuid: Option<(String, time::OffsetDateTime)>,
     /// The sync loop's state: cycle, schedule, assigner and webhook work.
-    pub(super) syncer: super::sync::Syncer,
+    pub(super) syncer: super::syncer::Syncer,
 }
 
 /// Why an operation on a name failed.
@@ -43,7 +43,7 @@ impl DepNameActor {
         store: Store,
         settings: Arc<Settings>,
         clock: SharedClock,
-        published: super::apple_session::SharedGrant,
+        published: super::grant::SharedGrant,
     ) -> Self {
         let sync_state = state.data().sync.clone().unwrap_or_default();
         DepNameActor {
@@ -55,7 +55,7 @@ impl DepNameActor {
             waiters: Vec::new(),
             published,
             server_uuid: None,
-            syncer: super::sync::Syncer::new(sync_state),
+            syncer: super::syncer::Syncer::new(sync_state),
         }
     }
 
@@ -332,62 +332,6 @@ impl Handler<AcceptTokenFile> for DepNameActor {
             }
             Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e.into())))),
         }
-    }
-}
-
-/// Why the server UUID is not available.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ServerUuidError {
-    #[error("{0}")]
-    Unavailable(String),
-    /// Asking Apple's `/account` failed and no earlier answer is known.
-    #[error("Apple's /account could not be read: {0}")]
-    Apple(#[from] crate::dep::DepError),
-}
-
-/// How long a server UUID from `/account` is used before it is asked again.
-const SERVER_UUID_TTL: time::Duration = time::Duration::hours(1);
-
-/// The name's server UUID as Apple's `/account` reports it, for the MAID
-/// JWT. Cached for an hour so repeated calls do not reach Apple; when a
-/// refresh fails, the previous answer is used.
-#[derive(Message)]
-#[rtype(result = "Result<String, ServerUuidError>")]
-pub struct ServerUuid;
-
-impl Handler<ServerUuid> for DepNameActor {
-    type Result = ResponseActFuture<Self, Result<String, ServerUuidError>>;
-    fn handle(&mut self, _: ServerUuid, ctx: &mut Self::Context) -> Self::Result {
-        let now = self.clock.now();
-        if let Some((uuid, at)) = &self.server_uuid
-            && now - *at < SERVER_UUID_TTL
-        {
-            return Box::pin(fut::ready(Ok(uuid.clone())));
-        }
-        let client = crate::dep::client::DepClient::new(
-            self.target(),
-            super::apple_session::ActorSession::new(ctx.address()),
-            self.clock.clone(),
-        )
-        .named(self.state.name().as_str());
-        Box::pin(async move { client.account().await }.into_actor(self).map(
-            move |answer, act, _| match answer {
-                Ok(account) if !account.server_uuid.is_empty() => {
-                    act.server_uuid = Some((account.server_uuid.clone(), now));
-                    Ok(account.server_uuid)
-                }
-                Ok(_) => Err(ServerUuidError::Unavailable(
-                    "Apple's /account answered without a server_uuid; pass server_uuid=".into(),
-                )),
-                Err(e) => match &act.server_uuid {
-                    Some((uuid, _)) => {
-                        tracing::warn!(dep_name = %act.state.name(), error = %e, "refreshing the server UUID failed; using the previous one");
-                        Ok(uuid.clone())
-                    }
-                    None => Err(ServerUuidError::Apple(e)),
-                },
-            },
-        ))
     }
 }
 

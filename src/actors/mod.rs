@@ -5,17 +5,18 @@
 
 mod apple_session;
 mod dep_name;
+mod grant;
 mod registry;
 mod status;
 mod sync;
+mod syncer;
 
-pub use apple_session::{Grant, Session, SessionError, SessionRotated};
-pub use dep_name::{
-    AcceptTokenFile, GetPki, Now, PkiOpError, PkiSlot, PutStagingPki, ServerUuid, ServerUuidError,
-};
+pub use apple_session::{ServerUuid, ServerUuidError, Session, SessionRotated};
+pub use dep_name::{AcceptTokenFile, GetPki, Now, PkiOpError, PkiSlot, PutStagingPki};
 pub use dep_name::{
     DepNameActor, GetAssigner, GetConfig, GetTokens, NameOpError, PutAssigner, PutConfig, PutTokens,
 };
+pub use grant::{Grant, SessionError};
 pub use registry::{Create, Directory, ListNames, Ping, Registry, Reload, Resolve};
 pub use status::GetStatus;
 pub use sync::{

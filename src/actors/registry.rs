@@ -24,7 +24,7 @@ struct Entry {
 #[derive(Clone)]
 pub struct Published {
     pub addr: Addr<DepNameActor>,
-    pub grant: super::apple_session::SharedGrant,
+    pub grant: super::grant::SharedGrant,
 }
 
 /// Every running name's [`Published`] entry. Only the registry writes it,
@@ -72,7 +72,7 @@ impl Registry {
     }
 
     fn spawn_name(&mut self, name: DepName, data: NameData, stored: bool) -> Addr<DepNameActor> {
-        let grant = super::apple_session::SharedGrant::default();
+        let grant = super::grant::SharedGrant::default();
         let actor = DepNameActor::new(
             NameState::new(name.clone(), data),
             self.store.clone(),

@@ -290,7 +290,7 @@ impl DepNameActor {
             last_cycle: stored.last_cycle.as_ref().map(|c| CycleStatus {
                 started: unix(c.started_unix),
                 ended: unix(c.ended_unix),
-                result: super::sync::Outcome::from(c.outcome).as_str(),
+                result: super::syncer::Outcome::from(c.outcome).as_str(),
                 error: c.error.clone(),
                 pages: c.pages,
                 devices: c.counts.clone(),

@@ -3,7 +3,7 @@
 //! [`super::SimHandle`]; `docs/simulator.md` is its reference.
 
 use super::faults::{AssignFault, LatencyFault, RateFault, ResponseFault};
-use super::routes::Reply;
+use super::reply::Reply;
 use super::token_file::{self, P7mOptions};
 use super::{Shared, SimEvent};
 use actix_web::HttpRequest;

@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod devices;
 pub mod faults;
 pub mod observe;
+mod reply;
 mod rng;
 mod routes;
 pub mod sessions;

@@ -3,12 +3,11 @@
 
 use super::cursor::{Cursor, CursorKind};
 use super::devices::{DeviceJson, ObjectWriter, format_time};
-use super::faults::{AssignOutcome, ResponseFault};
+use super::faults::AssignOutcome;
 use super::observe::{BODY_LOG_LIMIT, LoggedRequest};
-use super::sessions::{self, Reject, SignedRequest};
+use super::reply::{JSON, Reply};
+use super::sessions::{self, SignedRequest};
 use super::{Shared, State, admin};
-use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,91 +15,9 @@ use std::collections::BTreeMap;
 mod device_ops;
 use device_ops::*;
 
-const JSON: &str = "application/json;charset=UTF8";
 const MAX_SERIALS: usize = 1000;
 const PAGE_DEFAULT: usize = 100;
 const PAGE_MAX: usize = 1000;
-
-/// A response before it becomes HTTP.
-pub(super) struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    json: bool,
-    headers: Vec<(String, String)>,
-}
-
-impl Reply {
-    /// Apple's error form: a bare code as the body.
-    pub(super) fn code(status: u16, code: &str) -> Self {
-        Reply {
-            status,
-            body: code.as_bytes().to_vec(),
-            json: false,
-            headers: Vec::new(),
-        }
-    }
-
-    pub(super) fn json<T: Serialize>(value: &T) -> Self {
-        match serde_json::to_vec(value) {
-            Ok(body) => Reply::raw_json(body),
-            Err(_) => Reply::code(500, "INTERNAL_ERROR"),
-        }
-    }
-
-    pub(super) fn raw_json(body: Vec<u8>) -> Self {
-        Reply {
-            status: 200,
-            body,
-            json: true,
-            headers: Vec::new(),
-        }
-    }
-
-    pub(super) fn text(body: String, content_type: &str) -> Self {
-        Reply {
-            status: 200,
-            body: body.into_bytes(),
-            json: false,
-            headers: vec![("Content-Type".into(), content_type.into())],
-        }
-    }
-
-    fn reject(r: Reject) -> Self {
-        Reply::code(r.status, r.code)
-    }
-
-    fn fault(f: ResponseFault) -> Self {
-        Reply {
-            status: f.status,
-            body: f.body.into_bytes(),
-            json: false,
-            headers: f.headers.into_iter().collect(),
-        }
-    }
-
-    pub(super) fn into_response(self) -> HttpResponse {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut builder = HttpResponse::build(status);
-        builder.insert_header((
-            "Content-Type",
-            if self.json {
-                JSON
-            } else {
-                "text/plain;charset=UTF-8"
-            },
-        ));
-        for (name, value) in &self.headers {
-            // Admin input is validated when a fault is added; skip anything else.
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                builder.insert_header((n, v));
-            }
-        }
-        builder.body(self.body)
-    }
-}
 
 pub(super) async fn dispatch(
     req: HttpRequest,

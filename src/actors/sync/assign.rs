@@ -142,10 +142,6 @@ pub(super) struct AssignJob {
     sent: HashSet<u64, SentHasher>,
 }
 
-/// Hashes of the serials a pass sent: fixed keys, so a set can be carried
-/// from one pass to the next.
-pub(super) type SentHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
-
 #[derive(Default)]
 pub(super) struct AssignPass {
     results: BTreeMap<String, u64>,

@@ -15,8 +15,8 @@
 use super::apple_session::ActorSession;
 use super::dep_name::DepNameActor;
 use crate::dep::DepError;
+use crate::dep::client::Retries;
 use crate::dep::client::{self, DepClient};
-use crate::dep::client::{Hold, Retries, RetryLog};
 use crate::dep::wire::DevicePage;
 use crate::domain::clock::SharedClock;
 use crate::domain::name::DepName;
@@ -31,10 +31,8 @@ use crate::sync::persist::{self, PageInput};
 use crate::sync::webhook::{self, Delivery, DeliveryPolicy};
 use actix::prelude::*;
 use actix_web::web::Bytes;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -42,12 +40,10 @@ use tokio::sync::oneshot;
 mod assign;
 mod deliver;
 mod messages;
-mod report;
 
-use assign::SentHasher;
+use super::syncer::{AccountLimits, SentHasher, SyncFailure, counts_words};
+pub use super::syncer::{CycleReport, Outcome};
 pub use messages::{ListAssignments, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick};
-use report::counts_words;
-pub use report::{CycleReport, Outcome};
 
 /// How often the actor looks at its schedule.
 const TICK: Duration = Duration::from_secs(1);
@@ -65,90 +61,6 @@ const LOCAL_RETRY: time::Duration = time::Duration::seconds(60);
 /// waits for a slot before it asks Apple for a page.
 const PAGES_IN_FLIGHT: usize = 32;
 static PAGE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PAGES_IN_FLIGHT);
-
-/// What `/account` says of request sizes, with when it was read.
-#[derive(Debug, Clone, Copy)]
-struct AccountLimits {
-    /// `/server/devices` (and so `/devices/sync`) page maximum.
-    fetch: Option<u32>,
-    /// `/profile/devices` serials per call maximum.
-    assign: Option<u32>,
-    read_at: OffsetDateTime,
-}
-
-/// The last sync failure, for status.
-#[derive(Debug, Clone)]
-pub(super) struct SyncFailure {
-    pub at: OffsetDateTime,
-    pub error: DepError,
-}
-
-/// The sync loop's state in the actor (the persisted part is in `cycle`).
-pub struct Syncer {
-    pub(super) cycle: Cycle,
-    /// Bumped whenever a cycle starts or is abandoned: answers that arrive
-    /// for an older generation are dropped.
-    generation: u64,
-    pub(super) next_at: Option<OffsetDateTime>,
-    pub(super) last_failure: Option<SyncFailure>,
-    /// The page maxima `/account` advertised, and when.
-    limits: Option<AccountLimits>,
-    assigning: bool,
-    /// Work was queued while a pass ran (a page, the end of a cycle, a new
-    /// profile): the pass may have looked before it was stored, so another
-    /// pass follows at once.
-    assign_requested: bool,
-    pub(super) assign_at: Option<OffsetDateTime>,
-    delivering: bool,
-    pub(super) deliver_at: Option<OffsetDateTime>,
-    delivery: Option<Delivery>,
-    /// A finished cycle whose assignments and deliveries are under way.
-    finishing: Option<CycleReport>,
-    waiters: Vec<oneshot::Sender<CycleReport>>,
-    /// Assignment results since the running (or finishing) cycle started:
-    /// passes run during a cycle too, as its pages arrive.
-    assigned_in_cycle: BTreeMap<String, u64>,
-    /// Serials (hashed) sent by the passes since the last tick started one,
-    /// carried from pass to pass (passes start as pages arrive, when a
-    /// cycle ends, and one after the other while work is due) so that none
-    /// is sent twice among them. Dropped when a pass leaves nothing due, and
-    /// when the tick starts a pass: a serial Apple wants again at once is
-    /// sent at most once a tick.
-    chained_sent: Option<HashSet<u64, SentHasher>>,
-    /// Apple's `Retry-After` (and `/session` hold-offs) for all the name's
-    /// own calls.
-    pub(super) hold: Arc<Hold>,
-    /// In-place retries of the name's own calls, for status and metrics.
-    pub(super) retry_log: Arc<RetryLog>,
-}
-
-impl Syncer {
-    pub fn new(state: crate::store::StoredSync) -> Self {
-        Syncer {
-            cycle: Cycle::new(state),
-            generation: 0,
-            next_at: None,
-            last_failure: None,
-            limits: None,
-            assigning: false,
-            assign_requested: false,
-            assign_at: None,
-            delivering: false,
-            deliver_at: None,
-            delivery: None,
-            finishing: None,
-            waiters: Vec::new(),
-            assigned_in_cycle: BTreeMap::new(),
-            chained_sent: None,
-            hold: Arc::default(),
-            retry_log: Arc::default(),
-        }
-    }
-
-    pub(super) fn is_busy(&self) -> bool {
-        self.cycle.is_running() || self.finishing.is_some()
-    }
-}
 
 impl DepNameActor {
     pub(super) fn start_sync_timer(&mut self, ctx: &mut Context<Self>) {
