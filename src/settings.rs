@@ -504,11 +504,42 @@ pub fn warn_security(settings: &Settings) {
 }
 
 /// Loads and validates settings from a file (if any), the given environment
-/// (pass `std::env::vars()`) and flags.
+/// (pass `std::env::vars()`) and flags, for a server: an API key is
+/// required.
 pub fn load(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
     flags: &FlagOverrides,
+) -> Result<Settings, SettingsError> {
+    load_for(file, env, flags, KeyNeed::Required)
+}
+
+/// Loads settings for a command that serves no HTTP (`depd sync --once`,
+/// `depd import-nanodep`, `depd secrets rotate`): everything is read and
+/// checked as for the server, except that no API key is needed. A key the
+/// configuration names is read as usual; without one, the settings carry
+/// a random key nobody knows, so they could not open the API even if they
+/// reached a server.
+pub fn load_offline(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &FlagOverrides,
+) -> Result<Settings, SettingsError> {
+    load_for(file, env, flags, KeyNeed::NotUsed)
+}
+
+/// Whether the caller serves the API (and so needs its key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyNeed {
+    Required,
+    NotUsed,
+}
+
+fn load_for(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &FlagOverrides,
+    need: KeyNeed,
 ) -> Result<Settings, SettingsError> {
     use config::{Config, Environment, File, FileFormat};
 
@@ -537,7 +568,7 @@ pub fn load(
             },
             None => SettingsError::Invalid(e.to_string()),
         })?;
-    let mut settings = validate(raw, flags, file)?;
+    let mut settings = validate(raw, flags, file, need)?;
     settings.ignored_env = ignored_env;
     Ok(settings)
 }

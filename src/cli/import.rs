@@ -8,7 +8,7 @@ use crate::domain::name::DepName;
 use crate::domain::state::{Change, NameState, RuleError};
 use crate::domain::tokens;
 use crate::pki::KeyPair;
-use crate::settings::{self, FlagOverrides, Secret};
+use crate::settings::{self, FlagOverrides};
 use crate::store::{Store, StoreError, StoredPki};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -133,14 +133,8 @@ pub fn data_dir_from_config(
     config: Option<&Path>,
 ) -> Result<(PathBuf, Option<PathBuf>), ImportError> {
     let path = settings::resolve_config_path(config);
-    // The import needs no API key, but settings refuse to load without
-    // one, and reading api_key_file could fail outside systemd: a
-    // placeholder flag satisfies the check without reading anything.
-    let flags = FlagOverrides {
-        api_key: Some(Secret::new("unused-by-import")),
-        ..FlagOverrides::default()
-    };
-    let settings = settings::load(path.as_deref(), std::env::vars(), &flags)?;
+    let settings =
+        settings::load_offline(path.as_deref(), std::env::vars(), &FlagOverrides::default())?;
     Ok((settings.data_dir, settings.secrets_key_file))
 }
 

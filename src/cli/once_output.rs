@@ -4,7 +4,7 @@
 use super::client::CliError;
 use super::output;
 use crate::domain::name::DepName;
-use crate::settings::{self, FlagOverrides, Secret};
+use crate::settings::{self, FlagOverrides};
 use std::path::PathBuf;
 
 /// Where the stopped daemon's configuration and store are.
@@ -30,14 +30,11 @@ pub async fn sync_once(names: Vec<String>, local: LocalArgs, json: bool) -> Resu
         .collect::<Result<Vec<_>, _>>()?;
     let flags = FlagOverrides {
         data_dir: local.data_dir,
-        // No server runs, so no API key is needed; the configuration may
-        // still name one, which is then simply not used.
-        api_key: Some(Secret::new("unused-by-sync-once")),
         webhook_url: local.webhook_url,
         ..FlagOverrides::default()
     };
     let config = settings::resolve_config_path(local.config.as_deref());
-    let settings = settings::load(config.as_deref(), std::env::vars(), &flags)
+    let settings = settings::load_offline(config.as_deref(), std::env::vars(), &flags)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let reports = crate::cli::sync_once::sync_once(settings, names)
         .await

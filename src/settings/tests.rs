@@ -404,3 +404,16 @@ fn url_errors_do_not_repeat_credentials() {
     assert!(err.contains("http:// or https://"), "{err}");
     assert!(!err.contains("pw-123") && !err.contains("s-456"), "{err}");
 }
+
+#[test]
+fn offline_commands_need_no_api_key_and_get_none_anyone_knows() {
+    let f = file("data_dir = \"/srv/depd\"\napi_key_file = \"/nonexistent/api_key\"\n");
+    let a = load_offline(Some(f.path()), env(&[]), &FlagOverrides::default()).expect("offline");
+    let b = load_offline(Some(f.path()), env(&[]), &FlagOverrides::default()).expect("offline");
+    assert_eq!(a.data_dir, PathBuf::from("/srv/depd"));
+    assert_eq!(a.api_key.expose().len(), 64);
+    assert_ne!(a.api_key.expose(), b.api_key.expose());
+    // The server still requires one, and reads the file.
+    let err = load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect_err("server");
+    assert!(err.to_string().contains("/nonexistent/api_key"), "{err}");
+}

@@ -7,6 +7,7 @@ pub(super) fn validate(
     mut raw: FileSettings,
     flags: &FlagOverrides,
     source: Option<&Path>,
+    need: KeyNeed,
 ) -> Result<Settings, SettingsError> {
     let listen_text = flags.listen.clone().unwrap_or(raw.listen);
     let listen: SocketAddr = listen_text.parse().map_err(|_| {
@@ -101,10 +102,17 @@ pub(super) fn validate(
         }
         names.insert(name, settings);
     }
-    let api_key = match (flags.api_key.clone().or(raw.api_key), raw.api_key_file) {
-        (Some(key), _) => key,
-        (None, Some(path)) => read_key_file(&path)?,
-        (None, None) => return Err(SettingsError::NoApiKey),
+    let api_key = match (
+        flags.api_key.clone().or(raw.api_key),
+        raw.api_key_file,
+        need,
+    ) {
+        (Some(key), _, _) => key,
+        // An offline command does not read a key file it does not need
+        // (outside systemd the credential's path does not exist).
+        (None, _, KeyNeed::NotUsed) => unknowable_key()?,
+        (None, Some(path), KeyNeed::Required) => read_key_file(&path)?,
+        (None, None, KeyNeed::Required) => return Err(SettingsError::NoApiKey),
     };
     if api_key.expose().is_empty() {
         return Err(SettingsError::NoApiKey);
@@ -287,4 +295,16 @@ fn check_http_url(url: &str, query_allowed: bool) -> Result<(), String> {
         return Err(format!("{shown:?} must not have a query or fragment"));
     }
     Ok(())
+}
+
+/// 32 random bytes as hex: the API key of settings loaded for a command
+/// that serves nothing. Nobody knows it, so it opens nothing.
+fn unknowable_key() -> Result<Secret, SettingsError> {
+    let mut bytes = [0u8; 32];
+    openssl::rand::rand_bytes(&mut bytes).map_err(|e| {
+        SettingsError::Invalid(format!("no random bytes for a placeholder key: {e}"))
+    })?;
+    Ok(Secret::new(
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    ))
 }
