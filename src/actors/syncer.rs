@@ -8,14 +8,10 @@ use crate::store::CycleOutcome;
 use crate::sync::cycle::Cycle;
 use crate::sync::webhook::Delivery;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
-
-/// Hashes of the serials a pass sent: fixed keys, so a set can be carried
-/// from one pass to the next.
-pub(super) type SentHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
 
 /// What `/account` says of request sizes, with when it was read.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +61,7 @@ pub struct Syncer {
     /// is sent twice among them. Dropped when a pass leaves nothing due, and
     /// when the tick starts a pass: a serial Apple wants again at once is
     /// sent at most once a tick.
-    pub(super) chained_sent: Option<HashSet<u64, SentHasher>>,
+    pub(super) chained_sent: Option<crate::sync::assigner::SentSerials>,
     /// Apple's `Retry-After` (and `/session` hold-offs) for all the name's
     /// own calls.
     pub(super) hold: Arc<Hold>,

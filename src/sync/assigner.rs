@@ -286,6 +286,77 @@ pub fn should_get_new_profile(
     from_old_or_none && !removed_on_purpose
 }
 
+/// The serials an assigner pass has sent. A serial sent once in a pass
+/// is not sent again in it, whatever the store says, so an answer that
+/// leaves serials due within the same second cannot loop; the set is
+/// carried into the pass that follows at once (work queued meanwhile), and
+/// dropped otherwise, so what a pass remembers stays bounded. Serials are
+/// remembered by hash (8 bytes, not the serial): a collision only leaves a
+/// serial to a later pass.
+#[derive(Debug, Default, Clone)]
+pub struct SentSerials {
+    hashes: std::collections::HashSet<u64, SentHasher>,
+}
+
+/// Fixed keys, so a set can be carried from one pass to the next.
+type SentHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+
+impl SentSerials {
+    fn hash(serial: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        SentHasher::default().hash_one(serial)
+    }
+
+    /// Whether `serial` was sent earlier in this pass (or the one it
+    /// continues).
+    pub fn was_sent(&self, serial: &str) -> bool {
+        self.hashes.contains(&Self::hash(serial))
+    }
+
+    /// Remembers a batch as sent.
+    pub fn mark(&mut self, serials: &[String]) {
+        self.hashes.extend(serials.iter().map(|s| Self::hash(s)));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+}
+
+/// What a pass did: per-serial results by name, the whole-call failure
+/// that stopped it (a pass stops at the first, and the cooldown rules of
+/// the records decide when those serials come back), and the earliest
+/// retry still pending.
+#[derive(Debug, Default)]
+pub struct PassTally {
+    pub results: BTreeMap<String, u64>,
+    pub error: Option<crate::dep::DepError>,
+    pub next_due: Option<i64>,
+}
+
+impl PassTally {
+    /// Counts the records one answer wrote; returns each record's result
+    /// name, for the metrics.
+    pub fn count<'a>(
+        &mut self,
+        records: &'a BTreeMap<String, StoredAssignment>,
+    ) -> impl Iterator<Item = &'static str> + 'a {
+        for r in records.values() {
+            *self
+                .results
+                .entry(r.result.as_str().to_owned())
+                .or_default() += 1;
+        }
+        records.values().map(|r| r.result.as_str())
+    }
+
+    /// A whole call failed: the pass stops here.
+    pub fn stop(&mut self, error: crate::dep::DepError) {
+        self.error = Some(error);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -625,5 +696,39 @@ pub(crate) mod tests {
             &p,
             T
         ));
+    }
+
+    #[test]
+    fn a_pass_sends_each_serial_once_and_tallies_results() {
+        let mut sent = SentSerials::default();
+        assert!(!sent.was_sent("A"));
+        sent.mark(&["A".to_owned(), "B".to_owned()]);
+        assert!(sent.was_sent("A") && sent.was_sent("B") && !sent.was_sent("C"));
+        assert_eq!(sent.len(), 2);
+        let carried = sent.clone();
+        assert!(carried.was_sent("B"), "carried into the pass that follows");
+
+        let mut tally = PassTally::default();
+        let rec = |result| StoredAssignment {
+            profile_uuid: "P".into(),
+            result,
+            attempts: 1,
+            failures: 0,
+            last_attempt_unix: None,
+            next_retry_unix: None,
+            gave_up: false,
+        };
+        let answer = BTreeMap::from([
+            ("A".to_owned(), rec(AssignResult::Success)),
+            ("B".to_owned(), rec(AssignResult::Failed)),
+        ]);
+        let names: Vec<&str> = tally.count(&answer).collect();
+        assert_eq!(names.len(), 2);
+        let again = BTreeMap::from([("C".to_owned(), rec(AssignResult::Success))]);
+        let _ = tally.count(&again).count();
+        assert_eq!(tally.results.get("SUCCESS"), Some(&2));
+        assert_eq!(tally.results.get("FAILED"), Some(&1));
+        tally.stop(crate::dep::DepError::Timeout);
+        assert!(tally.error.is_some());
     }
 }

@@ -2,6 +2,7 @@
 //! mailbox; the answers recorded while the next batch is sent.
 
 use super::*;
+use crate::sync::assigner::{PassTally, SentSerials};
 
 impl DepNameActor {
     pub(in crate::actors) fn on_profile_changed(
@@ -87,15 +88,15 @@ impl DepNameActor {
                 act.syncer.assigning = false;
                 match res {
                     Ok(pass) => {
-                        act.syncer.assign_at = pass.next_due.and_then(|t| {
+                        act.syncer.assign_at = pass.tally.next_due.and_then(|t| {
                             OffsetDateTime::from_unix_timestamp(t).ok()
                         });
-                        if let Some(e) = &pass.error {
+                        if let Some(e) = &pass.tally.error {
                             tracing::warn!(dep_name = %act.state.name(), error = %e, "an assignment call failed; retrying later");
                             let retry = act.clock.now() + e.retry_after().unwrap_or(Duration::from_secs(60));
                             act.syncer.assign_at = Some(act.syncer.assign_at.map_or(retry, |t| t.max(retry)));
                         }
-                        for (k, v) in &pass.results {
+                        for (k, v) in &pass.tally.results {
                             *act.syncer.assigned_in_cycle.entry(k.clone()).or_default() += v;
                         }
                         // Work queued while the pass ran (a cycle's pages
@@ -103,9 +104,9 @@ impl DepNameActor {
                         // rather than at the next tick, while passes make
                         // progress or when new work was queued meanwhile.
                         let due = act.syncer.assign_at.is_some_and(|t| t <= act.clock.now());
-                        let progress = !pass.results.is_empty();
+                        let progress = !pass.tally.results.is_empty();
                         act.syncer.chained_sent = due.then_some(pass.sent);
-                        if pass.error.is_none() && (act.syncer.assign_requested || (due && progress)) {
+                        if pass.tally.error.is_none() && (act.syncer.assign_requested || (due && progress)) {
                             act.run_assigner(ctx);
                             return;
                         }
@@ -138,19 +139,15 @@ pub(super) struct AssignJob {
     policy: AssignPolicy,
     batch: usize,
     clock: SharedClock,
-    /// Serials not to send again (hashed), from the pass before.
-    sent: HashSet<u64, SentHasher>,
+    /// Serials not to send again, from the pass before.
+    sent: SentSerials,
 }
 
-#[derive(Default)]
+/// What a pass did, and the serials it sent (carried into a pass that
+/// follows at once).
 pub(super) struct AssignPass {
-    results: BTreeMap<String, u64>,
-    /// The serials sent, hashed.
-    sent: HashSet<u64, SentHasher>,
-    /// The earliest retry still pending.
-    next_due: Option<i64>,
-    /// A whole call failed; the pass stopped there.
-    error: Option<DepError>,
+    pub(super) tally: PassTally,
+    pub(super) sent: SentSerials,
 }
 
 impl AssignJob {
@@ -158,21 +155,17 @@ impl AssignJob {
     /// while the next batch is chosen and sent, so the store's work and
     /// Apple's overlap; at most one call is in flight.
     async fn run(mut self) -> Result<AssignPass, StoreError> {
-        let mut pass = AssignPass::default();
+        let mut tally = PassTally::default();
         // A pass takes what was due when it began: work queued meanwhile
         // (pages keep coming during a cycle) is for the next pass, so a
-        // pass ends and what it remembers stays bounded.
+        // pass ends and what it remembers stays bounded. Serials it sent
+        // are not sent again in it (`SentSerials`).
         let began = self.clock.now().unix_timestamp();
-        // A serial sent once in this pass is not sent again in it, whatever
-        // the store says, so an answer that leaves serials due within the
-        // same second cannot loop. Remembered by hash (8 bytes, not the
-        // serial): a collision only leaves a serial to a later pass.
-        let hasher = SentHasher::default();
         let mut sent_in_pass = std::mem::take(&mut self.sent);
         // The previous call's answer, being recorded.
         let mut recording: Option<Recording> = None;
         loop {
-            let next = self.send_next(began, &hasher, &mut sent_in_pass);
+            let next = self.send_next(began, &mut sent_in_pass);
             let (next, recorded) = match recording.take() {
                 Some(r) => {
                     let (next, recorded) = futures_util::future::join(next, r).await;
@@ -181,7 +174,7 @@ impl AssignJob {
                 None => (next.await, None),
             };
             if let Some(recorded) = recorded {
-                self.count(&mut pass, &recorded?);
+                self.count(&mut tally, &recorded?);
             }
             let Some((serials, answer, now)) = next? else {
                 break;
@@ -191,26 +184,28 @@ impl AssignJob {
             if let Some(e) = failed {
                 // The whole call failed: record it and stop here.
                 if let Some(r) = recording.take() {
-                    self.count(&mut pass, &r.await?);
+                    self.count(&mut tally, &r.await?);
                 }
-                pass.error = Some(e);
+                tally.stop(e);
                 break;
             }
         }
         if let Some(r) = recording.take() {
-            self.count(&mut pass, &r.await?);
+            self.count(&mut tally, &r.await?);
         }
-        pass.sent = sent_in_pass;
         let n = self.name.clone();
         // One flush for the pass's answers (see `Store::put_assignment_results`).
-        pass.next_due = self
+        tally.next_due = self
             .store
             .blocking(move |s| {
                 s.flush()?;
                 s.next_due_assignment(&n)
             })
             .await?;
-        Ok(pass)
+        Ok(AssignPass {
+            tally,
+            sent: sent_in_pass,
+        })
     }
 
     /// Chooses the next batch of due serials not yet sent in this pass and
@@ -218,20 +213,17 @@ impl AssignJob {
     async fn send_next(
         &self,
         began: i64,
-        hasher: &SentHasher,
-        sent_in_pass: &mut HashSet<u64, SentHasher>,
+        sent_in_pass: &mut SentSerials,
     ) -> Result<Option<Sent>, StoreError> {
         let now = self.clock.now().unix_timestamp();
-        let (n, batch, h) = (self.name.clone(), self.batch, hasher.clone());
+        let (n, batch) = (self.name.clone(), self.batch);
         // The set goes to the store's thread and back: serials sent but
         // still due (the previous answer is being recorded) are passed over.
         let sent = std::mem::take(sent_in_pass);
         let (serials, sent) = self
             .store
             .blocking(move |s| {
-                let due = s.due_serials_where(&n, began, batch, |serial| {
-                    !sent.contains(&h.hash_one(serial))
-                })?;
+                let due = s.due_serials_where(&n, began, batch, |serial| !sent.was_sent(serial))?;
                 Ok((due, sent))
             })
             .await?;
@@ -239,7 +231,7 @@ impl AssignJob {
         if serials.is_empty() {
             return Ok(None);
         }
-        sent_in_pass.extend(serials.iter().map(|s| hasher.hash_one(s)));
+        sent_in_pass.mark(&serials);
         let answer = self.client.assign_profile(&self.profile, &serials).await;
         Ok(Some((serials, answer, now)))
     }
@@ -258,13 +250,9 @@ impl AssignJob {
             .await
     }
 
-    fn count(&self, pass: &mut AssignPass, records: &BTreeMap<String, StoredAssignment>) {
-        for r in records.values() {
-            *pass
-                .results
-                .entry(r.result.as_str().to_owned())
-                .or_default() += 1;
-            crate::metrics::assignment_results(self.name.as_str(), r.result.as_str(), 1);
+    fn count(&self, tally: &mut PassTally, records: &BTreeMap<String, StoredAssignment>) {
+        for result in tally.count(records) {
+            crate::metrics::assignment_results(self.name.as_str(), result, 1);
         }
     }
 }

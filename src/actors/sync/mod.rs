@@ -31,8 +31,7 @@ use crate::sync::persist::{self, PageInput};
 use crate::sync::webhook::{self, Delivery, DeliveryPolicy};
 use actix::prelude::*;
 use actix_web::web::Bytes;
-use std::collections::{BTreeMap, HashSet};
-use std::hash::BuildHasher;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -41,7 +40,7 @@ mod assign;
 mod deliver;
 mod messages;
 
-use super::syncer::{AccountLimits, SentHasher, SyncFailure, counts_words};
+use super::syncer::{AccountLimits, SyncFailure, counts_words};
 pub use super::syncer::{CycleReport, Outcome};
 pub use messages::{ListAssignments, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick};
 
