@@ -43,16 +43,7 @@ pub async fn sync_once_with_clock(
         dir: dir.display().to_string(),
         source,
     };
-    let open = dir.clone();
-    let key_file = settings.secrets_key_file.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        crate::store::open_data_dir(&open, key_file.as_deref())
-    })
-    .await
-    .map_err(|e| err(StoreError::Task(e.to_string())))?
-    .map_err(err)?
-    .store;
-    let stored = store.blocking(Store::load_all).await.map_err(err)?;
+    let (store, stored) = crate::store::open_and_load(&settings).await.map_err(err)?;
     let with_tokens: Vec<DepName> = stored
         .iter()
         .filter(|(_, d)| d.tokens.is_some())

@@ -61,16 +61,9 @@ impl Application {
             dir: dir.display().to_string(),
             source,
         };
-        let open_dir = dir.clone();
-        let key_file = settings.secrets_key_file.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            crate::store::open_data_dir(&open_dir, key_file.as_deref())
-        })
-        .await
-        .map_err(|e| store_err(StoreError::Task(e.to_string())))?
-        .map_err(store_err)?
-        .store;
-        let stored = store.blocking(Store::load_all).await.map_err(store_err)?;
+        let (store, stored) = crate::store::open_and_load(&settings)
+            .await
+            .map_err(store_err)?;
         tracing::info!(names = stored.len(), dir = %dir.display(), "storage open");
 
         let settings = Arc::new(settings);

@@ -26,7 +26,9 @@ pub use inventory::{
     PageApply, PageSummary, PendingEvent,
 };
 pub use memory::MemoryEngine;
-pub use open::{Opened, Rotation, open_data_dir, open_data_dir_with, pending_key_path, rotate};
+pub use open::{
+    Opened, Rotation, open_and_load, open_data_dir, open_data_dir_with, pending_key_path, rotate,
+};
 pub use record::{
     AssignResult, CycleOutcome, Record, RecordError, StoredAssigner, StoredAssignment,
     StoredConfig, StoredCycle, StoredDevice, StoredEventBody, StoredMeta, StoredOutboxEntry,

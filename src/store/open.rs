@@ -113,6 +113,22 @@ pub fn open_data_dir_with(
     })
 }
 
+/// Opens the data directory of `settings` off the async threads and reads
+/// every name's state: what the daemon and the one-shot sync both start
+/// from.
+pub async fn open_and_load(
+    settings: &crate::settings::Settings,
+) -> Result<(Store, Vec<(crate::domain::name::DepName, super::NameData)>), StoreError> {
+    let dir = settings.data_dir.clone();
+    let key_file = settings.secrets_key_file.clone();
+    let store = tokio::task::spawn_blocking(move || open_data_dir(&dir, key_file.as_deref()))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??
+        .store;
+    let stored = store.blocking(Store::load_all).await?;
+    Ok((store, stored))
+}
+
 /// What `depd secrets rotate` did.
 #[derive(Debug)]
 pub struct Rotation {
