@@ -52,7 +52,7 @@ fn prepare(data: &Path, sim: &SimHandle, profile: &str) {
     let tokens = depd::domain::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
     let mut state = NameState::new(DepName::parse(NAME).expect("name"), NameData::default());
     let changes = vec![
-        state.put_tokens(tokens, false, now).expect("tokens"),
+        state.put_tokens(&tokens, false, now).expect("tokens"),
         state.put_base_url(sim.base_url(), now),
         state.put_assigner(profile.to_owned(), now),
     ];

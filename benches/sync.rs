@@ -82,9 +82,7 @@ fn prepare(data: &Path, sim: &SimHandle, names: &[String], profile: Option<&str>
     for raw in names {
         let mut state = NameState::new(DepName::parse(raw).expect("name"), NameData::default());
         let mut changes = vec![
-            state
-                .put_tokens(tokens.clone(), false, now)
-                .expect("tokens"),
+            state.put_tokens(&tokens, false, now).expect("tokens"),
             state.put_base_url(sim.base_url(), now),
         ];
         if let Some(p) = profile {

@@ -248,7 +248,7 @@ fn tool(result: Result<(), depd::cli::tools::ToolError>) -> ExitCode {
 }
 
 fn rotate_secrets(args: RotateArgs) -> ExitCode {
-    depd::daemon::fsutil::private_umask();
+    depd::store::fsutil::private_umask();
     let dirs = match args.data_dir {
         Some(dir) => Ok((dir, None)),
         None => depd::cli::import::data_dir_from_config(args.config.as_deref()),
@@ -285,7 +285,7 @@ fn rotate_secrets(args: RotateArgs) -> ExitCode {
 }
 
 fn import_nanodep(args: ImportArgs) -> ExitCode {
-    depd::daemon::fsutil::private_umask();
+    depd::store::fsutil::private_umask();
     let dirs = match args.data_dir {
         Some(dir) => Ok((dir, None)),
         None => depd::cli::import::data_dir_from_config(args.config.as_deref()),
@@ -333,7 +333,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     depd::daemon::logging::init(settings.log_format, &settings.log_level);
-    depd::daemon::fsutil::private_umask();
+    depd::store::fsutil::private_umask();
     settings::warn_ignored_env(&settings);
     settings::warn_security(&settings);
     let result =

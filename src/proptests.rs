@@ -75,7 +75,7 @@ proptest! {
         unix in 0i64..4_102_444_800,
     ) {
         prop_assume!(![&ck, &cs, &at, &secret].iter().any(|s| s.trim().is_empty()));
-        let stored = crate::store::StoredTokens {
+        let stored = tokens::Tokens {
             consumer_key: ck,
             consumer_secret: cs,
             access_token: at,

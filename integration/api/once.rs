@@ -21,7 +21,7 @@ fn prepare(data: &Path, sim: &SimHandle, names: &[&str]) {
         let mut state = NameState::new(DepName::parse(raw).expect("name"), NameData::default());
         let tokens = depd::domain::tokens::parse(sim.tokens_json().as_bytes()).expect("tokens");
         for change in [
-            state.put_tokens(tokens, false, now).expect("tokens"),
+            state.put_tokens(&tokens, false, now).expect("tokens"),
             state.put_base_url(sim.base_url(), now),
         ] {
             let next = change.next.clone();

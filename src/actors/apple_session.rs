@@ -83,14 +83,14 @@ impl DepNameActor {
     }
 
     fn open_session(&mut self, generation: u64, ctx: &mut Context<Self>) {
-        let Some(tokens) = self.state.data().tokens.clone() else {
+        let Some(tokens) = self.state.tokens() else {
             self.session.abandon();
             for w in self.waiters.drain(..) {
                 let _ = w.send(Err(SessionError::NoTokens));
             }
             return;
         };
-        let creds = Credentials::from(tokens);
+        let creds = Credentials::from(&tokens);
         let target = self.target();
         let clock = self.clock.clone();
         tracing::debug!(dep_name = %self.state.name(), base_url = %target.base_url, "opening an Apple session");
@@ -175,7 +175,7 @@ impl DepNameActor {
         rejected: Option<String>,
         ctx: &mut Context<Self>,
     ) -> Pin<Box<dyn ActorFuture<Self, Output = Result<String, SessionError>>>> {
-        if self.state.data().tokens.is_none() {
+        if !self.state.has_tokens() {
             return Box::pin(fut::ready(Err(SessionError::NoTokens)));
         }
         let waiting = match self.session.request(rejected.as_deref(), self.clock.now()) {

@@ -4,9 +4,10 @@ use super::grant::Waiter;
 use crate::domain::clock::SharedClock;
 use crate::domain::session_rules::SessionRules;
 use crate::domain::state::{Change, NameState, RuleError};
+use crate::domain::tokens::{PkiPem, Tokens};
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::store::{StoreError, StoredAssigner, StoredTokens};
+use crate::store::{StoreError, StoredAssigner};
 use actix::prelude::*;
 use std::sync::Arc;
 
@@ -115,31 +116,31 @@ impl Actor for DepNameActor {
 
 /// The stored OAuth tokens, if any.
 #[derive(Message)]
-#[rtype(result = "Option<StoredTokens>")]
+#[rtype(result = "Option<Tokens>")]
 pub struct GetTokens;
 
 impl Handler<GetTokens> for DepNameActor {
-    type Result = Option<StoredTokens>;
+    type Result = Option<Tokens>;
     fn handle(&mut self, _: GetTokens, _: &mut Self::Context) -> Self::Result {
-        self.state.data().tokens.clone()
+        self.state.tokens()
     }
 }
 
 /// Store tokens (already parsed and checked for completeness).
 #[derive(Message)]
-#[rtype(result = "Result<StoredTokens, NameOpError>")]
+#[rtype(result = "Result<Tokens, NameOpError>")]
 pub struct PutTokens {
-    pub tokens: StoredTokens,
+    pub tokens: Tokens,
     pub force: bool,
 }
 
 impl Handler<PutTokens> for DepNameActor {
-    type Result = AtomicResponse<Self, Result<StoredTokens, NameOpError>>;
+    type Result = AtomicResponse<Self, Result<Tokens, NameOpError>>;
     fn handle(&mut self, msg: PutTokens, _: &mut Self::Context) -> Self::Result {
         let reply = msg.tokens.clone();
         match self
             .state
-            .put_tokens(msg.tokens, msg.force, self.clock.now())
+            .put_tokens(&msg.tokens, msg.force, self.clock.now())
         {
             Ok(change) => {
                 tracing::info!(dep_name = %self.state.name(), forced = msg.force, "storing OAuth tokens");
@@ -249,16 +250,15 @@ pub enum PkiSlot {
 
 /// A token-PKI pair, if one is stored in that slot.
 #[derive(Message)]
-#[rtype(result = "Option<crate::store::StoredPki>")]
+#[rtype(result = "Option<PkiPem>")]
 pub struct GetPki(pub PkiSlot);
 
 impl Handler<GetPki> for DepNameActor {
-    type Result = Option<crate::store::StoredPki>;
+    type Result = Option<PkiPem>;
     fn handle(&mut self, msg: GetPki, _: &mut Self::Context) -> Self::Result {
-        let data = self.state.data();
         match msg.0 {
-            PkiSlot::Staging => data.pki_staging.clone(),
-            PkiSlot::Current => data.pki_current.clone(),
+            PkiSlot::Staging => self.state.pki_staging(),
+            PkiSlot::Current => self.state.pki_current(),
         }
     }
 }
@@ -266,12 +266,12 @@ impl Handler<GetPki> for DepNameActor {
 /// Store a freshly generated pair as the staging pair.
 #[derive(Message)]
 #[rtype(result = "Result<(), NameOpError>")]
-pub struct PutStagingPki(pub crate::store::StoredPki);
+pub struct PutStagingPki(pub PkiPem);
 
 impl Handler<PutStagingPki> for DepNameActor {
     type Result = AtomicResponse<Self, Result<(), NameOpError>>;
     fn handle(&mut self, msg: PutStagingPki, _: &mut Self::Context) -> Self::Result {
-        let change = self.state.put_pki_staging(msg.0, self.clock.now());
+        let change = self.state.put_pki_staging(&msg.0, self.clock.now());
         tracing::info!(dep_name = %self.state.name(), "storing a new staging token-PKI certificate");
         self.commit(change, ())
     }
@@ -295,27 +295,27 @@ pub enum PkiOpError {
 /// certificate it carries makes the commit refuse if that pair was replaced
 /// in the meantime.
 #[derive(Message)]
-#[rtype(result = "Result<StoredTokens, PkiOpError>")]
+#[rtype(result = "Result<Tokens, PkiOpError>")]
 pub struct AcceptTokenFile {
-    pub tokens: StoredTokens,
+    pub tokens: Tokens,
     pub slot: PkiSlot,
     pub cert_pem: Vec<u8>,
     pub force: bool,
 }
 
 impl Handler<AcceptTokenFile> for DepNameActor {
-    type Result = AtomicResponse<Self, Result<StoredTokens, PkiOpError>>;
+    type Result = AtomicResponse<Self, Result<Tokens, PkiOpError>>;
     fn handle(&mut self, msg: AcceptTokenFile, _: &mut Self::Context) -> Self::Result {
         let reply = msg.tokens.clone();
         let now = self.clock.now();
         let change = match msg.slot {
             PkiSlot::Staging => {
                 self.state
-                    .promote_pki_staging(msg.tokens, &msg.cert_pem, msg.force, now)
+                    .promote_pki_staging(&msg.tokens, &msg.cert_pem, msg.force, now)
             }
             PkiSlot::Current => {
                 self.state
-                    .renew_with_current_pki(msg.tokens, &msg.cert_pem, msg.force, now)
+                    .renew_with_current_pki(&msg.tokens, &msg.cert_pem, msg.force, now)
             }
         };
         match change {

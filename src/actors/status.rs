@@ -211,9 +211,8 @@ impl Handler<GetStatus> for DepNameActor {
 impl DepNameActor {
     pub(super) fn status(&self) -> NameStatus {
         let now = self.clock.now();
-        let data = self.state.data();
-        let tokens = data.tokens.as_ref().map(|t| TokenStatus {
-            consumer_key: t.consumer_key.clone(),
+        let tokens = self.state.tokens().map(|t| TokenStatus {
+            consumer_key: t.consumer_key,
             access_token_expiry: crate::domain::tokens::format_unix(t.access_token_expiry_unix),
             days_left: (t.access_token_expiry_unix - now.unix_timestamp()).div_euclid(86_400),
         });

@@ -16,10 +16,10 @@ use crate::actors::{
 use crate::domain::name::DepName;
 use crate::domain::state::{PkiRuleError, RuleError};
 use crate::domain::tokens;
+use crate::domain::tokens::PkiPem;
 use crate::pki::bypass::BypassCode;
 use crate::pki::jwt;
 use crate::pki::{self, KeyPair, MAX_VALIDITY_DAYS, P7mError};
-use crate::store::StoredPki;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -55,7 +55,7 @@ fn no_staging(name: &DepName) -> ApiError {
 
 /// The stored pair as a usable key pair; unreadable means depd's own
 /// storage is damaged.
-fn load_pair(pki: &StoredPki) -> Result<KeyPair, ApiError> {
+fn load_pair(pki: &PkiPem) -> Result<KeyPair, ApiError> {
     KeyPair::from_pem(&pki.cert_pem, &pki.key_pem, None)
         .map_err(|e| ApiError::internal("the stored token-PKI key pair is unreadable", &e))
 }
@@ -123,7 +123,7 @@ pub async fn get_tokenpki(
     let now = addr.send(Now).await.map_err(mailbox)?;
     let generated = cpu("generating a key pair failed", move || {
         let pair = KeyPair::generate(&cn, days, now)?;
-        Ok::<_, pki::KeyError>(StoredPki {
+        Ok::<_, pki::KeyError>(PkiPem {
             cert_pem: pair.cert_pem()?,
             key_pem: pair.key_pem(None)?,
         })
@@ -183,7 +183,7 @@ pub async fn put_tokenpki(
         .await
         .map_err(mailbox)?
         .ok_or_else(|| no_staging(&name))?;
-    let mut candidates: Vec<(PkiSlot, StoredPki)> = Vec::with_capacity(2);
+    let mut candidates: Vec<(PkiSlot, PkiPem)> = Vec::with_capacity(2);
     for slot in [PkiSlot::Staging, PkiSlot::Current] {
         if let Some(pki) = addr.send(GetPki(slot)).await.map_err(mailbox)? {
             candidates.push((slot, pki));

@@ -7,9 +7,10 @@
 use crate::domain::name::DepName;
 use crate::domain::state::{Change, NameState, RuleError};
 use crate::domain::tokens;
+use crate::domain::tokens::PkiPem;
 use crate::pki::KeyPair;
 use crate::settings::{self, FlagOverrides};
-use crate::store::{Store, StoreError, StoredPki};
+use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -360,7 +361,7 @@ impl NameImport<'_> {
             Ok(t) => t,
             Err(e) => return Ok(Some(Outcome::Skipped(e.to_string()))),
         };
-        if self.state.data().tokens.as_ref() == Some(&tokens) {
+        if self.state.tokens().as_ref() == Some(&tokens) {
             return Ok(Some(Outcome::Unchanged));
         }
         let what = format!(
@@ -368,7 +369,7 @@ impl NameImport<'_> {
             tokens.consumer_key,
             rfc3339(tokens.access_token_expiry_unix)
         );
-        match self.state.put_tokens(tokens, false, self.now) {
+        match self.state.put_tokens(&tokens, false, self.now) {
             Ok(change) => self.apply(change)?,
             Err(RuleError::ConsumerKeyMismatch { stored, given }) => {
                 return Ok(Some(Outcome::Skipped(format!(
@@ -492,19 +493,19 @@ impl NameImport<'_> {
             Err(e) => return Ok(Some(Outcome::Skipped(e.to_string()))),
         };
         let what = format!("certificate valid until {}", pair.cert().not_after());
-        let pki = StoredPki { cert_pem, key_pem };
+        let pki = PkiPem { cert_pem, key_pem };
         let stored = if current {
-            &self.state.data().pki_current
+            self.state.pki_current()
         } else {
-            &self.state.data().pki_staging
+            self.state.pki_staging()
         };
         if stored.as_ref() == Some(&pki) {
             return Ok(Some(Outcome::Unchanged));
         }
         let change = if current {
-            self.state.import_pki_current(pki, self.now)
+            self.state.import_pki_current(&pki, self.now)
         } else {
-            self.state.put_pki_staging(pki, self.now)
+            self.state.put_pki_staging(&pki, self.now)
         };
         self.apply(change)?;
         Ok(Some(Outcome::Imported(what)))

@@ -83,9 +83,9 @@ pub async fn start(app: &AppHandle, demo: &DemoSettings) -> Result<SimHandle, De
 /// simulator as an MDM would.
 async fn define_profile(
     sim: &SimHandle,
-    tokens: crate::store::StoredTokens,
+    tokens: crate::domain::tokens::Tokens,
 ) -> Result<String, DemoError> {
-    let creds = Credentials::from(tokens);
+    let creds = Credentials::from(&tokens);
     let target = Target {
         base_url: sim.base_url(),
         protocol_version: 10,

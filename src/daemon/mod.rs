@@ -6,7 +6,6 @@
 pub mod app;
 #[cfg(feature = "sim")]
 pub(crate) mod demo;
-pub mod fsutil;
 pub mod heap;
 pub mod logging;
 pub(crate) mod notify;

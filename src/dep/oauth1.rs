@@ -27,13 +27,13 @@ impl fmt::Debug for Credentials {
     }
 }
 
-impl From<crate::store::StoredTokens> for Credentials {
-    fn from(t: crate::store::StoredTokens) -> Self {
+impl From<&crate::domain::tokens::Tokens> for Credentials {
+    fn from(t: &crate::domain::tokens::Tokens) -> Self {
         Credentials {
-            consumer_key: t.consumer_key,
-            consumer_secret: t.consumer_secret,
-            access_token: t.access_token,
-            access_secret: t.access_secret,
+            consumer_key: t.consumer_key.clone(),
+            consumer_secret: t.consumer_secret.clone(),
+            access_token: t.access_token.clone(),
+            access_secret: t.access_secret.clone(),
         }
     }
 }

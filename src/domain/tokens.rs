@@ -1,12 +1,53 @@
-//! OAuth1 tokens as the API carries them: the JSON that `PUT /v1/tokens`
-//! accepts and `GET` returns, which is also the JSON inside Apple's `.p7m`
-//! token file.
+//! A DEP name's credentials as the rest of depd sees them: its OAuth1
+//! tokens ([`Tokens`]) and its token-PKI pair ([`PkiPem`]). The JSON that
+//! `PUT /v1/tokens` accepts and `GET` returns, which is also the JSON inside
+//! Apple's `.p7m` token file, is [`TokensJson`].
+//!
+//! These are domain values, not records: the store keeps its own
+//! versioned records (`store::StoredTokens`, `store::StoredPki`) and
+//! converts at its boundary, so the stored form can change without
+//! touching the API, the client or the PKI code. This module uses nothing
+//! else in the crate.
 
-use crate::store::StoredTokens;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// A DEP name's OAuth1 tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tokens {
+    pub consumer_key: String,
+    pub consumer_secret: String,
+    pub access_token: String,
+    pub access_secret: String,
+    /// When Apple stops accepting the access token (Unix seconds).
+    pub access_token_expiry_unix: i64,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("consumer_key", &self.consumer_key)
+            .field("access_token_expiry_unix", &self.access_token_expiry_unix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token-PKI certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PkiPem {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for PkiPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PkiPem")
+            .field("cert_pem_bytes", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The token JSON. Unknown keys are ignored (Apple may add some).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +85,7 @@ pub enum TokensError {
 
 /// Parses and checks token JSON: every field present and non-empty, the
 /// expiry an RFC 3339 time.
-pub fn parse(body: &[u8]) -> Result<StoredTokens, TokensError> {
+pub fn parse(body: &[u8]) -> Result<Tokens, TokensError> {
     // serde would also take the fields as an array, in order.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(TokensError::Json("expected a JSON object".into()));
@@ -64,7 +105,7 @@ pub fn parse(body: &[u8]) -> Result<StoredTokens, TokensError> {
     }
     let expiry = OffsetDateTime::parse(json.access_token_expiry.trim(), &Rfc3339)
         .map_err(|_| TokensError::BadExpiry(json.access_token_expiry.clone()))?;
-    Ok(StoredTokens {
+    Ok(Tokens {
         consumer_key: json.consumer_key,
         consumer_secret: json.consumer_secret,
         access_token: json.access_token,
@@ -73,8 +114,8 @@ pub fn parse(body: &[u8]) -> Result<StoredTokens, TokensError> {
     })
 }
 
-/// The API form of stored tokens.
-pub fn to_json(tokens: &StoredTokens) -> TokensJson {
+/// The API form of tokens.
+pub fn to_json(tokens: &Tokens) -> TokensJson {
     TokensJson {
         consumer_key: tokens.consumer_key.clone(),
         consumer_secret: tokens.consumer_secret.clone(),

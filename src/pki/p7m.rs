@@ -5,7 +5,6 @@
 
 use super::KeyPair;
 use crate::domain::tokens::{self, TokensError};
-use crate::store::StoredTokens;
 use openssl::cms::CmsContentInfo;
 use openssl::error::ErrorStack;
 
@@ -46,7 +45,7 @@ pub enum P7mError {
 /// Decrypts a token file with a key pair and parses the tokens inside.
 /// Tens of milliseconds of CPU (one RSA decryption): async callers use the
 /// blocking pool.
-pub fn decrypt_token_file(file: &[u8], pair: &KeyPair) -> Result<StoredTokens, P7mError> {
+pub fn decrypt_token_file(file: &[u8], pair: &KeyPair) -> Result<tokens::Tokens, P7mError> {
     decrypt_token_file_with(file, &[pair]).map(|(_, tokens)| tokens)
 }
 
@@ -60,7 +59,7 @@ pub fn decrypt_token_file(file: &[u8], pair: &KeyPair) -> Result<StoredTokens, P
 pub fn decrypt_token_file_with(
     file: &[u8],
     pairs: &[&KeyPair],
-) -> Result<(usize, StoredTokens), P7mError> {
+) -> Result<(usize, tokens::Tokens), P7mError> {
     let der = cms_der(file)?;
     check_outer_length(&der)?;
     let cms = CmsContentInfo::from_der(&der).map_err(|e| P7mError::NotCms(reasons(&e)))?;
@@ -76,7 +75,7 @@ pub fn decrypt_token_file_with(
     Err(refusal)
 }
 
-fn decrypt_with(cms: &CmsContentInfo, pair: &KeyPair) -> Result<StoredTokens, P7mError> {
+fn decrypt_with(cms: &CmsContentInfo, pair: &KeyPair) -> Result<tokens::Tokens, P7mError> {
     let content = cms
         .decrypt(pair.key(), pair.cert())
         .map_err(classify_decrypt_error)?;

@@ -10,6 +10,7 @@
 //! - engine calls block, so async code runs them on the blocking pool
 //!   ([`Store::blocking`]), never on an actor or request thread.
 
+pub mod fsutil;
 mod index;
 mod inventory;
 mod memory;
@@ -22,8 +23,8 @@ mod sled_engine;
 mod conformance;
 
 pub use inventory::{
-    AssignQueue, AssignmentCounts, DeviceCounts, DeviceList, DeviceQuery, EventBody, OutboxEntry,
-    PageApply, PageSummary, PendingEvent,
+    AssignQueue, AssignmentCounts, DeviceCounts, DeviceIn, DeviceJson, DeviceList, DeviceQuery,
+    EventBody, OutboxEntry, PageApply, PageSummary, PendingEvent,
 };
 pub use memory::MemoryEngine;
 pub use open::{

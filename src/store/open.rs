@@ -5,9 +5,9 @@
 //! key rotation that was cut off, and seals secret records written before
 //! sealing existed.
 
+use super::fsutil;
 use super::secrets::{self, KeySource, SecretsError, SecretsKey};
 use super::{Store, StoreError};
-use crate::daemon::fsutil;
 use std::path::{Path, PathBuf};
 
 /// A store opened on a data directory, with where its key came from.

@@ -6,6 +6,7 @@
 //! change to either does not silently change what is on disk. A new layout
 //! gets a new version number and a `migrate` arm for the old one.
 
+use crate::domain::tokens::{PkiPem, Tokens};
 use serde::{Serialize, de::DeserializeOwned};
 use std::fmt;
 
@@ -124,6 +125,50 @@ pub struct StoredPki {
 
 impl Record for StoredPki {
     const VERSION: u8 = 1;
+}
+
+// The boundary between the records and the domain values they hold.
+
+impl From<&Tokens> for StoredTokens {
+    fn from(t: &Tokens) -> Self {
+        StoredTokens {
+            consumer_key: t.consumer_key.clone(),
+            consumer_secret: t.consumer_secret.clone(),
+            access_token: t.access_token.clone(),
+            access_secret: t.access_secret.clone(),
+            access_token_expiry_unix: t.access_token_expiry_unix,
+        }
+    }
+}
+
+impl From<&StoredTokens> for Tokens {
+    fn from(t: &StoredTokens) -> Self {
+        Tokens {
+            consumer_key: t.consumer_key.clone(),
+            consumer_secret: t.consumer_secret.clone(),
+            access_token: t.access_token.clone(),
+            access_secret: t.access_secret.clone(),
+            access_token_expiry_unix: t.access_token_expiry_unix,
+        }
+    }
+}
+
+impl From<&PkiPem> for StoredPki {
+    fn from(p: &PkiPem) -> Self {
+        StoredPki {
+            cert_pem: p.cert_pem.clone(),
+            key_pem: p.key_pem.clone(),
+        }
+    }
+}
+
+impl From<&StoredPki> for PkiPem {
+    fn from(p: &StoredPki) -> Self {
+        PkiPem {
+            cert_pem: p.cert_pem.clone(),
+            key_pem: p.key_pem.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for StoredPki {

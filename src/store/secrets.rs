@@ -277,13 +277,13 @@ pub fn write_key(path: &Path, key: &SecretsKey) -> Result<(), SecretsError> {
     };
     let tmp = path.with_extension("key.tmp");
     {
-        let mut f = crate::daemon::fsutil::create_private(&tmp).map_err(err)?;
+        let mut f = super::fsutil::create_private(&tmp).map_err(err)?;
         f.write_all(format!("{}\n", key.to_hex()).as_bytes())
             .map_err(err)?;
         f.sync_all().map_err(err)?;
     }
     std::fs::rename(&tmp, path).map_err(err)?;
-    crate::daemon::fsutil::sync_dir(path).map_err(err)
+    super::fsutil::sync_dir(path).map_err(err)
 }
 
 #[cfg(test)]

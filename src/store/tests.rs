@@ -3,7 +3,7 @@ use crate::dep::wire::Device;
 use std::sync::PoisonError;
 
 /// A fetch page of `devices` without assignment work or webhook event.
-fn page<'a>(devices: &'a [Device], sync: &'a StoredSync) -> PageApply<'a> {
+fn page<'a>(devices: &'a [DeviceIn<'a>], sync: &'a StoredSync) -> PageApply<'a> {
     PageApply {
         flush: true,
         text: None,
@@ -29,6 +29,7 @@ fn fill(store: &Store, names: &[&str], count: usize) -> Vec<DepName> {
                 ..Default::default()
             })
             .collect();
+        let devices = conformance::inventory::input(&devices);
         store
             .apply_page(name, page(&devices, &StoredSync::default()), |_| {})
             .expect("apply");
@@ -44,6 +45,7 @@ fn a_page_is_reported_stored_once_committed_and_indexed_with_the_index_free() {
         serial_number: "S1".into(),
         ..Default::default()
     }];
+    let devices = conformance::inventory::input(&devices);
     let mut heard = Vec::new();
     let summary = store
         .apply_page(&name, page(&devices, &StoredSync::default()), |summary| {

@@ -6,11 +6,11 @@
 
 use super::assigner::{self, AssignPolicy};
 use crate::dep::DepError;
-use crate::dep::wire::{AssignResponse, DevicePage};
+use crate::dep::wire::{AssignResponse, Device, DevicePage};
 use crate::domain::name::DepName;
 use crate::store::{
-    AssignQueue, OutboxEntry, PageApply, PageSummary, Store, StoreError, StoredAssignment,
-    StoredSync, SyncPhase,
+    AssignQueue, DeviceIn, DeviceJson, OutboxEntry, PageApply, PageSummary, Store, StoreError,
+    StoredAssignment, StoredSync, SyncPhase,
 };
 use std::collections::BTreeMap;
 
@@ -77,10 +77,11 @@ pub fn apply_page(
     let decide = |existing: Option<&StoredAssignment>| {
         profile.and_then(|p| assigner::enqueue(existing, p, input.now_unix))
     };
+    let devices = devices_in(&page.devices)?;
     store.apply_page(
         name,
         PageApply {
-            devices: &page.devices,
+            devices: &devices,
             text: input.text,
             fetched_until: Some(page.fetched_until.as_str()).filter(|s| !s.is_empty()),
             sync: input.state,
@@ -94,6 +95,34 @@ pub fn apply_page(
         },
         stored,
     )
+}
+
+/// Apple's devices as the store takes them: the fields it keeps, and
+/// their JSON as Apple sent it (a span of the page's text, or their own),
+/// or encoded from their fields when neither is known.
+pub fn devices_in(devices: &[Device]) -> Result<Vec<DeviceIn<'_>>, StoreError> {
+    devices
+        .iter()
+        .map(|d| {
+            let json = match (d.span, &d.raw) {
+                (Some((start, len)), _) => DeviceJson::Span(start, len),
+                (None, Some(raw)) => DeviceJson::Text(std::borrow::Cow::Borrowed(raw)),
+                (None, None) => {
+                    DeviceJson::Text(std::borrow::Cow::Owned(serde_json::to_string(d).map_err(
+                        |e| StoreError::Engine(format!("encoding device {}: {e}", d.serial_number)),
+                    )?))
+                }
+            };
+            Ok(DeviceIn {
+                serial: &d.serial_number,
+                op_type: d.op_type.as_deref(),
+                op_date: d.op_date.as_deref(),
+                profile_status: d.profile_status.as_deref(),
+                profile_uuid: d.profile_uuid.as_deref(),
+                json,
+            })
+        })
+        .collect()
 }
 
 /// Records the outcome of one assignment call for `sent` (the answer, or

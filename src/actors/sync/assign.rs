@@ -63,7 +63,7 @@ impl DepNameActor {
         }
         let sent = self.syncer.chained_sent.take().unwrap_or_default();
         let profile = self.assigner_profile();
-        let (Some(profile), Some(_)) = (profile, self.state.data().tokens.as_ref()) else {
+        let (Some(profile), true) = (profile, self.state.has_tokens()) else {
             self.syncer.assign_at = None;
             self.after_assigner(ctx);
             return;

@@ -51,7 +51,7 @@ impl Handler<SyncNow> for DepNameActor {
     type Result = ResponseActFuture<Self, Result<Option<CycleReport>, SyncRefused>>;
 
     fn handle(&mut self, msg: SyncNow, ctx: &mut Self::Context) -> Self::Result {
-        if self.state.data().tokens.is_none() {
+        if !self.state.has_tokens() {
             return Box::pin(fut::ready(Err(SyncRefused::NoTokens)));
         }
         if msg.resync || !self.syncer.is_busy() {

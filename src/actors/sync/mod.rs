@@ -78,14 +78,14 @@ impl DepNameActor {
     /// Starts what is due. Returns whether a cycle started.
     pub(super) fn sync_tick(&mut self, ctx: &mut Context<Self>) -> bool {
         let now = self.clock.now();
-        if let Some(t) = &self.state.data().tokens {
-            let days = (t.access_token_expiry_unix - now.unix_timestamp()).div_euclid(86_400);
+        if let Some(expiry) = self.state.token_expiry_unix() {
+            let days = (expiry - now.unix_timestamp()).div_euclid(86_400);
             crate::metrics::set_token_days_left(self.state.name().as_str(), days);
         }
         let due = |t: Option<OffsetDateTime>| t.is_some_and(|t| t <= now);
         let mut started = false;
         if self.settings.sync.auto
-            && self.state.data().tokens.is_some()
+            && self.state.has_tokens()
             && !self.syncer.is_busy()
             && due(self.syncer.next_at)
         {

@@ -8,7 +8,7 @@
 
 use super::*;
 
-mod inventory;
+pub(in crate::store) mod inventory;
 use inventory::*;
 
 fn put(k: &str, v: &str) -> Write {

@@ -39,7 +39,6 @@ use super::{
     AssignResult, Entry, Field, Store, StoreError, StoredAssignment, StoredDevice,
     StoredOutboxEntry, StoredSync, Write, field_key,
 };
-use crate::dep::wire::Device;
 use crate::domain::name::DepName;
 use crate::store::index::{AssignFacts, DeviceFacts, Loc, NameIndex, SEGMENT_MAX, is_sparse};
 use crate::store::record::{
@@ -145,40 +144,63 @@ enum Text {
     Own(String),
 }
 
-/// The record of a device of a page, and where its JSON comes from:
-/// Apple's text (a span of the page's text, or the device's own), encoded
-/// from its fields otherwise.
+/// A device of a page as the store takes it: the fields it keeps apart
+/// from the JSON, and where that JSON is. Not Apple's wire type: the sync
+/// loop converts at its boundary (`sync::persist::devices_in`), so a
+/// change to what depd reads from Apple does not reach the storage format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceIn<'a> {
+    pub serial: &'a str,
+    /// Apple's `op_type` (`added`, `modified`, `deleted`), if any.
+    pub op_type: Option<&'a str>,
+    /// Apple's `op_date`, RFC 3339, if any.
+    pub op_date: Option<&'a str>,
+    pub profile_status: Option<&'a str>,
+    pub profile_uuid: Option<&'a str>,
+    pub json: DeviceJson<'a>,
+}
+
+/// Where the JSON of a [`DeviceIn`] is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceJson<'a> {
+    /// A span (start, length in bytes) of the text of the page being
+    /// applied ([`PageApply::text`]), which must then be given.
+    Span(u32, u32),
+    /// Its own text.
+    Text(std::borrow::Cow<'a, str>),
+}
+
+/// The record of a device of a page, and where its JSON comes from.
 fn stored_device(
-    device: &Device,
+    device: &DeviceIn<'_>,
     page: Option<&str>,
     op_date_unix: Option<i64>,
     first_seen_unix: i64,
     now_unix: i64,
 ) -> Result<(StoredDeviceFields, Text), StoreError> {
-    let text = match (device.span, &device.raw) {
-        (Some((start, len)), _) if span_of(page, start, len).is_some() => Text::Page(start, len),
-        (_, Some(raw)) => Text::Own(raw.to_string()),
+    let text = match &device.json {
+        DeviceJson::Span(start, len) if span_of(page, *start, *len).is_some() => {
+            Text::Page(*start, *len)
+        }
         // Read from a page whose text is not at hand: its fields alone
         // would lose what Apple sent.
-        (Some(_), None) => {
+        DeviceJson::Span(..) => {
             return Err(StoreError::Engine(format!(
                 "the JSON of device {} is not in the page given",
-                device.serial_number
+                device.serial
             )));
         }
-        (None, None) => Text::Own(serde_json::to_string(device).map_err(|e| {
-            StoreError::Engine(format!("encoding device {}: {e}", device.serial_number))
-        })?),
+        DeviceJson::Text(text) => Text::Own(text.to_string()),
     };
-    let op_type = device.op_type.clone().unwrap_or_default();
+    let op_type = device.op_type.unwrap_or_default().to_owned();
     Ok((
         StoredDeviceFields {
-            serial: device.serial_number.clone(),
+            serial: device.serial.to_owned(),
             deleted: op_type == "deleted",
             op_type,
             op_date_unix,
-            profile_status: device.profile_status.clone().unwrap_or_default(),
-            profile_uuid: device.profile_uuid.clone().unwrap_or_default(),
+            profile_status: device.profile_status.unwrap_or_default().to_owned(),
+            profile_uuid: device.profile_uuid.unwrap_or_default().to_owned(),
             first_seen_unix,
             last_event_unix: now_unix,
         },
@@ -250,8 +272,8 @@ mod removals;
 /// Everything one page of devices changes, written in one atomic batch.
 #[derive(Debug)]
 pub struct PageApply<'a> {
-    /// The page's devices, as Apple sent them.
-    pub devices: &'a [Device],
+    /// The page's devices.
+    pub devices: &'a [DeviceIn<'a>],
     /// The page's text as Apple sent it, which devices read with
     /// [`crate::dep::wire::SyncPage`] are spans of: stored once, for the
     /// inventory and the webhook event.

@@ -301,7 +301,7 @@ impl Store {
             // only with what is stored.
             let mut devices: BTreeMap<&str, (StoredDeviceFields, Text)> = BTreeMap::new();
             for device in apply.devices {
-                let serial = device.serial_number.as_str();
+                let serial = device.serial;
                 if serial.is_empty() {
                     summary.ignored += 1;
                     continue;
@@ -312,7 +312,7 @@ impl Store {
                         .device(serial)
                         .map(|v| (v.op_date_unix, v.first_seen_unix)),
                 };
-                let op_date = parse_time(device.op_date.as_deref()).or(page_date);
+                let op_date = parse_time(device.op_date).or(page_date);
                 let first_seen = match current {
                     Some((old, _)) if is_stale(op_date, old) => {
                         summary.stale += 1;

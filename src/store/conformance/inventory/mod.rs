@@ -128,13 +128,14 @@ pub(in crate::store::conformance) fn apply(
     cursor: &str,
     now: i64,
 ) -> PageSummary {
+    let devices = input(devices);
     store
         .apply_page(
             name,
             PageApply {
                 flush: true,
                 text: None,
-                devices,
+                devices: &devices,
                 fetched_until,
                 sync: &sync_at(cursor),
                 outbox: None,
@@ -144,6 +145,12 @@ pub(in crate::store::conformance) fn apply(
             |_| {},
         )
         .expect("apply page")
+}
+
+/// Apple's devices as the store takes them, converted as the sync loop
+/// does.
+pub(in crate::store) fn input(devices: &[Device]) -> Vec<crate::store::DeviceIn<'_>> {
+    crate::sync::persist::devices_in(devices).expect("devices")
 }
 
 pub(in crate::store::conformance) fn pending(now: i64) -> StoredAssignment {
@@ -168,12 +175,13 @@ pub(in crate::store::conformance) fn apply_text(
     now: i64,
 ) -> PageSummary {
     let crate::dep::wire::SyncPage(page) = crate::dep::wire::SyncPage::parse(text).expect("page");
+    let devices = input(&page.devices);
     store
         .apply_page(
             name,
             PageApply {
                 flush: true,
-                devices: &page.devices,
+                devices: &devices,
                 text: Some(text),
                 fetched_until: None,
                 sync: &sync_at(&page.cursor),

@@ -38,6 +38,7 @@ pub(in crate::store::conformance) fn page_queues_assignments_from_stored_records
             _ => Some(pending(T + 5)),
         }
     };
+    let devices = input(&devices);
     let summary = store
         .apply_page(
             &acme,
@@ -203,6 +204,7 @@ pub(in crate::store::conformance) fn page_is_one_atomic_batch(inner: Arc<dyn Eng
             .collect();
         let sync = sync_at(cursor);
         let candidates = devices.iter().map(|d| d.serial_number.clone()).collect();
+        let devices = input(&devices);
         store.apply_page(
             &acme,
             PageApply {
@@ -352,7 +354,7 @@ pub(in crate::store::conformance) fn pages_are_flushed_when_asked(inner: Arc<dyn
             .apply_page(
                 &acme,
                 PageApply {
-                    devices: &[device("S1", "added", None, "", "")],
+                    devices: &input(&[device("S1", "added", None, "", "")]),
                     text: None,
                     fetched_until: None,
                     sync: &sync_at("c"),

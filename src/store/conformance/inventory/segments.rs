@@ -224,6 +224,7 @@ pub(in crate::store::conformance) fn a_failed_flush_leaves_the_index_right(inner
     let records = BTreeMap::from([("A".to_string(), done)]);
     assert!(store.put_assignments(&acme, &records).is_err());
     let page = [device("S1", "added", None, "", "")];
+    let page = input(&page);
     let failed = store.apply_page(
         &acme,
         PageApply {
