@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod env;
+mod mdm;
 mod validate;
+
 use env::*;
+pub use mdm::MdmSettings;
 pub use validate::validate_base_url;
 use validate::*;
 
@@ -79,6 +82,7 @@ struct FileSettings {
     webhook: WebhookSettings,
     names: BTreeMap<String, NameSettings>,
     demo: Option<DemoSettings>,
+    mdm: MdmSettings,
 }
 
 impl Default for FileSettings {
@@ -99,6 +103,7 @@ impl Default for FileSettings {
             webhook: WebhookSettings::default(),
             names: BTreeMap::new(),
             demo: None,
+            mdm: MdmSettings::default(),
         }
     }
 }
@@ -380,6 +385,7 @@ pub struct Settings {
     pub names: BTreeMap<DepName, NameSettings>,
     /// The demo simulator, when `[demo]` is present.
     pub demo: Option<DemoSettings>,
+    pub mdm: MdmSettings,
     /// The file these settings were read from, if any (re-read on SIGHUP).
     pub source: Option<PathBuf>,
     /// `DEPD_…` environment variables that name no setting: ignored, and

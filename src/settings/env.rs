@@ -54,12 +54,13 @@ pub(super) fn is_setting_path(path: &[String]) -> bool {
 
 /// The file's sections (tables) and their keys.
 pub(super) type Fields = fn() -> &'static [&'static str];
-pub(super) const SECTIONS: [(&str, Fields); 5] = [
+pub(super) const SECTIONS: [(&str, Fields); 6] = [
     ("apple", struct_fields::<AppleSettings>),
     ("sync", struct_fields::<SyncSettings>),
     ("assigner", struct_fields::<AssignerSettings>),
     ("webhook", struct_fields::<WebhookSettings>),
     ("demo", struct_fields::<DemoSettings>),
+    ("mdm", struct_fields::<MdmSettings>),
 ];
 
 /// The field names serde's derive gives a struct, read by asking it to

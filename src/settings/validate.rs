@@ -117,6 +117,7 @@ pub(super) fn validate(
     if api_key.expose().is_empty() {
         return Err(SettingsError::NoApiKey);
     }
+    super::mdm::validate_mdm(&raw.mdm)?;
     Ok(Settings {
         listen,
         data_dir,
@@ -132,6 +133,7 @@ pub(super) fn validate(
         webhook: raw.webhook,
         names,
         demo: raw.demo,
+        mdm: raw.mdm,
         source: source.map(Path::to_path_buf),
         ignored_env: Vec::new(),
     })

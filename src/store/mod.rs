@@ -13,6 +13,7 @@
 pub mod fsutil;
 mod index;
 mod inventory;
+pub mod mdm;
 mod memory;
 mod open;
 mod record;
@@ -235,6 +236,9 @@ pub struct Store {
     /// without them never needs to look for them again: building a name's
     /// index then reads its two segment prefixes, not five.
     legacy: bool,
+    /// The MDM webhook outbox's next sequence number, read from the
+    /// stored events on first use (`mdm/`).
+    mdm_seq: Arc<Mutex<Option<u64>>>,
 }
 
 /// One name's index; `None` until loaded (or after a panic while it was
@@ -368,6 +372,7 @@ impl Store {
             permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
             indexes: Arc::default(),
             legacy: inventory::holds_legacy(engine.as_ref()),
+            mdm_seq: Arc::default(),
             engine,
         }
     }
@@ -504,6 +509,16 @@ impl Store {
                 if field.is_some_and(Field::is_secret) {
                     out.push((key, value));
                 }
+            }
+        }
+        // The MDM service's sealed records.
+        for prefix in mdm::SEALED_PREFIXES {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let batch = self.engine.scan(prefix, after.as_deref(), 1024)?;
+                let Some((last, _)) = batch.last() else { break };
+                after = Some(last.clone());
+                out.extend(batch);
             }
         }
         Ok(out)

@@ -9,7 +9,9 @@
 use super::*;
 
 pub(in crate::store) mod inventory;
+mod mdm;
 use inventory::*;
+use mdm::*;
 
 fn put(k: &str, v: &str) -> Write {
     Write::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
@@ -117,8 +119,8 @@ macro_rules! per_engine {
     };
 }
 
-per_engine!(memory_engine: engine [get_put_delete, batch_applies_in_order, scan_prefix_order_after_limit, binary_keys_and_values] store [typed_store, corrupt_record_is_reported, page_upserts_by_op_date, page_is_one_atomic_batch, page_queues_assignments_from_stored_records, inventory_query_and_counts, outbox_in_order, assignments_and_due_index, removals_window, index_rebuilds_and_segments_compact, legacy_layout_migrates, no_legacy_lookups_without_legacy_records, page_text_is_shared_by_inventory_and_event, pages_are_flushed_when_asked, a_failed_flush_leaves_the_index_right, a_peek_passes_over_an_event_removed_meanwhile]);
-per_engine!(sled_engine: engine [get_put_delete, batch_applies_in_order, scan_prefix_order_after_limit, binary_keys_and_values] store [typed_store, corrupt_record_is_reported, page_upserts_by_op_date, page_is_one_atomic_batch, page_queues_assignments_from_stored_records, inventory_query_and_counts, outbox_in_order, assignments_and_due_index, removals_window, index_rebuilds_and_segments_compact, legacy_layout_migrates, no_legacy_lookups_without_legacy_records, page_text_is_shared_by_inventory_and_event, pages_are_flushed_when_asked, a_failed_flush_leaves_the_index_right, a_peek_passes_over_an_event_removed_meanwhile]);
+per_engine!(memory_engine: engine [get_put_delete, batch_applies_in_order, scan_prefix_order_after_limit, binary_keys_and_values] store [typed_store, corrupt_record_is_reported, page_upserts_by_op_date, page_is_one_atomic_batch, page_queues_assignments_from_stored_records, inventory_query_and_counts, outbox_in_order, assignments_and_due_index, removals_window, index_rebuilds_and_segments_compact, legacy_layout_migrates, no_legacy_lookups_without_legacy_records, page_text_is_shared_by_inventory_and_event, pages_are_flushed_when_asked, a_failed_flush_leaves_the_index_right, a_peek_passes_over_an_event_removed_meanwhile, mdm_enroll_tally_and_reenroll, mdm_certauth, mdm_queue_walkthrough, mdm_user_channels_follow_their_device, mdm_finished_commands_can_be_deleted, mdm_events_queue_in_order]);
+per_engine!(sled_engine: engine [get_put_delete, batch_applies_in_order, scan_prefix_order_after_limit, binary_keys_and_values] store [typed_store, corrupt_record_is_reported, page_upserts_by_op_date, page_is_one_atomic_batch, page_queues_assignments_from_stored_records, inventory_query_and_counts, outbox_in_order, assignments_and_due_index, removals_window, index_rebuilds_and_segments_compact, legacy_layout_migrates, no_legacy_lookups_without_legacy_records, page_text_is_shared_by_inventory_and_event, pages_are_flushed_when_asked, a_failed_flush_leaves_the_index_right, a_peek_passes_over_an_event_removed_meanwhile, mdm_enroll_tally_and_reenroll, mdm_certauth, mdm_queue_walkthrough, mdm_user_channels_follow_their_device, mdm_finished_commands_can_be_deleted, mdm_events_queue_in_order]);
 
 #[test]
 fn sled_commits_survive_reopen() {

@@ -1,0 +1,12 @@
+//! The NanoMDM-compatible MDM service's protocol rules, runtime-free like
+//! `dep/` and `sync/`: what devices send and how depd answers, enrollment
+//! IDs, the device identity certificate, certificate associations, command
+//! queues, the webhook's events and Declarative Management forwarding.
+//! Specification: `../shared/spec/mdm.md`.
+
+pub mod certauth;
+pub mod identity;
+pub mod ids;
+pub mod message;
+pub mod service;
+pub mod webhook;
