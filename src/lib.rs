@@ -13,7 +13,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dep;
 pub mod domain;
-#[allow(dead_code)] // wired to its endpoints in the next commits
+
 pub(crate) mod mdm;
 pub(crate) mod metrics;
 pub mod pki;

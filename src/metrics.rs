@@ -268,6 +268,24 @@ impl Metrics {
         self.add(AUTH_FAILURES, Labels::new(), 1);
     }
 
+    pub fn mdm_webhook_delivery(&self, ok: bool) {
+        self.add(
+            MDM_WEBHOOK_DELIVERIES,
+            Labels::new().text("result", ok_or_error(ok)),
+            1,
+        );
+    }
+
+    pub fn mdm_message(&self, message: &'static str, status: u16) {
+        self.add(
+            MDM_MESSAGES,
+            Labels::new()
+                .text("message", message)
+                .text("status", &status.to_string()),
+            1,
+        );
+    }
+
     #[cfg(test)]
     /// How long an HTTP request took to answer.
     pub fn http_duration(&self, route: &str, elapsed: Duration) {
@@ -460,6 +478,17 @@ pub fn http_request(route: &str, method: &str, status: u16) {
 /// Counts a request with wrong API credentials.
 pub fn auth_failure() {
     global().auth_failure();
+}
+
+/// An MDM webhook delivery attempt.
+pub fn mdm_webhook_delivery(ok: bool) {
+    global().mdm_webhook_delivery(ok);
+}
+
+/// An MDM message answered: its type (`Authenticate`, …, `Report`) and
+/// status.
+pub fn mdm_message(message: &'static str, status: u16) {
+    global().mdm_message(message, status);
 }
 
 /// Counts and times a request depd answered. `route` is the matched route

@@ -11,6 +11,7 @@ mod daemon;
 mod exchange;
 mod faults;
 mod import;
+mod mdm;
 mod metrics;
 mod names;
 mod notify;

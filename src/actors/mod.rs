@@ -6,6 +6,7 @@
 mod apple_session;
 mod dep_name;
 mod grant;
+pub mod mdm;
 mod registry;
 mod status;
 mod sync;

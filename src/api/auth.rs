@@ -1,5 +1,6 @@
-//! HTTP Basic authentication: user `depserver`, password the API key (as
-//! NanoDEP), compared in constant time over SHA-256 digests so neither the
+//! HTTP Basic authentication: user `depserver` (as NanoDEP) or `nanomdm`
+//! (as NanoMDM, so its tools and scripts work unchanged), password the API
+//! key, compared in constant time over SHA-256 digests so neither the
 //! key's content nor its length shows in the timing.
 //!
 //! The digest compared is that of the whole decoded `user:password`: since
@@ -17,17 +18,22 @@ use actix_web::{Error, web};
 use openssl::sha::Sha256;
 
 pub const USER: &str = "depserver";
+/// NanoMDM's API user, accepted as well.
+pub const MDM_USER: &str = "nanomdm";
 
-/// SHA-256 of `depserver:{api key}`, what valid credentials decode to.
-pub type Digest = [u8; 32];
+/// SHA-256 of `depserver:{api key}` and of `nanomdm:{api key}`, what valid
+/// credentials decode to.
+pub type Digest = [[u8; 32]; 2];
 
-/// The digest valid credentials hash to, for `api_key`.
+/// The digests valid credentials hash to, for `api_key`.
 pub fn expected(api_key: &str) -> Digest {
-    let mut h = Sha256::new();
-    h.update(USER.as_bytes());
-    h.update(b":");
-    h.update(api_key.as_bytes());
-    h.finish()
+    [USER, MDM_USER].map(|user| {
+        let mut h = Sha256::new();
+        h.update(user.as_bytes());
+        h.update(b":");
+        h.update(api_key.as_bytes());
+        h.finish()
+    })
 }
 
 /// Whether an `Authorization` header value carries the credentials whose
@@ -49,7 +55,11 @@ pub fn check_digest(header: Option<&[u8]>, expected: &Digest) -> bool {
     // `openssl::sha::sha256` on OpenSSL 3).
     let mut h = Sha256::new();
     h.update(&decoded);
-    openssl::memcmp::eq(&h.finish(), expected)
+    let got = h.finish();
+    // Both compared, in constant time, whichever matches.
+    let a = openssl::memcmp::eq(&got, &expected[0]);
+    let b = openssl::memcmp::eq(&got, &expected[1]);
+    a | b
 }
 
 /// Whether an `Authorization` header value carries the right credentials.
@@ -125,6 +135,9 @@ mod tests {
     #[test]
     fn accepts_only_the_right_user_and_key() {
         assert!(check(Some(&basic("depserver:k3y")), "k3y"));
+        assert!(check(Some(&basic("nanomdm:k3y")), "k3y"));
+        assert!(!check(Some(&basic("nanomdm:wrong")), "k3y"));
+        assert!(!check(Some(&basic("micromdm:k3y")), "k3y"));
         assert!(check(Some(&basic("depserver:with:colon")), "with:colon"));
         assert!(check(Some(b"basic ZGVwc2VydmVyOmszeQ=="), "k3y"));
         assert!(!check(Some(&basic("depserver:wrong")), "k3y"));

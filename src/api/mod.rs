@@ -8,6 +8,9 @@ mod error;
 mod health;
 mod limiter;
 mod log;
+mod mdm;
+mod mdm_api;
+mod mdm_dm;
 mod metrics;
 mod names;
 mod openapi;
@@ -39,6 +42,9 @@ pub struct AppState {
     ready: AtomicBool,
     /// Wrong credentials per client address (`limiter.rs`).
     auth_failures: limiter::AuthLimiter,
+    /// The MDM service, when `[mdm] enabled` at start.
+    pub mdm: Option<Arc<crate::actors::mdm::Mdm>>,
+    pub clock: crate::domain::clock::SharedClock,
 }
 
 impl AppState {
@@ -53,7 +59,9 @@ impl AppState {
             directory,
             settings: RwLock::new(with_credentials(settings)),
             ready: AtomicBool::new(false),
-            auth_failures: limiter::AuthLimiter::new(clock),
+            auth_failures: limiter::AuthLimiter::new(clock.clone()),
+            mdm: None,
+            clock,
         }
     }
 
@@ -117,11 +125,22 @@ pub(crate) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tokenpki/{name}", &["GET", "PUT"]),
     ("/v1/maidjwt/{name}", &["GET"]),
     ("/v1/bypasscode", &["GET"]),
+    ("/v1/enqueue/{ids}", ANY),
+    ("/v1/push/{ids}", ANY),
+    ("/v1/pushcert", &["GET", "PUT"]),
+    ("/mdm", DEVICE),
+    ("/checkin", DEVICE),
+    ("/migration", &["PUT", "POST"]),
     (
         "/proxy/{name}/{path}",
         &["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"],
     ),
 ];
+
+/// The methods of NanoMDM's endpoints that take any method.
+const ANY: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// Devices PUT; NanoMDM takes POST too.
+const DEVICE: &[&str] = &["PUT", "POST"];
 
 /// Registers every route (those of `ROUTES`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -165,7 +184,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(resource("/v1", "/maidjwt/{name}").route(web::get().to(pki::get_maidjwt)))
                 .service(resource("/v1", "/bypasscode").route(web::get().to(pki::get_bypasscode)))
+                .service(any(
+                    resource("/v1", "/enqueue/{ids}"),
+                    ANY,
+                    mdm_api::enqueue,
+                ))
+                .service(any(resource("/v1", "/push/{ids}"), ANY, mdm_api::push_ids))
+                .service(
+                    resource("/v1", "/pushcert")
+                        .route(web::get().to(mdm_api::get_pushcert))
+                        .route(web::put().to(mdm_api::put_pushcert)),
+                )
                 .default_service(web::to(not_found)),
+        )
+        .service(any(resource("", "/mdm"), DEVICE, mdm::mdm))
+        .service(any(resource("", "/checkin"), DEVICE, mdm::checkin))
+        .service(
+            web::scope("/migration")
+                .wrap(from_fn(auth::require))
+                .service(any(
+                    resource("/migration", ""),
+                    &["PUT", "POST"],
+                    mdm_api::migration,
+                )),
         )
         .service(
             web::scope("/proxy")
@@ -174,6 +215,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(not_found)),
         )
         .default_service(web::to(not_found));
+}
+
+/// `resource` answering each of `methods` with `handler`.
+fn any<F, Args>(mut r: actix_web::Resource, methods: &[&str], handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    for m in methods {
+        if let Ok(method) = actix_web::http::Method::from_bytes(m.as_bytes()) {
+            r = r.route(web::method(method).to(handler.clone()));
+        }
+    }
+    r
 }
 
 /// A resource at `path` inside the scope `scope`, answering other methods

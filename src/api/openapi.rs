@@ -10,6 +10,7 @@ use actix_web::HttpResponse;
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
 
+mod mdm;
 mod params;
 mod schemas;
 use params::*;
@@ -372,13 +373,13 @@ fn operation(path: &str, method: &str) -> Option<Op> {
             (503, &["not-ready"]),
             (504, &["upstream-timeout"]),
         ]),
-        _ => return None,
+        _ => return mdm::operation(path, method),
     };
     Some(op)
 }
 
 fn authenticated(path: &str) -> bool {
-    path.starts_with("/v1/") || path.starts_with("/proxy/")
+    path.starts_with("/v1/") || path.starts_with("/proxy/") || path == "/migration"
 }
 
 fn operation_json(path: &str, method: &str, op: Op) -> Value {
@@ -441,6 +442,8 @@ fn operation_json(path: &str, method: &str, op: Op) -> Value {
         "tags".into(),
         json!([if path.starts_with("/proxy/") {
             "proxy"
+        } else if matches!(path, "/mdm" | "/checkin") {
+            "mdm"
         } else if authenticated(path) {
             "v1"
         } else {
@@ -463,6 +466,17 @@ fn operation_json(path: &str, method: &str, op: Op) -> Value {
         },
     );
     Value::Object(out)
+}
+
+/// depd's schemas and the MDM service's.
+fn all_schemas() -> Value {
+    let mut all = schemas();
+    if let Value::Object(map) = &mut all {
+        for (name, schema) in mdm::schemas() {
+            map.insert(name.to_owned(), schema);
+        }
+    }
+    all
 }
 
 /// The whole document.
@@ -492,16 +506,17 @@ pub(crate) fn document() -> Value {
             { "name": "service", "description": "Unauthenticated service endpoints" },
             { "name": "v1", "description": "depd's API (HTTP Basic: user `depserver`, password the API key)" },
             { "name": "proxy", "description": "Apple's DEP API through depd's session" },
+            { "name": "mdm", "description": "The MDM service's device endpoints (device identity, no API key)" },
         ],
         "paths": paths,
         "components": {
             "securitySchemes": {
                 "basicAuth": {
                     "type": "http", "scheme": "basic",
-                    "description": "User `depserver`, password the API key.",
+                    "description": "User `depserver` (or `nanomdm`), password the API key.",
                 },
             },
-            "schemas": schemas(),
+            "schemas": all_schemas(),
         },
     })
 }

@@ -266,7 +266,23 @@ pub async fn get_maidjwt(
     if let Some(uuid) = &given {
         validate_server_uuid(uuid)?;
     }
-    let addr = actor(&state, &name, false).await?;
+    let (token, server_uuid, jti) = maid_jwt(&state, &name, given).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/jwt"))
+        .insert_header(("X-Server-Uuid", server_uuid))
+        .insert_header(("X-Jwt-Jti", jti))
+        .body(token))
+}
+
+/// A MAID JWT of `name` (for `server_uuid`, else the name's own from
+/// Apple's `/account`): the token, the server UUID and the JWT id. Also
+/// what answers an MDM `GetToken` for `com.apple.maid`.
+pub(crate) async fn maid_jwt(
+    state: &AppState,
+    name: &DepName,
+    given: Option<String>,
+) -> Result<(String, String, String), ApiError> {
+    let addr = actor(state, name, false).await?;
     let current = addr
         .send(GetPki(PkiSlot::Current))
         .await
@@ -311,11 +327,7 @@ pub async fn get_maidjwt(
     })
     .await?
     .map_err(|e| ApiError::internal("signing the JWT failed", &e))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "application/jwt"))
-        .insert_header(("X-Server-Uuid", server_uuid))
-        .insert_header(("X-Jwt-Jti", jti))
-        .body(token))
+    Ok((token, server_uuid, jti))
 }
 
 /// `GET /v1/bypasscode[?raw=HEX | ?code=CODE]`: a random code, or the

@@ -31,6 +31,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("starting the MDM service: {0}")]
+    Mdm(String),
 }
 
 pub struct Application {
@@ -70,7 +72,20 @@ impl Application {
         let registry = Registry::new(store.clone(), settings.clone(), clock.clone(), stored);
         let directory = registry.directory();
         let registry = registry.start();
-        let state = web::Data::new(AppState::new(registry, directory, settings.clone(), clock));
+        let mdm = if settings.mdm.enabled {
+            let mdm = crate::actors::mdm::Mdm::start(store.clone(), &settings, clock.clone())
+                .map_err(StartError::Mdm)?;
+            tracing::info!(
+                checkin_endpoint = settings.mdm.checkin_endpoint,
+                "MDM service enabled"
+            );
+            Some(mdm)
+        } else {
+            None
+        };
+        let mut app_state = AppState::new(registry, directory, settings.clone(), clock);
+        app_state.mdm = mdm;
+        let state = web::Data::new(app_state);
 
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartError::Bind {
             addr: settings.listen,
@@ -149,6 +164,16 @@ impl AppHandle {
             data_dir: old.data_dir.clone(),
             ..new
         });
+        if new.mdm.enabled != old.mdm.enabled
+            || new.mdm.checkin_endpoint != old.mdm.checkin_endpoint
+        {
+            tracing::warn!("mdm.enabled and mdm.checkin_endpoint take effect at the next restart");
+        }
+        if let Some(mdm) = &self.state.mdm
+            && let Err(e) = mdm.reload(&new)
+        {
+            tracing::error!(error = %e, "the MDM settings were not applied");
+        }
         self.state.set_settings(new.clone());
         self.state.registry.do_send(Reload(new));
     }

@@ -20,8 +20,6 @@ pub enum IdentityError {
     SignatureInvalid(String),
     #[error("Mdm-Signature must have exactly one signer, with its certificate; it has {0}")]
     Signers(usize),
-    #[error("no device identity certificate")]
-    Missing,
     #[error("the device identity certificate does not chain to a configured CA: {0}")]
     Untrusted(String),
     #[error("reading the CA file {path}: {reason}")]

@@ -30,6 +30,7 @@ pub enum EnrollType {
 }
 
 impl EnrollType {
+    #[cfg(test)]
     pub const ALL: [EnrollType; 5] = [
         EnrollType::Device,
         EnrollType::User,
@@ -60,11 +61,13 @@ impl EnrollType {
         }
     }
 
+    #[cfg(test)]
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.code() == code)
     }
 
     /// Parses the type string (as the API's filters take it).
+    #[cfg(test)]
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }

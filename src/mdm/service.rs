@@ -9,7 +9,7 @@
 //! answered one is never lost, nor its event.
 
 use super::certauth::{self, Decision, Refusal};
-use super::ids::{EnrollType, EnrollmentId};
+use super::ids::EnrollmentId;
 use super::message::{Checkin, CheckinType, Command, Report, answer_plist};
 use super::webhook;
 use crate::store::mdm::{
@@ -532,9 +532,4 @@ pub fn enqueue(
     }
     store.mdm_commit(w)?;
     Ok(errors)
-}
-
-/// The type string of a stored enrollment.
-pub fn enroll_type(e: &StoredEnrollment) -> Option<EnrollType> {
-    EnrollType::from_code(e.kind)
 }

@@ -172,9 +172,6 @@ pub fn go_time(t: OffsetDateTime) -> String {
     s
 }
 
-/// Go's zero `time.Time`, as NanoMDM's known answers carry it.
-pub const ZERO_TIME: OffsetDateTime = time::macros::datetime!(0001-01-01 0:00 UTC);
-
 /// `X-Hmac-Signature`: base64 of HMAC-SHA256(key, body).
 pub fn signature(key: &[u8], body: &[u8]) -> Result<String, openssl::error::ErrorStack> {
     let pkey = PKey::hmac(key)?;

@@ -92,6 +92,17 @@ pub(super) const BUILD_INFO: Family = Family {
     kind: Kind::Gauge,
 };
 
+pub(super) const MDM_WEBHOOK_DELIVERIES: Family = Family {
+    name: "depd_mdm_webhook_deliveries_total",
+    help: "MDM webhook delivery attempts by result.",
+    kind: Kind::Counter,
+};
+pub(super) const MDM_MESSAGES: Family = Family {
+    name: "depd_mdm_messages_total",
+    help: "MDM check-ins and reports answered, by message type and HTTP status.",
+    kind: Kind::Counter,
+};
+
 pub(super) const AUTH_FAILURES: Family = Family {
     name: "depd_auth_failures_total",
     help: "Requests refused for wrong API credentials (requests without credentials are not counted).",

@@ -45,7 +45,7 @@ fn every_route_and_only_those_with_their_methods() {
             "{method} {path}: no success answer"
         );
         let secured = !op["security"].as_array().expect("security").is_empty();
-        let needs = path.starts_with("/v1/") || path.starts_with("/proxy/");
+        let needs = path.starts_with("/v1/") || path.starts_with("/proxy/") || path == "/migration";
         assert_eq!(secured, needs, "{method} {path}: security");
         if needs {
             assert!(responses.contains_key("401"), "{method} {path}: no 401");
@@ -103,7 +103,8 @@ async fn routes_match_what_configure_registers() {
     for (pattern, methods) in ROUTES {
         let uri = pattern
             .replace("{name}", "no-such-name")
-            .replace("{path}", "account");
+            .replace("{path}", "account")
+            .replace("{ids}", "A,B");
         for method in METHODS {
             let req = atest::TestRequest::default()
                 .method(method.parse().expect("method"))
@@ -119,7 +120,9 @@ async fn routes_match_what_configure_registers() {
             let routed = match code.as_deref() {
                 Some("not-found") | Some("method-not-allowed") => false,
                 Some(_) => true,
-                None => status != 404 && status != 405,
+                // The router's own answers always carry a `code`; the MDM
+                // service's (NanoMDM's shapes) never do.
+                None => true,
             };
             assert_eq!(
                 routed,

@@ -2,6 +2,9 @@ use super::*;
 use crate::mdm::ids::resolve;
 use crate::mdm::message::{parse_checkin, parse_report};
 
+/// Go's zero `time.Time`, as NanoMDM's known answers carry it.
+const ZERO_TIME: OffsetDateTime = time::macros::datetime!(0001-01-01 0:00 UTC);
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/integration/testdata/nanomdm");
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -1,0 +1,133 @@
+//! Enrollment shards: the owners of MDM enrollment state. A device channel
+//! (and with it its user channels) belongs to the shard its ID hashes to,
+//! for the life of the process; a shard handles one message at a time, so
+//! every read-decide-commit sequence on a channel's keys is alone. Shards
+//! keep no per-enrollment state in memory (it lives in the store), so a
+//! host holds any number of enrollments in the same memory.
+
+use crate::mdm::ids::EnrollmentId;
+use crate::mdm::message::{Checkin, Report};
+use crate::mdm::service::{self, Answer, Config, DeviceRequest, EnqueueError, ServiceError};
+use crate::store::Store;
+use actix::prelude::*;
+use std::collections::BTreeMap;
+
+pub struct EnrollmentShard {
+    store: Store,
+    /// Told when a request queued a webhook event.
+    on_event: Recipient<super::webhook::Kick>,
+}
+
+impl EnrollmentShard {
+    pub fn new(store: Store, on_event: Recipient<super::webhook::Kick>) -> Self {
+        EnrollmentShard { store, on_event }
+    }
+}
+
+impl Actor for EnrollmentShard {
+    type Context = Context<Self>;
+}
+
+/// A check-in for a channel this shard owns.
+#[derive(Message)]
+#[rtype(result = "Result<Answer, ServiceError>")]
+pub struct DoCheckin {
+    pub cfg: Config,
+    pub req: DeviceRequest,
+    pub message: Checkin,
+    pub id: EnrollmentId,
+}
+
+/// A command report for a channel this shard owns.
+#[derive(Message)]
+#[rtype(result = "Result<Answer, ServiceError>")]
+pub struct DoReport {
+    pub cfg: Config,
+    pub req: DeviceRequest,
+    pub report: Report,
+    pub id: EnrollmentId,
+}
+
+/// Queue a stored command for channels this shard owns.
+#[derive(Message)]
+#[rtype(result = "Result<BTreeMap<String, EnqueueError>, crate::store::StoreError>")]
+pub struct DoEnqueue {
+    pub ids: Vec<String>,
+    pub uuid: String,
+    pub now_unix: i64,
+}
+
+impl Handler<DoCheckin> for EnrollmentShard {
+    type Result = AtomicResponse<Self, Result<Answer, ServiceError>>;
+    fn handle(&mut self, msg: DoCheckin, _: &mut Self::Context) -> Self::Result {
+        let kick = msg.cfg.webhook && msg.req.cert_hash.is_some();
+        let store = self.store.clone();
+        let fut = async move {
+            store
+                .blocking(move |s| {
+                    Ok(service::checkin(
+                        s,
+                        &msg.cfg,
+                        &msg.req,
+                        &msg.message,
+                        &msg.id,
+                    ))
+                })
+                .await
+                .map_err(ServiceError::Store)
+                .and_then(|r| r)
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, _| {
+            if kick && res.is_ok() {
+                act.on_event.do_send(super::webhook::Kick);
+            }
+            res
+        })))
+    }
+}
+
+impl Handler<DoReport> for EnrollmentShard {
+    type Result = AtomicResponse<Self, Result<Answer, ServiceError>>;
+    fn handle(&mut self, msg: DoReport, _: &mut Self::Context) -> Self::Result {
+        let kick = msg.cfg.webhook && msg.req.cert_hash.is_some();
+        let store = self.store.clone();
+        let fut = async move {
+            store
+                .blocking(move |s| Ok(service::report(s, &msg.cfg, &msg.req, &msg.report, &msg.id)))
+                .await
+                .map_err(ServiceError::Store)
+                .and_then(|r| r)
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, _| {
+            if kick && res.is_ok() {
+                act.on_event.do_send(super::webhook::Kick);
+            }
+            res
+        })))
+    }
+}
+
+impl Handler<DoEnqueue> for EnrollmentShard {
+    type Result =
+        AtomicResponse<Self, Result<BTreeMap<String, EnqueueError>, crate::store::StoreError>>;
+    fn handle(&mut self, msg: DoEnqueue, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        let fut = async move {
+            store
+                .blocking(move |s| service::enqueue(s, &msg.ids, &msg.uuid, msg.now_unix))
+                .await
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self)))
+    }
+}
+
+/// The shard that owns device channel `d` among `n` (FNV-1a: stable
+/// across runs and platforms).
+pub fn shard_of(d: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in d.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}

@@ -1,0 +1,139 @@
+//! The MDM service's operations: NanoMDM's paths and answer shapes, which
+//! are not depd's JSON errors (devices get plain text; the API NanoMDM's
+//! result JSON).
+
+use super::*;
+
+fn device_text(description: &str) -> Value {
+    text_answer(description, "text/plain")
+}
+
+fn api_result(description: &str) -> Value {
+    json_answer(description, schema_ref("MdmApiResult"))
+}
+
+fn mdm_error(description: &str) -> Value {
+    json_answer(description, schema_ref("MdmError"))
+}
+
+fn ids_param() -> Value {
+    json!({
+        "name": "ids", "in": "path", "required": true,
+        "description": "Enrollment IDs, comma-separated (percent-encoded as needed).",
+        "schema": { "type": "string", "minLength": 1 },
+    })
+}
+
+fn device_op(summary: &'static str, description: &'static str) -> Op {
+    Op::new(summary, description)
+        .body(json!({
+            "required": true,
+            "content": {
+                "application/x-apple-aspen-mdm-checkin": { "schema": { "type": "string", "format": "binary" } },
+                "application/x-apple-aspen-mdm": { "schema": { "type": "string", "format": "binary" } },
+            },
+        }))
+        .answer(200, json!({
+            "description": "Handled: empty, or a plist (the next command, a token, a challenge), or Declarative Management's JSON",
+            "content": {
+                "application/xml": { "schema": { "type": "string" } },
+                "application/json": { "schema": { "type": "string" } },
+            },
+        }))
+        .answer(400, device_text("`Bad Request`: no or untrusted identity certificate, bad signature, undecodable plist, unknown MessageType, report without Status, unresolvable enrollment ID"))
+        .answer(404, device_text("`Not Found`: the MDM service (or /checkin) is not enabled"))
+        .answer(410, device_text("`Gone`: UserAuthenticate declined"))
+        .answer(413, device_text("`Payload Too Large`: beyond `[mdm] body_limit`"))
+        .answer(500, device_text("`Internal Server Error`: certificate binding refused, storage failure, Declarative Management or GetToken failure"))
+}
+
+fn api_any(summary: &'static str, description: &'static str) -> Op {
+    Op::new(summary, description)
+        .param(ids_param())
+        .answer(200, api_result("Every ID succeeded"))
+        .answer(207, api_result("Some IDs failed (see `status`)"))
+        .answer(400, api_result("Bad IDs or command"))
+        .answer(404, mdm_error("The MDM service is not enabled"))
+        .answer(409, api_result("The command UUID was enqueued before"))
+        .answer(413, device_text("The body is beyond `[mdm] body_limit`"))
+        .answer(500, api_result("Every ID failed, or a top-level error"))
+}
+
+pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
+    let op = match (path, method) {
+        ("/mdm", _) => device_op(
+            "MDM check-ins and command reports (devices)",
+            "NanoMDM-compatible. Device identity from `Mdm-Signature` (or `[mdm] cert_header`), checked against `[mdm] ca_file`. Check-ins by Content-Type `application/x-apple-aspen-mdm-checkin` unless `[mdm] checkin_endpoint`, when /mdm takes reports only.",
+        ),
+        ("/checkin", _) => device_op(
+            "MDM check-ins (devices), with `[mdm] checkin_endpoint`",
+            "As /mdm, check-ins only. 404 unless `[mdm] checkin_endpoint` was set at start.",
+        ),
+        ("/migration", _) => Op::new(
+            "Raw check-ins from another MDM server (NanoMDM's nano2nano)",
+            "With `[mdm] migration`. No identity, certificate binding or webhook. Answers as a device check-in.",
+        )
+        .body(json!({ "required": true, "content": { "application/x-apple-aspen-mdm-checkin": { "schema": { "type": "string", "format": "binary" } } } }))
+        .answer(200, json!({ "description": "Handled", "content": { "application/xml": { "schema": { "type": "string" } } } }))
+        .answer(400, device_text("Undecodable check-in"))
+        .answer(404, mdm_error("The MDM service or migration is not enabled"))
+        .answer(410, device_text("UserAuthenticate declined"))
+        .answer(413, device_text("Beyond `[mdm] body_limit`"))
+        .answer(500, device_text("Storage failure")),
+        ("/v1/enqueue/{ids}", _) => api_any(
+            "Enqueue a raw command plist (NanoMDM)",
+            "Any method (NanoMDM's docs say PUT, its tests POST). `CommandUUID` and `Command.RequestType` are required. `nopush` with any non-empty value (even `0`) suppresses pushes. An empty body means push only; empty with `nopush` is 400. Unknown IDs fail one by one.",
+        )
+        .param(query("nopush", "Any non-empty value: do not push.", json!({ "type": "string" })))
+        .body(json!({ "required": false, "content": { "application/xml": { "schema": { "type": "string" } } } })),
+        ("/v1/push/{ids}", _) => api_any(
+            "Push to enrollments (NanoMDM)",
+            "Any method. Until APNs delivery exists, every ID answers a `push_error` (no push info, no push certificate for its topic, or delivery unavailable).",
+        ),
+        ("/v1/pushcert", "PUT") => Op::new(
+            "Store an APNs MDM push certificate and its key (NanoMDM)",
+            "PEM certificate then unencrypted PEM key (`RSA PRIVATE KEY`, `EC PRIVATE KEY` or `PRIVATE KEY`). The topic is the subject's UID and must start with `com.apple.mgmt`. The key is sealed at rest.",
+        )
+        .body(json!({ "required": true, "content": { "application/x-pem-file": { "schema": { "type": "string" } } } }))
+        .answer(200, json_answer("Stored", schema_ref("PushCert")))
+        .answer(400, mdm_error("Not a certificate and key pair, an unknown PEM block, an encrypted key, or not an MDM topic"))
+        .answer(404, mdm_error("The MDM service is not enabled"))
+        .answer(413, device_text("Beyond 1 MiB"))
+        .answer(500, mdm_error("Storage failure")),
+        ("/v1/pushcert", "GET") => Op::new("A stored push certificate's topic and expiry (NanoMDM)", "")
+            .param(query("topic", "The push topic.", json!({ "type": "string" })))
+            .answer(200, json_answer("Stored", schema_ref("PushCert")))
+            .answer(400, mdm_error("`missing required query parameter: topic`"))
+            .answer(404, mdm_error("No certificate for the topic, or the MDM service is not enabled"))
+            .answer(500, mdm_error("Storage failure")),
+        _ => return None,
+    };
+    Some(op)
+}
+
+/// The MDM service's component schemas.
+pub(super) fn schemas() -> Vec<(&'static str, Value)> {
+    let text = json!({ "type": "string" });
+    vec![
+        (
+            "MdmApiResult",
+            json!({ "type": "object", "description": "NanoMDM's API result: every key left out when empty.", "properties": {
+                "status": { "type": "object", "additionalProperties": { "type": "object", "properties": {
+                    "push_result": text, "push_error": text, "command_error": text,
+                } } },
+                "no_push": { "type": "boolean" }, "push_error": text, "command_error": text,
+                "command_uuid": text, "request_type": text,
+            } }),
+        ),
+        (
+            "MdmError",
+            json!({ "type": "object", "required": ["error"], "properties": { "error": text } }),
+        ),
+        (
+            "PushCert",
+            json!({ "type": "object", "required": ["not_after", "topic"], "properties": {
+                "not_after": { "type": "string", "format": "date-time" }, "topic": text,
+            } }),
+        ),
+    ]
+}
