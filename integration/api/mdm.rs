@@ -9,11 +9,13 @@ use std::process::Command;
 use tempfile::TempDir;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/integration/testdata/nanomdm");
-const UDID: &str = "66ADE930-5FDF-5EC4-8429-15640684C489";
+pub const UDID: &str = "66ADE930-5FDF-5EC4-8429-15640684C489";
 const CHECKIN: &str = "application/x-apple-aspen-mdm-checkin";
 const REPORT: &str = "application/x-apple-aspen-mdm";
+pub const CHECKIN_TYPE: &str = CHECKIN;
+pub const REPORT_TYPE: &str = REPORT;
 
-fn fixture(name: &str) -> Vec<u8> {
+pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
 }
 
