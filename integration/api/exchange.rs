@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 /// Points `NAME` at `sim`, downloads a staging certificate, has depsim
 /// encrypt its credentials to it and uploads the result.
-async fn exchange(app: &TestApp, sim: &SimHandle, cipher: Cipher) {
+/// Returns the certificate the tokens were encrypted to (now current).
+pub(crate) async fn exchange(app: &TestApp, sim: &SimHandle, cipher: Cipher) -> Vec<u8> {
     let config = json!({ "base_url": sim.base_url() }).to_string();
     assert_eq!(
         app.put(&format!("/v1/config/{NAME}"), &config).await.status,
@@ -34,9 +35,10 @@ async fn exchange(app: &TestApp, sim: &SimHandle, cipher: Cipher) {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let sim_tokens: Value = serde_json::from_str(&sim.tokens_json()).expect("tokens");
     assert_eq!(r.json()["consumer_key"], sim_tokens["consumer_key"]);
+    cert.body
 }
 
-fn jwt_claims(jwt: &str) -> Value {
+pub(crate) fn jwt_claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("payload");
     let mut b64 = payload.replace('-', "+").replace('_', "/");
     while !b64.len().is_multiple_of(4) {

@@ -427,3 +427,127 @@ async fn migration_needs_it_enabled_and_reload_applies_mdm_settings() {
         Some("")
     );
 }
+
+/// Verifies an RS256 JWT's signature with `cert`'s public key.
+fn verify_rs256(jwt: &str, cert_pem: &[u8]) -> bool {
+    let cert = openssl::x509::X509::from_pem(cert_pem).expect("cert");
+    let key = cert.public_key().expect("key");
+    let mut parts = jwt.rsplitn(2, '.');
+    let (Some(sig), Some(signed)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let mut b64 = sig.replace('-', "+").replace('_', "/");
+    while !b64.len().is_multiple_of(4) {
+        b64.push('=');
+    }
+    let sig = openssl::base64::decode_block(&b64).expect("signature");
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)
+        .expect("verifier");
+    v.update(signed.as_bytes()).expect("update");
+    v.verify(&sig).unwrap_or(false)
+}
+
+#[actix_web::test]
+async fn get_token_answers_the_maid_jwt_of_the_name_that_synced_the_device() {
+    use depd::sim::{SimConfig, Simulator};
+    let sim = Simulator::start(SimConfig {
+        devices: 5,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let pki = Pki::new();
+    let app = TestApp::spawn_with_config(&mdm_config(&pki, "")).await;
+    let current = crate::exchange::exchange(&app, &sim, openssl::symm::Cipher::aes_256_cbc()).await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/v1/sync/{}?wait=1", crate::helpers::NAME),
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let devices = app
+        .get(&format!("/v1/devices/{}?limit=1", crate::helpers::NAME))
+        .await
+        .json();
+    let serial = devices["devices"][0]["serial_number"]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    let account = app
+        .get(&format!("/proxy/{}/account", crate::helpers::NAME))
+        .await
+        .json();
+
+    let id = pki.identity("dev");
+    let auth = plist(&format!(
+        "<key>MessageType</key><string>Authenticate</string><key>UDID</key><string>{UDID}</string><key>SerialNumber</key><string>{serial}</string><key>Topic</key><string>com.apple.mgmt.t</string>"
+    ));
+    assert_eq!(
+        device(&app, "/mdm", CHECKIN_TYPE, &auth, Some(&id))
+            .await
+            .status,
+        200
+    );
+    let get_token = plist(&format!(
+        "<key>MessageType</key><string>GetToken</string><key>UDID</key><string>{UDID}</string><key>TokenServiceType</key><string>com.apple.maid</string>"
+    ));
+    let r = device(&app, "/mdm", CHECKIN_TYPE, &get_token, Some(&id)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = plist::Value::from_reader(std::io::Cursor::new(&r.body)).expect("plist");
+    let token = v
+        .as_dictionary()
+        .and_then(|d| d.get("TokenData"))
+        .and_then(|t| t.as_data())
+        .expect("TokenData");
+    let jwt = String::from_utf8(token.to_vec()).expect("text");
+    let claims = crate::exchange::jwt_claims(&jwt);
+    assert_eq!(claims["service_type"], "com.apple.maid");
+    assert_eq!(claims["iss"], account["server_uuid"]);
+    // Signed by the name's current token-PKI key, whose certificate Apple
+    // encrypted the tokens to.
+    assert!(verify_rs256(&jwt, &current), "signed with the current key");
+    let staging = app
+        .get(&format!("/v1/tokenpki/{}?cn=other", crate::helpers::NAME))
+        .await;
+    assert!(
+        !verify_rs256(&jwt, &staging.body),
+        "not with a new staging key"
+    );
+
+    // A device no DEP name synced: 500 until a default name is set.
+    let other = pki.identity("other");
+    let stranger_auth = plist(
+        "<key>MessageType</key><string>Authenticate</string><key>UDID</key><string>OTHER</string><key>SerialNumber</key><string>NOT-SYNCED</string><key>Topic</key><string>com.apple.mgmt.t</string>",
+    );
+    assert_eq!(
+        device(&app, "/mdm", CHECKIN_TYPE, &stranger_auth, Some(&other))
+            .await
+            .status,
+        200
+    );
+    let gt = get_token_for("OTHER");
+    assert_eq!(
+        device(&app, "/mdm", CHECKIN_TYPE, &gt, Some(&other))
+            .await
+            .status,
+        500
+    );
+    app.reload_config(&mdm_config(
+        &pki,
+        &format!("maid_default_dep_name = \"{}\"", crate::helpers::NAME),
+    ))
+    .await;
+    assert_eq!(
+        device(&app, "/mdm", CHECKIN_TYPE, &gt, Some(&other))
+            .await
+            .status,
+        200
+    );
+}
+
+fn get_token_for(udid: &str) -> Vec<u8> {
+    plist(&format!(
+        "<key>MessageType</key><string>GetToken</string><key>UDID</key><string>{udid}</string><key>TokenServiceType</key><string>com.apple.maid</string>"
+    ))
+}
