@@ -551,3 +551,67 @@ fn get_token_for(udid: &str) -> Vec<u8> {
         "<key>MessageType</key><string>GetToken</string><key>UDID</key><string>{udid}</string><key>TokenServiceType</key><string>com.apple.maid</string>"
     ))
 }
+
+#[actix_web::test]
+async fn the_auth_proxy_forwards_bound_identities_with_their_enrollment_id() {
+    let assets = upstream(Arc::new(|_, _| {
+        (
+            200,
+            vec![("X-Asset".into(), "yes".into())],
+            b"asset bytes".to_vec(),
+        )
+    }));
+    let pki = Pki::new();
+    let app = TestApp::spawn_with_config(&mdm_config(
+        &pki,
+        &format!("auth_proxy_url = \"{}/assets\"", assets.url),
+    ))
+    .await;
+    let id = pki.identity("dev");
+    assert_eq!(
+        device(
+            &app,
+            "/mdm",
+            CHECKIN_TYPE,
+            &fixture("Authenticate.2.plist"),
+            Some(&id)
+        )
+        .await
+        .status,
+        200
+    );
+    let get = |who: Option<&crate::mdm::Identity>| {
+        let mut req = app.client().get(app.url("/authproxy/foo/bar?x=1"));
+        if let Some(who) = who {
+            req = req.insert_header(("Mdm-Signature", who.sign(b"")));
+        }
+        req.send()
+    };
+    let mut resp = get(Some(&id)).await.expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers().get("X-Asset").and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
+    assert_eq!(resp.body().await.expect("body").as_ref(), b"asset bytes");
+    {
+        let seen = assets.seen.lock().expect("lock");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/assets/foo/bar?x=1");
+        assert_eq!(seen[0].header("X-Enrollment-ID"), Some(UDID));
+        assert_eq!(seen[0].header("Mdm-Signature"), None);
+        assert_eq!(seen[0].header("X-Trace-ID").map(str::len), Some(16));
+        assert_eq!(seen[0].header("X-Forwarded-For"), Some("127.0.0.1"));
+    }
+    // An identity bound to nothing, and none at all.
+    let unbound = pki.identity("unbound");
+    let mut resp = get(Some(&unbound)).await.expect("send");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.body().await.expect("body").as_ref(), b"Unauthorized\n");
+    assert_eq!(get(None).await.expect("send").status().as_u16(), 400);
+    assert_eq!(
+        assets.seen.lock().expect("lock").len(),
+        1,
+        "refusals reach nothing"
+    );
+}

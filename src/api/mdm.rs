@@ -70,7 +70,7 @@ pub(crate) fn trace_id() -> String {
 }
 
 /// The request's identity certificate, checked: its hash and PEM.
-fn identity_of(
+pub(crate) fn identity_of(
     req: &HttpRequest,
     body: &[u8],
     mdm: &Mdm,

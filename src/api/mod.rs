@@ -10,6 +10,7 @@ mod limiter;
 mod log;
 mod mdm;
 mod mdm_api;
+mod mdm_authproxy;
 mod mdm_dm;
 mod metrics;
 mod names;
@@ -131,6 +132,7 @@ pub(crate) const ROUTES: &[(&str, &[&str])] = &[
     ("/mdm", DEVICE),
     ("/checkin", DEVICE),
     ("/migration", &["PUT", "POST"]),
+    ("/authproxy/{path}", ANY),
     (
         "/proxy/{name}/{path}",
         &["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"],
@@ -207,6 +209,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     &["PUT", "POST"],
                     mdm_api::migration,
                 )),
+        )
+        .service(
+            web::scope("/authproxy")
+                .service(any(
+                    web::resource("/{path:.*}").default_service(web::to(|| async {
+                        method_not_allowed(ANY.join(", "))
+                    })),
+                    ANY,
+                    mdm_authproxy::forward,
+                ))
+                .default_service(web::to(not_found)),
         )
         .service(
             web::scope("/proxy")

@@ -442,7 +442,7 @@ fn operation_json(path: &str, method: &str, op: Op) -> Value {
         "tags".into(),
         json!([if path.starts_with("/proxy/") {
             "proxy"
-        } else if matches!(path, "/mdm" | "/checkin") {
+        } else if matches!(path, "/mdm" | "/checkin") || path.starts_with("/authproxy/") {
             "mdm"
         } else if authenticated(path) {
             "v1"

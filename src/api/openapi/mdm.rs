@@ -80,6 +80,17 @@ pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
         .answer(410, device_text("UserAuthenticate declined"))
         .answer(413, device_text("Beyond `[mdm] body_limit`"))
         .answer(500, device_text("Storage failure")),
+        ("/authproxy/{path}", _) => Op::new(
+            "Reverse proxy for Declarative Management assets, device-authenticated",
+            "With `[mdm] auth_proxy_url`. The device identity is checked as for /mdm and must be bound to an enrollment, whose ID goes upstream as `X-Enrollment-ID` (with `X-Trace-ID` and `X-Forwarded-For`; `Mdm-Signature` is removed). The rest of the path is appended to the target's.",
+        )
+        .param(json!({ "name": "path", "in": "path", "required": true, "schema": { "type": "string" } }))
+        .answer(200, json!({ "description": "The upstream's answer, as sent (any status)" }))
+        .answer(400, device_text("No, bad or untrusted identity (`Bad Request`), or an identity bound to no enrollment (`Unauthorized`)"))
+        .answer(404, device_text("The MDM service or the auth proxy is not enabled"))
+        .answer(413, device_text("Beyond `[mdm] body_limit`"))
+        .answer(500, device_text("Storage failure"))
+        .answer(502, json!({ "description": "The upstream did not answer" })),
         ("/v1/enqueue/{ids}", _) => api_any(
             "Enqueue a raw command plist (NanoMDM)",
             "Any method (NanoMDM's docs say PUT, its tests POST). `CommandUUID` and `Command.RequestType` are required. `nopush` with any non-empty value (even `0`) suppresses pushes. An empty body means push only; empty with `nopush` is 400. Unknown IDs fail one by one.",
