@@ -12,6 +12,7 @@ mod exchange;
 mod faults;
 mod import;
 mod mdm;
+mod mdm_crash;
 mod mdm_hooks;
 mod metrics;
 mod names;

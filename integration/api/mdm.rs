@@ -35,7 +35,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A device CA and identities it issues, all made by the openssl CLI.
 pub struct Pki {
-    dir: TempDir,
+    pub dir: TempDir,
     serial: std::cell::Cell<u32>,
 }
 

@@ -213,9 +213,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/authproxy")
                 .service(any(
-                    web::resource("/{path:.*}").default_service(web::to(|| async {
-                        method_not_allowed(ANY.join(", "))
-                    })),
+                    web::resource("/{path:.*}")
+                        .default_service(web::to(|| async { method_not_allowed(ANY.join(", ")) })),
                     ANY,
                     mdm_authproxy::forward,
                 ))
