@@ -125,7 +125,10 @@ async fn sigkill_during_a_burst_of_check_ins_loses_no_event() {
         answered.len()
     );
 
-    eprintln!("{} of {BURST} check-ins answered before SIGKILL", answered.len());
+    eprintln!(
+        "{} of {BURST} check-ins answered before SIGKILL",
+        answered.len()
+    );
     let _daemon = start(config, data).await;
     until("every answered check-in's event", || {
         let got = received.lock().unwrap_or_else(PoisonError::into_inner);
