@@ -36,6 +36,11 @@ key="schemathesis-$(openssl rand -hex 12)"
 # Short upstream timeouts and two attempts per request: names the fuzzer
 # points at unreachable base URLs fail their cycles in seconds, so a
 # ?wait=1 sync answers within the request timeout below.
+# The MDM service is on, so its parsers meet the fuzzer too: a device CA
+# (no identity the fuzzer could present chains to it), migration open.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/ca.key" -out "$work/ca.pem" \
+  -subj "/CN=schemathesis device CA" -days 2 \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign >/dev/null 2>&1
 cat > "$work/depd.toml" <<CONF
 api_key = "$key"
 listen = "127.0.0.1:$port"
@@ -54,6 +59,11 @@ interval_secs = 60
 request_retry_first_ms = 100
 request_retry_max_secs = 5
 request_max_failures = 2
+
+[mdm]
+enabled = true
+ca_file = "$work/ca.pem"
+migration = true
 CONF
 
 # The fuzzer sends thousands of wrong credentials on purpose.

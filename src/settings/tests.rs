@@ -417,3 +417,74 @@ fn offline_commands_need_no_api_key_and_get_none_anyone_knows() {
     let err = load(Some(f.path()), env(&[]), &FlagOverrides::default()).expect_err("server");
     assert!(err.to_string().contains("/nonexistent/api_key"), "{err}");
 }
+
+#[test]
+fn mdm_settings_come_from_the_file_and_the_environment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = dir.path().join("ca.pem");
+    let key = openssl::pkey::PKey::from_ec_key(
+        openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                .expect("group"),
+        )
+        .expect("key"),
+    )
+    .expect("pkey");
+    let mut b = openssl::x509::X509::builder().expect("builder");
+    b.set_pubkey(&key).expect("pubkey");
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
+        .expect("nb");
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).expect("t"))
+        .expect("na");
+    b.sign(&key, openssl::hash::MessageDigest::sha256())
+        .expect("sign");
+    std::fs::write(&ca, b.build().to_pem().expect("pem")).expect("write");
+
+    // Off by default; enabled without a CA is an error naming the key.
+    let s = load(None, env(&[]), &with_key()).expect("defaults");
+    assert!(!s.mdm.enabled);
+    assert_eq!(s.mdm.body_limit, 10 * 1024 * 1024);
+    let err = load(None, env(&[("DEPD_MDM__ENABLED", "true")]), &with_key())
+        .expect_err("no CA")
+        .to_string();
+    assert!(err.contains("mdm.ca_file"), "{err}");
+    // DEPD_MDM__… as for every section.
+    let s = load(
+        None,
+        env(&[
+            ("DEPD_MDM__ENABLED", "true"),
+            ("DEPD_MDM__CA_FILE", ca.to_str().expect("path")),
+            ("DEPD_MDM__RETRO", "true"),
+            ("DEPD_MDM__WEBHOOK_URL", "https://hooks.example/mdm?token=x"),
+        ]),
+        &with_key(),
+    )
+    .expect("from the environment");
+    assert!(s.mdm.enabled && s.mdm.retro);
+    assert_eq!(s.mdm.webhook_url, "https://hooks.example/mdm?token=x");
+    assert!(s.ignored_env.is_empty(), "{:?}", s.ignored_env);
+    // A CA file that holds no certificate, a bad header name.
+    let f = file(&format!(
+        "[mdm]\nenabled = true\nca_file = {:?}\n",
+        dir.path().join("missing.pem").display().to_string()
+    ));
+    let err = load(Some(f.path()), env(&[]), &with_key())
+        .expect_err("missing CA")
+        .to_string();
+    assert!(err.contains("missing.pem"), "{err}");
+    let f = file(&format!(
+        "[mdm]\nenabled = true\nca_file = {:?}\ncert_header = \"X Bad\"\n",
+        ca.display().to_string()
+    ));
+    let err = load(Some(f.path()), env(&[]), &with_key())
+        .expect_err("header")
+        .to_string();
+    assert!(err.contains("mdm.cert_header"), "{err}");
+    // Debug output shows no key.
+    let f = file(&format!(
+        "[mdm]\nenabled = true\nca_file = {:?}\nwebhook_hmac_key = \"hmac-secret-1\"\n",
+        ca.display().to_string()
+    ));
+    let s = load(Some(f.path()), env(&[]), &with_key()).expect("with a key");
+    assert!(!format!("{:?}", s.mdm).contains("hmac-secret-1"));
+}
