@@ -697,6 +697,11 @@ async fn bootstrap_tokens_and_user_authenticate() {
     ));
     let r = device(&app, "/mdm", CHECKIN, &ua, Some(&id)).await;
     assert_eq!((r.status, r.body.as_slice()), (410, &b"Gone\n"[..]));
+    let out = plist(&format!(
+        "<key>MessageType</key><string>CheckOut</string><key>UDID</key><string>{UDID}</string>"
+    ));
+    let r = device(&app, "/mdm", CHECKIN, &out, Some(&id)).await;
+    assert_eq!((r.status, r.body.len()), (200, 0), "CheckOut");
     // GetToken for a service depd does not know: 400.
     let gt = plist(&format!(
         "<key>MessageType</key><string>GetToken</string><key>UDID</key><string>{UDID}</string><key>TokenServiceType</key><string>com.apple.watch.pairing</string>"

@@ -318,6 +318,39 @@ pub(super) fn mdm_queue_walkthrough(engine: Arc<dyn Engine>) {
     assert_eq!(r2.as_deref(), Some("CMD5"));
 }
 
+pub(super) fn mdm_check_out_disables_and_keeps_the_queue(engine: Arc<dyn Engine>) {
+    let store = Store::new(engine);
+    let cfg = Config::default();
+    let d = "OUT-1";
+    checkin(&store, &cfg, authenticate(d), "ho", 1).expect("auth");
+    checkin(&store, &cfg, token_update(d, &[5; 32]), "ho", 2).expect("tu");
+    assert!(enqueue(&store, &[d], "KEEP").is_empty());
+    let out = plist(&format!(
+        "<key>MessageType</key><string>CheckOut</string><key>UDID</key><string>{d}</string>"
+    ));
+    assert_eq!(
+        checkin(&store, &cfg, out, "ho", 3).expect("check out"),
+        Answer::Empty
+    );
+    let e = store.mdm_enrollment(d).expect("read").expect("kept");
+    assert!(!e.enabled);
+    assert_eq!(e.token_update_tally, 0);
+    assert_eq!(
+        store.mdm_queue(d).expect("queue").len(),
+        1,
+        "CheckOut does not clear"
+    );
+    // Enrolling again starts the tally at 1.
+    checkin(&store, &cfg, token_update(d, &[5; 32]), "ho", 4).expect("tu");
+    assert_eq!(
+        store
+            .mdm_enrollment(d)
+            .expect("read")
+            .map(|e| (e.enabled, e.token_update_tally)),
+        Some((true, 1))
+    );
+}
+
 pub(super) fn mdm_user_channels_follow_their_device(engine: Arc<dyn Engine>) {
     let store = Store::new(engine);
     let cfg = Config::default();
