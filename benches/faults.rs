@@ -22,13 +22,13 @@ use depd::sim::faults::RateFault;
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use depd::store::NameData;
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/machine.rs"]
 mod machine;
 
@@ -62,41 +62,6 @@ fn prepare(data: &Path, sim: &SimHandle, profile: &str) {
         state.adopt(next);
     }
     store.flush().expect("flush");
-}
-
-fn serve(dir: &Path, webhook: &str) -> (Child, String) {
-    let config = format!(
-        "api_key = \"{KEY}\"\n[sync]\nauto = false\n\
-         [webhook]\nurls = [\"{webhook}\"]\nretry_max_secs = 4\n"
-    );
-    let path = dir.join("depd.toml");
-    std::fs::write(&path, config).expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_depd"))
-        .args(["serve", "--log-format", "json", "--listen", &addr])
-        .arg("--config")
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("DEPD_API_KEY")
-        .env_remove("DEPD_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn depd");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        if line.map(|l| l.contains("\"listening\"")).unwrap_or(false) {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (child, format!("http://{addr}"))
 }
 
 #[derive(Default)]
@@ -212,7 +177,11 @@ async fn run(faulted: bool) -> Outcome {
     let (hook, seen) = receiver(faulted);
     let dir = tempfile::tempdir().expect("tempdir");
     prepare(&dir.path().join("data"), &sim, &profile);
-    let (mut child, url) = serve(dir.path(), &hook);
+    let config = format!(
+        "api_key = \"{KEY}\"\n[sync]\nauto = false\n[webhook]\nurls = [\"{hook}\"]\nretry_max_secs = 4\n"
+    );
+    let (mut child, url, log) = daemon::serve(dir.path(), &config);
+    daemon::drain(log);
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(600))
         .finish();

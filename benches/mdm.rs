@@ -24,11 +24,11 @@ use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage};
 use openssl::x509::{X509, X509NameBuilder};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/machine.rs"]
 mod machine;
 
@@ -109,45 +109,6 @@ fn sign(cert: &X509, key: &PKey<Private>, body: Vec<u8>) -> Signed {
     .expect("cms");
     let sig = openssl::base64::encode_block(&p7.to_der().expect("der"));
     (body, sig)
-}
-
-fn serve(dir: &Path, ca_file: &Path) -> (Child, String) {
-    let config = format!(
-        "api_key = \"{KEY}\"\n[sync]\nauto = false\n[mdm]\nenabled = true\nca_file = {:?}\n",
-        ca_file.display().to_string()
-    );
-    let path = dir.join("depd.toml");
-    std::fs::write(&path, config).expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_depd"))
-        .args(["serve", "--log-format", "json", "--listen", &addr])
-        .arg("--config")
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("DEPD_API_KEY")
-        .env_remove("DEPD_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn depd");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut listening = false;
-    for line in lines.by_ref().map_while(Result::ok) {
-        if line.contains("\"listening\"") {
-            listening = true;
-            break;
-        }
-        eprintln!("{line}");
-    }
-    assert!(listening, "depd did not start");
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (child, format!("http://{addr}"))
 }
 
 /// (VmRSS, VmHWM) of a process, MiB.
@@ -260,7 +221,12 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let (mut child, base) = serve(dir.path(), &ca_file);
+    let config = format!(
+        "api_key = \"{KEY}\"\n[sync]\nauto = false\n[mdm]\nenabled = true\nca_file = {:?}\n",
+        ca_file.display().to_string()
+    );
+    let (mut child, base, log) = daemon::serve(dir.path(), &config);
+    daemon::drain(log);
     let pid = child.id();
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(120))

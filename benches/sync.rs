@@ -21,13 +21,15 @@ use depd::domain::name::DepName;
 use depd::domain::state::NameState;
 use depd::sim::{SimConfig, SimHandle, Simulator};
 use depd::store::NameData;
-use std::io::{BufRead, BufReader};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/machine.rs"]
 mod machine;
 
@@ -103,32 +105,7 @@ fn serve(dir: &Path, webhook: Option<&str>) -> (Child, String) {
     if let Some(url) = webhook {
         config.push_str(&format!("[webhook]\nurls = [\"{url}\"]\n"));
     }
-    let path = dir.join("depd.toml");
-    std::fs::write(&path, config).expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_depd"))
-        .args(["serve", "--log-format", "json", "--listen", &addr])
-        .arg("--config")
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("DEPD_API_KEY")
-        .env_remove("DEPD_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn depd");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        if line.map(|l| l.contains("\"listening\"")).unwrap_or(false) {
-            break;
-        }
-    }
+    let (child, url, lines) = daemon::serve(dir, &config);
     // Keep draining so depd never blocks on a full pipe; SYNC_BENCH_LOG
     // keeps its warnings and errors.
     let keep = std::env::var("SYNC_BENCH_LOG").ok();
@@ -143,7 +120,7 @@ fn serve(dir: &Path, webhook: Option<&str>) -> (Child, String) {
             }
         }
     });
-    (child, format!("http://{addr}"))
+    (child, url)
 }
 
 async fn post(client: &awc::Client, url: &str) -> serde_json::Value {
