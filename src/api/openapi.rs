@@ -406,6 +406,11 @@ fn operation_json(path: &str, method: &str, op: Op) -> Value {
         responses.insert(status.to_string(), answer);
     }
     for (status, codes) in merged {
+        // An operation's own answer for a status (the MDM service's
+        // NanoMDM shapes) stands.
+        if responses.contains_key(&status.to_string()) {
+            continue;
+        }
         responses.insert(
             status.to_string(),
             json!({

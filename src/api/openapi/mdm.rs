@@ -31,6 +31,7 @@ fn device_op(summary: &'static str, description: &'static str) -> Op {
             "content": {
                 "application/x-apple-aspen-mdm-checkin": { "schema": { "type": "string", "format": "binary" } },
                 "application/x-apple-aspen-mdm": { "schema": { "type": "string", "format": "binary" } },
+                "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
             },
         }))
         .answer(200, json!({
@@ -73,7 +74,10 @@ pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
             "Raw check-ins from another MDM server (NanoMDM's nano2nano)",
             "With `[mdm] migration`. No identity, certificate binding or webhook. Answers as a device check-in.",
         )
-        .body(json!({ "required": true, "content": { "application/x-apple-aspen-mdm-checkin": { "schema": { "type": "string", "format": "binary" } } } }))
+        .body(json!({ "required": true, "content": {
+            "application/x-apple-aspen-mdm-checkin": { "schema": { "type": "string", "format": "binary" } },
+            "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
+        } }))
         .answer(200, json!({ "description": "Handled", "content": { "application/xml": { "schema": { "type": "string" } } } }))
         .answer(400, device_text("Undecodable check-in"))
         .answer(404, mdm_error("The MDM service or migration is not enabled"))
@@ -96,7 +100,10 @@ pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
             "Any method (NanoMDM's docs say PUT, its tests POST). `CommandUUID` and `Command.RequestType` are required. `nopush` with any non-empty value (even `0`) suppresses pushes. An empty body means push only; empty with `nopush` is 400. Unknown IDs fail one by one.",
         )
         .param(query("nopush", "Any non-empty value: do not push.", json!({ "type": "string" })))
-        .body(json!({ "required": false, "content": { "application/xml": { "schema": { "type": "string" } } } })),
+        .body(json!({ "required": false, "content": {
+            "application/xml": { "schema": { "type": "string" } },
+            "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
+        } })),
         ("/v1/push/{ids}", _) => api_any(
             "Push to enrollments (NanoMDM)",
             "Any method. Until APNs delivery exists, every ID answers a `push_error` (no push info, no push certificate for its topic, or delivery unavailable).",
@@ -105,7 +112,10 @@ pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
             "Store an APNs MDM push certificate and its key (NanoMDM)",
             "PEM certificate then unencrypted PEM key (`RSA PRIVATE KEY`, `EC PRIVATE KEY` or `PRIVATE KEY`). The topic is the subject's UID and must start with `com.apple.mgmt`. The key is sealed at rest.",
         )
-        .body(json!({ "required": true, "content": { "application/x-pem-file": { "schema": { "type": "string" } } } }))
+        .body(json!({ "required": true, "content": {
+            "application/x-pem-file": { "schema": { "type": "string" } },
+            "text/plain": { "schema": { "type": "string" } },
+        } }))
         .answer(200, json_answer("Stored", schema_ref("PushCert")))
         .answer(400, mdm_error("Not a certificate and key pair, an unknown PEM block, an encrypted key, or not an MDM topic"))
         .answer(404, mdm_error("The MDM service is not enabled"))
