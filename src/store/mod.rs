@@ -11,6 +11,7 @@
 //!   ([`Store::blocking`]), never on an actor or request thread.
 
 pub mod fsutil;
+mod group;
 mod index;
 mod inventory;
 pub mod mdm;
@@ -239,6 +240,8 @@ pub struct Store {
     /// The MDM webhook outbox's next sequence number, read from the
     /// stored events on first use (`mdm/`).
     mdm_seq: Arc<Mutex<Option<u64>>>,
+    /// Durable commits of concurrent writers share flushes (`group.rs`).
+    group: Arc<group::GroupCommit>,
 }
 
 /// One name's index; `None` until loaded (or after a panic while it was
@@ -373,6 +376,7 @@ impl Store {
             indexes: Arc::default(),
             legacy: inventory::holds_legacy(engine.as_ref()),
             mdm_seq: Arc::default(),
+            group: Arc::default(),
             engine,
         }
     }

@@ -170,7 +170,10 @@ impl Store {
                 *value = self.key.seal(key, value)?;
             }
         }
-        self.engine.commit(writes)
+        // Applied, then made durable with the other shards' commits of the
+        // moment: one flush for all of them.
+        self.engine.apply(writes)?;
+        self.group.durable(self.engine.as_ref())
     }
 
     pub fn mdm_device(&self, d: &str) -> Result<Option<StoredMdmDevice>, StoreError> {
