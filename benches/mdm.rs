@@ -235,6 +235,8 @@ async fn main() {
     let (rss0, _) = memory(pid);
     let machine = machine::ticks();
     let cpu0 = cpu_secs(pid);
+    let me = std::process::id();
+    let client0 = cpu_secs(me);
     let checkin = "application/x-apple-aspen-mdm-checkin";
     let (a, fa) = phase(&client, &url, checkin, auth, concurrency).await;
     let (tu, ft) = phase(&client, &url, checkin, token, concurrency).await;
@@ -249,6 +251,7 @@ async fn main() {
     )
     .await;
     let cpu2 = cpu_secs(pid);
+    let client_cpu = cpu_secs(me) - client0;
     let (rss2, hwm) = memory(pid);
     println!("MDM: {n} enrollments, {concurrency} requests at a time");
     println!(
@@ -267,6 +270,10 @@ async fn main() {
         "  depd cpu: {:.0} us per check-in, {:.0} us per report",
         (cpu1 - cpu0) * 1e6 / (2 * n) as f64,
         (cpu2 - cpu1) * 1e6 / n as f64
+    );
+    println!(
+        "  load generator (this process, one thread): {:.0} us CPU per request",
+        client_cpu * 1e6 / (3 * n) as f64
     );
     println!(
         "  depd memory: VmRSS {rss0:.0} MiB before, {rss1:.0} MiB after enrolling, {rss2:.0} MiB after the reports; VmHWM {hwm:.0} MiB"

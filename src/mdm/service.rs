@@ -5,8 +5,12 @@
 //! each read-decide-commit sequence is alone on its keys.
 //!
 //! Each request's writes, its certificate binding and its webhook event are
-//! one atomic, flushed batch: a refused request writes nothing, and an
-//! answered one is never lost, nor its event.
+//! one atomic batch, applied here; the caller makes it durable
+//! ([`Store::mdm_durable`], shared with the other requests of the moment)
+//! before the device is answered: a refused request writes nothing, and an
+//! answered one is never lost, nor its event. Later requests on the same
+//! channel may read a batch before it is durable; a flush that covers them
+//! covers it too, since batches are flushed in the order they were applied.
 
 use super::certauth::{self, Decision, Refusal};
 use super::ids::EnrollmentId;
@@ -203,6 +207,12 @@ pub fn checkin(
                 ));
             }
             let old = store.mdm_device(d)?.unwrap_or_default();
+            if old.serial_number != m.serial_number && !old.serial_number.is_empty() {
+                w.delete_serial(&old.serial_number, d);
+            }
+            if !m.serial_number.is_empty() {
+                w.put_serial(&m.serial_number, d);
+            }
             w.put_device(
                 d,
                 &StoredMdmDevice {
@@ -358,7 +368,7 @@ pub fn checkin(
             webhook::checkin_event(kind.as_str(), &webhook_request(req, &m.ident, id), tally);
         event(store, &mut w, &format!("mdm.{}", kind.as_str()), body, req)?;
     }
-    store.mdm_commit(w)?;
+    store.mdm_apply(w)?;
     Ok(answer)
 }
 
@@ -440,13 +450,13 @@ pub fn report(
         );
         event(store, &mut w, "mdm.Connect", body, req)?;
     }
-    store.mdm_commit(w)?;
+    store.mdm_apply(w)?;
     if let (Some(uuid), true) = (finished, cfg.delete_finished_commands)
         && !store.mdm_command_referenced(uuid)?
     {
         let mut w = MdmWrite::default();
         w.delete_command(uuid);
-        store.mdm_commit(w)?;
+        store.mdm_apply(w)?;
     }
     let Some(uuid) = next else {
         return Ok(Answer::Empty);
@@ -470,6 +480,23 @@ fn webhook_request<'a>(
         event_id: &req.event_id,
         created_at: req.now,
     }
+}
+
+/// Drops channel `id`'s outstanding commands (results stay); `None` when
+/// the channel is unknown.
+pub fn clear_queue(store: &Store, id: &str) -> Result<Option<usize>, StoreError> {
+    let d = id.split_once(':').map_or(id, |(d, _)| d);
+    if store.mdm_enrollment(id)?.is_none() && store.mdm_device(d)?.is_none() {
+        return Ok(None);
+    }
+    let mut w = MdmWrite::default();
+    let queue = store.mdm_queue(id)?;
+    for (seq, entry) in &queue {
+        w.delete_queue_entry(id, *seq);
+        w.delete_command_ref(&entry.command_uuid, id);
+    }
+    store.mdm_apply(w)?;
+    Ok(Some(queue.len()))
 }
 
 /// Why one target of an enqueue was refused.
@@ -541,6 +568,6 @@ pub fn enqueue(
         );
         w.put_command_ref(uuid, id);
     }
-    store.mdm_commit(w)?;
+    store.mdm_apply(w)?;
     Ok(errors)
 }

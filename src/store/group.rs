@@ -62,6 +62,70 @@ impl GroupCommit {
     }
 }
 
+/// The asynchronous form: the waiters hold no thread, only the leader's
+/// flush runs on the blocking pool.
+#[derive(Default)]
+pub(crate) struct AsyncGroupCommit {
+    state: Mutex<State>,
+    /// The number up to which every apply is durable.
+    durable: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for AsyncGroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncGroupCommit").finish_non_exhaustive()
+    }
+}
+
+impl AsyncGroupCommit {
+    /// Returns once everything `engine` applied before this call is
+    /// durable.
+    pub(crate) async fn durable(
+        &self,
+        engine: std::sync::Arc<dyn Engine>,
+    ) -> Result<(), StoreError> {
+        let mine = {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.applied += 1;
+            st.applied
+        };
+        loop {
+            // Register for the wake-up before looking, so none is missed.
+            let woken = self.durable.notified();
+            let lead = {
+                let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if st.durable >= mine {
+                    return Ok(());
+                }
+                if st.flushing {
+                    None
+                } else {
+                    st.flushing = true;
+                    Some(st.applied)
+                }
+            };
+            let Some(covers) = lead else {
+                woken.await;
+                continue;
+            };
+            let e = engine.clone();
+            let flushed = tokio::task::spawn_blocking(move || e.flush())
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))
+                .and_then(|r| r);
+            {
+                let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                st.flushing = false;
+                if flushed.is_ok() {
+                    st.durable = st.durable.max(covers);
+                }
+            }
+            self.durable.notify_waiters();
+            flushed?;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,9 +181,14 @@ mod tests {
             t.join().expect("thread");
         }
         let flushes = engine.flushes.load(Ordering::SeqCst);
-        assert!((1..32).contains(&flushes), "{flushes} flushes for 32 commits");
+        assert!(
+            (1..32).contains(&flushes),
+            "{flushes} flushes for 32 commits"
+        );
         // One more commit after all that still gets its own flush.
-        engine.apply(vec![Write::Put(vec![99], vec![1])]).expect("apply");
+        engine
+            .apply(vec![Write::Put(vec![99], vec![1])])
+            .expect("apply");
         group.durable(engine.as_ref()).expect("durable");
         assert_eq!(engine.flushes.load(Ordering::SeqCst), flushes + 1);
     }

@@ -229,6 +229,8 @@ pub struct Store {
     /// of threads (memory, contention in the engine) for no gain on a few
     /// cores; waiting callers queue here instead.
     permits: Arc<tokio::sync::Semaphore>,
+    /// The same for the MDM service's requests ([`Store::blocking_mdm`]).
+    mdm_permits: Arc<tokio::sync::Semaphore>,
     /// The in-memory index of each name's devices and assignment records
     /// (`index.rs`), built from the stored segments on first use.
     indexes: Arc<Mutex<IndexCache>>,
@@ -242,6 +244,8 @@ pub struct Store {
     mdm_seq: Arc<Mutex<Option<u64>>>,
     /// Durable commits of concurrent writers share flushes (`group.rs`).
     group: Arc<group::GroupCommit>,
+    /// The same for callers that wait without a thread.
+    group_async: Arc<group::AsyncGroupCommit>,
 }
 
 /// One name's index; `None` until loaded (or after a panic while it was
@@ -356,6 +360,10 @@ impl IndexCache {
 
 /// Storage calls running at once.
 const CONCURRENT_CALLS: usize = 8;
+/// MDM requests in storage at once. Each spends most of its time waiting
+/// for the flush it shares with the others (group commit), so more of them
+/// in flight means more requests per flush, not more CPU.
+const MDM_CONCURRENT_CALLS: usize = 64;
 
 impl Store {
     /// A store whose secrets are sealed with a key made for this process
@@ -373,10 +381,12 @@ impl Store {
         Store {
             key: Arc::new(key),
             permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
+            mdm_permits: Arc::new(tokio::sync::Semaphore::new(MDM_CONCURRENT_CALLS)),
             indexes: Arc::default(),
             legacy: inventory::holds_legacy(engine.as_ref()),
             mdm_seq: Arc::default(),
             group: Arc::default(),
+            group_async: Arc::default(),
             engine,
         }
     }
@@ -411,8 +421,30 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let permit = self
-            .permits
+        self.blocking_with(&self.permits, f).await
+    }
+
+    /// Runs an MDM request's storage call on the blocking pool, within
+    /// the MDM service's own bound, so device traffic and DEP sync do not
+    /// queue behind each other.
+    pub async fn blocking_mdm<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.blocking_with(&self.mdm_permits, f).await
+    }
+
+    async fn blocking_with<T, F>(
+        &self,
+        permits: &Arc<tokio::sync::Semaphore>,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = permits
             .clone()
             .acquire_owned()
             .await

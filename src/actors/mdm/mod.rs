@@ -17,13 +17,13 @@ use crate::settings::MdmSettings;
 use crate::store::{Store, StoreError};
 use crate::sync::webhook::DeliveryPolicy;
 use actix::prelude::*;
-use shard::{DoCheckin, DoEnqueue, DoReport, EnrollmentShard};
+use shard::{DoCheckin, DoClearQueue, DoEnqueue, DoReport, EnrollmentShard};
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Enrollment shards. More than cores, so a slow flush of one shard's
 /// batch does not hold up the channels of the others.
-pub const SHARDS: usize = 32;
+pub const SHARDS: usize = 64;
 
 /// The settings in effect, replaced together on reload.
 pub struct Runtime {
@@ -103,7 +103,7 @@ impl Mdm {
         )
         .start();
         let shards = (0..SHARDS)
-            .map(|_| EnrollmentShard::new(store.clone(), webhook.clone().recipient()).start())
+            .map(|_| EnrollmentShard::new(store.clone()).start())
             .collect();
         Ok(Arc::new(Mdm {
             checkin_endpoint: settings.mdm.checkin_endpoint,
@@ -147,7 +147,9 @@ impl Mdm {
         id: EnrollmentId,
     ) -> Result<Answer, ServiceError> {
         let cfg = self.runtime().config();
-        self.shard(id.device_channel())
+        let event = cfg.webhook && req.cert_hash.is_some();
+        let answer = self
+            .shard(id.device_channel())
             .send(DoCheckin {
                 cfg,
                 req,
@@ -155,7 +157,20 @@ impl Mdm {
                 id,
             })
             .await
-            .map_err(|e| ServiceError::Store(StoreError::Task(e.to_string())))?
+            .map_err(|e| ServiceError::Store(StoreError::Task(e.to_string())))??;
+        self.durable(event).await?;
+        Ok(answer)
+    }
+
+    /// Waits until the request's batch is durable (its flush shared with
+    /// the other requests of the moment), then wakes the webhook deliverer
+    /// if it queued an event.
+    async fn durable(&self, event: bool) -> Result<(), StoreError> {
+        self.store.mdm_durable_async().await?;
+        if event {
+            self.webhook.do_send(webhook::Kick);
+        }
+        Ok(())
     }
 
     pub async fn report(
@@ -165,7 +180,9 @@ impl Mdm {
         id: EnrollmentId,
     ) -> Result<Answer, ServiceError> {
         let cfg = self.runtime().config();
-        self.shard(id.device_channel())
+        let event = cfg.webhook && req.cert_hash.is_some();
+        let answer = self
+            .shard(id.device_channel())
             .send(DoReport {
                 cfg,
                 req,
@@ -173,7 +190,9 @@ impl Mdm {
                 id,
             })
             .await
-            .map_err(|e| ServiceError::Store(StoreError::Task(e.to_string())))?
+            .map_err(|e| ServiceError::Store(StoreError::Task(e.to_string())))??;
+        self.durable(event).await?;
+        Ok(answer)
     }
 
     /// Stores the command and queues it for every ID, each on the shard
@@ -217,7 +236,23 @@ impl Mdm {
                 .map_err(EnqueueFailure::Store)?;
             errors.extend(answer);
         }
+        self.durable(false).await.map_err(EnqueueFailure::Store)?;
         Ok(errors)
+    }
+}
+
+impl Mdm {
+    /// Drops a channel's outstanding commands, through its owner; `None`
+    /// for an unknown channel.
+    pub async fn clear_queue(&self, id: &str) -> Result<Option<usize>, StoreError> {
+        let device = id.split_once(':').map_or(id, |(d, _)| d);
+        let removed = self
+            .shard(device)
+            .send(DoClearQueue(id.to_owned()))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.durable(false).await?;
+        Ok(removed)
     }
 }
 

@@ -12,15 +12,16 @@ use crate::store::Store;
 use actix::prelude::*;
 use std::collections::BTreeMap;
 
+/// The shard answers once the request's batch is applied; the caller
+/// ([`super::Mdm`]) waits for it to be durable before the device gets its
+/// answer, so the shard takes the next request during the flush.
 pub struct EnrollmentShard {
     store: Store,
-    /// Told when a request queued a webhook event.
-    on_event: Recipient<super::webhook::Kick>,
 }
 
 impl EnrollmentShard {
-    pub fn new(store: Store, on_event: Recipient<super::webhook::Kick>) -> Self {
-        EnrollmentShard { store, on_event }
+    pub fn new(store: Store) -> Self {
+        EnrollmentShard { store }
     }
 }
 
@@ -60,11 +61,10 @@ pub struct DoEnqueue {
 impl Handler<DoCheckin> for EnrollmentShard {
     type Result = AtomicResponse<Self, Result<Answer, ServiceError>>;
     fn handle(&mut self, msg: DoCheckin, _: &mut Self::Context) -> Self::Result {
-        let kick = msg.cfg.webhook && msg.req.cert_hash.is_some();
         let store = self.store.clone();
         let fut = async move {
             store
-                .blocking(move |s| {
+                .blocking_mdm(move |s| {
                     Ok(service::checkin(
                         s,
                         &msg.cfg,
@@ -77,33 +77,42 @@ impl Handler<DoCheckin> for EnrollmentShard {
                 .map_err(ServiceError::Store)
                 .and_then(|r| r)
         };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, _| {
-            if kick && res.is_ok() {
-                act.on_event.do_send(super::webhook::Kick);
-            }
-            res
-        })))
+        AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }
 
 impl Handler<DoReport> for EnrollmentShard {
     type Result = AtomicResponse<Self, Result<Answer, ServiceError>>;
     fn handle(&mut self, msg: DoReport, _: &mut Self::Context) -> Self::Result {
-        let kick = msg.cfg.webhook && msg.req.cert_hash.is_some();
         let store = self.store.clone();
         let fut = async move {
             store
-                .blocking(move |s| Ok(service::report(s, &msg.cfg, &msg.req, &msg.report, &msg.id)))
+                .blocking_mdm(move |s| {
+                    Ok(service::report(s, &msg.cfg, &msg.req, &msg.report, &msg.id))
+                })
                 .await
                 .map_err(ServiceError::Store)
                 .and_then(|r| r)
         };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, _| {
-            if kick && res.is_ok() {
-                act.on_event.do_send(super::webhook::Kick);
-            }
-            res
-        })))
+        AtomicResponse::new(Box::pin(fut.into_actor(self)))
+    }
+}
+
+/// Drop a channel's outstanding commands.
+#[derive(Message)]
+#[rtype(result = "Result<Option<usize>, crate::store::StoreError>")]
+pub struct DoClearQueue(pub String);
+
+impl Handler<DoClearQueue> for EnrollmentShard {
+    type Result = AtomicResponse<Self, Result<Option<usize>, crate::store::StoreError>>;
+    fn handle(&mut self, msg: DoClearQueue, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        let fut = async move {
+            store
+                .blocking_mdm(move |s| service::clear_queue(s, &msg.0))
+                .await
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }
 
@@ -114,7 +123,7 @@ impl Handler<DoEnqueue> for EnrollmentShard {
         let store = self.store.clone();
         let fut = async move {
             store
-                .blocking(move |s| service::enqueue(s, &msg.ids, &msg.uuid, msg.now_unix))
+                .blocking_mdm(move |s| service::enqueue(s, &msg.ids, &msg.uuid, msg.now_unix))
                 .await
         };
         AtomicResponse::new(Box::pin(fut.into_actor(self)))
