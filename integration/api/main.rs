@@ -14,6 +14,7 @@ mod import;
 mod mdm;
 mod mdm_crash;
 mod mdm_hooks;
+mod mdm_inspect;
 mod metrics;
 mod names;
 mod notify;

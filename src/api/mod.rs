@@ -12,6 +12,7 @@ mod mdm;
 mod mdm_api;
 mod mdm_authproxy;
 mod mdm_dm;
+mod mdm_inspect;
 mod metrics;
 mod names;
 mod openapi;
@@ -129,6 +130,10 @@ pub(crate) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/enqueue/{ids}", ANY),
     ("/v1/push/{ids}", ANY),
     ("/v1/pushcert", &["GET", "PUT"]),
+    ("/v1/enrollments", &["GET"]),
+    ("/v1/enrollments/{id}", &["GET"]),
+    ("/v1/enrollments/{id}/commands", &["GET"]),
+    ("/v1/enrollments/{id}/queue", &["DELETE"]),
     ("/mdm", DEVICE),
     ("/checkin", DEVICE),
     ("/migration", &["PUT", "POST"]),
@@ -192,6 +197,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     mdm_api::enqueue,
                 ))
                 .service(any(resource("/v1", "/push/{ids}"), ANY, mdm_api::push_ids))
+                .service(resource("/v1", "/enrollments").route(web::get().to(mdm_inspect::list)))
+                .service(
+                    resource("/v1", "/enrollments/{id}").route(web::get().to(mdm_inspect::get)),
+                )
+                .service(
+                    resource("/v1", "/enrollments/{id}/commands")
+                        .route(web::get().to(mdm_inspect::commands)),
+                )
+                .service(
+                    resource("/v1", "/enrollments/{id}/queue")
+                        .route(web::delete().to(mdm_inspect::clear_queue)),
+                )
                 .service(
                     resource("/v1", "/pushcert")
                         .route(web::get().to(mdm_api::get_pushcert))

@@ -183,10 +183,35 @@ pub async fn devices(
         .await
         .map_err(mailbox)?
         .map_err(store_error)?;
+    // The MDM side of each device: the channels that enrolled with its
+    // serial number.
+    let enrolled = match &state.mdm {
+        Some(mdm) => {
+            let serials: Vec<String> = list.devices.iter().map(|d| d.serial.clone()).collect();
+            mdm.store()
+                .blocking(move |s| {
+                    serials
+                        .into_iter()
+                        .map(|serial| Ok((serial.clone(), s.mdm_channels_of_serial(&serial)?)))
+                        .collect::<Result<std::collections::HashMap<_, _>, StoreError>>()
+                })
+                .await
+                .map_err(store_error)?
+        }
+        None => Default::default(),
+    };
     let devices: Vec<Value> = list
         .devices
         .iter()
-        .map(|d| device_json(d, assignments.get(&d.serial)))
+        .map(|d| {
+            let mut v = device_json(d, assignments.get(&d.serial));
+            if let Some(ids) = enrolled.get(&d.serial).filter(|ids| !ids.is_empty())
+                && let Some(depd) = v.get_mut("depd").and_then(Value::as_object_mut)
+            {
+                depd.insert("mdm".into(), json!({ "enrollment_ids": ids }));
+            }
+            v
+        })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "total": list.total, "devices": devices })))
 }

@@ -30,7 +30,6 @@ pub enum EnrollType {
 }
 
 impl EnrollType {
-    #[cfg(test)]
     pub const ALL: [EnrollType; 5] = [
         EnrollType::Device,
         EnrollType::User,
@@ -61,13 +60,11 @@ impl EnrollType {
         }
     }
 
-    #[cfg(test)]
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.code() == code)
     }
 
     /// Parses the type string (as the API's filters take it).
-    #[cfg(test)]
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }

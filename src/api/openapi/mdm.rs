@@ -24,6 +24,14 @@ fn ids_param() -> Value {
     })
 }
 
+fn enrollment_id_param() -> Value {
+    json!({
+        "name": "id", "in": "path", "required": true,
+        "description": "An enrollment ID (`UDID`, `UDID:UserID`, `EnrollmentID`, …), percent-encoded.",
+        "schema": { "type": "string", "minLength": 1 },
+    })
+}
+
 fn device_op(summary: &'static str, description: &'static str) -> Op {
     Op::new(summary, description)
         .body(json!({
@@ -95,6 +103,41 @@ pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
         .answer(413, device_text("Beyond `[mdm] body_limit`"))
         .answer(500, device_text("Storage failure"))
         .answer(502, json!({ "description": "The upstream did not answer" })),
+        ("/v1/enrollments", "GET") => Op::new(
+            "List MDM enrollments (depd extension)",
+            "One entry per channel that sent a TokenUpdate, in ID order, with a total. Filters combine.",
+        )
+        .param(query("type", "Enrollment type.", json!({ "type": "string", "enum": ["Device", "User", "User Enrollment (Device)", "User Enrollment", "Shared iPad"] })))
+        .param(query("enabled", "Enabled or not.", json!({ "type": "string", "enum": ["true", "false", "1", "0"] })))
+        .param(query("topic", "APNs topic.", json!({ "type": "string" })))
+        .param(query("seen_since", "Last seen at or after (RFC 3339).", json!({ "type": "string", "format": "date-time" })))
+        .param(query("seen_before", "Last seen before (RFC 3339).", json!({ "type": "string", "format": "date-time" })))
+        .param(limit(1000))
+        .param(offset())
+        .answer(200, json_answer("A page of enrollments", schema_ref("Enrollments")))
+        .errors(&[(400, &["bad-query"]), (404, &["mdm-disabled"])]),
+        ("/v1/enrollments/{id}", "GET") => Op::new(
+            "One enrollment: identity, device and user fields, tokens present, queue length, DEP link (depd extension)",
+            "",
+        )
+        .param(enrollment_id_param())
+        .answer(200, json_answer("The enrollment", schema_ref("Enrollment")))
+        .errors(&[(404, &["mdm-disabled", "unknown-enrollment"])]),
+        ("/v1/enrollments/{id}/commands", "GET") => Op::new(
+            "An enrollment's queue and results (depd extension)",
+            "The outstanding commands in order and the latest result of every command it reported; `raw=1` adds the command and result plists.",
+        )
+        .param(enrollment_id_param())
+        .param(flag("raw", "Include the raw plists."))
+        .answer(200, json_answer("Queue and results", schema_ref("EnrollmentCommands")))
+        .errors(&[(400, &["bad-query"]), (404, &["mdm-disabled", "unknown-enrollment"])]),
+        ("/v1/enrollments/{id}/queue", "DELETE") => Op::new(
+            "Drop an enrollment's outstanding commands (depd extension)",
+            "Results stay.",
+        )
+        .param(enrollment_id_param())
+        .answer(200, json_answer("Removed", json!({ "type": "object", "properties": { "id": { "type": "string" }, "removed": { "type": "integer" } } })))
+        .errors(&[(404, &["mdm-disabled", "unknown-enrollment"])]),
         ("/v1/enqueue/{ids}", _) => api_any(
             "Enqueue a raw command plist (NanoMDM)",
             "Any method (NanoMDM's docs say PUT, its tests POST). `CommandUUID` and `Command.RequestType` are required. `nopush` with any non-empty value (even `0`) suppresses pushes. An empty body means push only; empty with `nopush` is 400. Unknown IDs fail one by one.",
@@ -144,6 +187,32 @@ pub(super) fn schemas() -> Vec<(&'static str, Value)> {
                 } } },
                 "no_push": { "type": "boolean" }, "push_error": text, "command_error": text,
                 "command_uuid": text, "request_type": text,
+            } }),
+        ),
+        (
+            "Enrollment",
+            json!({ "type": "object", "required": ["id"], "properties": {
+                "id": text, "type": { "type": "string", "nullable": true }, "parent_id": { "type": "string", "nullable": true },
+                "device_id": text, "user_id": { "type": "string", "nullable": true }, "topic": text,
+                "enabled": { "type": "boolean" }, "token_update_tally": { "type": "integer" },
+                "last_seen": text, "last_seen_secs_ago": { "type": "integer" },
+                "enrolled_at": { "type": "string", "nullable": true }, "push_token_present": { "type": "boolean" },
+                "queue_length": { "type": "integer" }, "device": { "type": "object" }, "user": { "type": "object" },
+                "dep": { "type": "array", "items": { "type": "object", "properties": { "dep_name": text, "serial_number": text } } },
+            } }),
+        ),
+        (
+            "Enrollments",
+            json!({ "type": "object", "required": ["total", "enrollments"], "properties": {
+                "total": { "type": "integer" }, "enrollments": { "type": "array", "items": schema_ref("Enrollment") },
+            } }),
+        ),
+        (
+            "EnrollmentCommands",
+            json!({ "type": "object", "required": ["id", "queue", "results"], "properties": {
+                "id": text,
+                "queue": { "type": "array", "items": { "type": "object" } },
+                "results": { "type": "array", "items": { "type": "object" } },
             } }),
         ),
         (

@@ -138,6 +138,9 @@ pub(super) fn schemas() -> Value {
                     "first_seen": time, "last_event": time, "op_date": time_or_null,
                     "deleted": { "type": "boolean" },
                     "assignment": { "allOf": [schema_ref("Assignment")], "nullable": true },
+                    "mdm": { "type": "object", "description": "When the MDM service is on and a device channel authenticated with this serial number: its enrollment IDs (GET /v1/enrollments/{id}).", "properties": {
+                        "enrollment_ids": { "type": "array", "items": { "type": "string" } },
+                    } },
                 } },
             },
         },

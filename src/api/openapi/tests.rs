@@ -104,7 +104,8 @@ async fn routes_match_what_configure_registers() {
         let uri = pattern
             .replace("{name}", "no-such-name")
             .replace("{path}", "account")
-            .replace("{ids}", "A,B");
+            .replace("{ids}", "A,B")
+            .replace("{id}", "A");
         for method in METHODS {
             let req = atest::TestRequest::default()
                 .method(method.parse().expect("method"))

@@ -17,13 +17,16 @@
 //! | `mah/<hash>` | the device channel a certificate hash was bound to |
 //! | `mad/<D>` | the hash `D` is bound to now (latest wins) |
 //! | `mo/<seq: u64 BE>` | [`StoredMdmEvent`]: webhook events waiting, in order |
+//! | `ms/<serial>\0<D>` | device channel `D` authenticated with this serial number |
 //!
 //! Every write of a request goes in one batch with its webhook event and
 //! is flushed before the device gets its answer: an answered request is
 //! never lost, nor is its event.
 
+mod query;
 mod records;
 
+pub use query::EnrollmentQuery;
 pub use records::*;
 
 use super::record::{self, Record};
@@ -42,6 +45,7 @@ const PUSH_CERT: &[u8] = b"mp/";
 const HASH_DEVICE: &[u8] = b"mah/";
 const DEVICE_HASH: &[u8] = b"mad/";
 const OUTBOX: &[u8] = b"mo/";
+const SERIAL: &[u8] = b"ms/";
 
 /// The prefixes of sealed MDM records (key rotation reseals them).
 pub(crate) const SEALED_PREFIXES: [&[u8]; 3] = [DEVICE, ENROLLMENT, PUSH_CERT];
@@ -159,8 +163,15 @@ impl Store {
         decode_at(key, &value).map(Some)
     }
 
-    /// Commits one request's writes atomically and durably.
+    /// Commits writes atomically and durably.
     pub fn mdm_commit(&self, write: MdmWrite) -> Result<(), StoreError> {
+        self.mdm_apply(write)?;
+        self.mdm_durable()
+    }
+
+    /// Applies one request's writes atomically: readers see them at once;
+    /// they are durable after [`Store::mdm_durable`].
+    pub fn mdm_apply(&self, write: MdmWrite) -> Result<(), StoreError> {
         if write.writes.is_empty() {
             return Ok(());
         }
@@ -170,10 +181,19 @@ impl Store {
                 *value = self.key.seal(key, value)?;
             }
         }
-        // Applied, then made durable with the other shards' commits of the
-        // moment: one flush for all of them.
-        self.engine.apply(writes)?;
+        self.engine.apply(writes)
+    }
+
+    /// Returns once everything applied before the call is durable: one
+    /// flush shared with every other caller of the moment (group commit).
+    pub fn mdm_durable(&self) -> Result<(), StoreError> {
         self.group.durable(self.engine.as_ref())
+    }
+
+    /// [`Store::mdm_durable`] for async callers: they hold no thread while
+    /// they wait; one of them runs the flush on the blocking pool.
+    pub async fn mdm_durable_async(&self) -> Result<(), StoreError> {
+        self.group_async.durable(self.engine.clone()).await
     }
 
     pub fn mdm_device(&self, d: &str) -> Result<Option<StoredMdmDevice>, StoreError> {
