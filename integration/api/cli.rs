@@ -8,27 +8,27 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
     /// The output of a successful run.
-    fn ok(&self) -> &str {
+    pub(crate) fn ok(&self) -> &str {
         assert_eq!(self.code, 0, "stderr: {}", self.stderr);
         assert!(self.stderr.is_empty(), "stderr: {}", self.stderr);
         &self.stdout
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let out = self.ok();
         serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
     }
 
     /// The single stderr line of a failed run, checking the exit status.
-    fn failed(&self, code: i32) -> &str {
+    pub(crate) fn failed(&self, code: i32) -> &str {
         assert_eq!(
             self.code, code,
             "stdout: {} stderr: {}",
@@ -41,7 +41,7 @@ impl Run {
 
 /// Runs `depd ARGS` with `env` only (none of the caller's DEPD_/NanoDEP
 /// variables), on the blocking pool so the test's server keeps serving.
-async fn depd_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) async fn depd_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let env: Vec<(String, String)> = env
         .iter()
@@ -65,7 +65,7 @@ async fn depd_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// `depd ARGS --url … --api-key …` against `app`, text and `--json`.
-async fn both(app: &TestApp, args: &[&str]) -> (Run, Run) {
+pub(crate) async fn both(app: &TestApp, args: &[&str]) -> (Run, Run) {
     let url = format!("http://{}", app.addr);
     let mut full: Vec<&str> = args.to_vec();
     full.extend(["--url", &url, "--api-key", KEY]);

@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod cli_mdm;
 mod client;
 mod config_api;
 mod crash;

@@ -125,6 +125,21 @@ impl Client {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Answer, CliError> {
+        let (status, answer) = self.send_any(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(CliError::Failed(failure(status, &answer.body)));
+        }
+        Ok(answer)
+    }
+
+    /// One request whatever the answer's status (NanoMDM's API answers
+    /// 207 and 500 with its result JSON): the status and the answer.
+    pub async fn send_any(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<(u16, Answer), CliError> {
         let url = format!("{}{path}", self.target.url);
         let mut req = self
             .http
@@ -145,14 +160,13 @@ impl Client {
             .limit(ANSWER_LIMIT)
             .await
             .map_err(|e| CliError::Failed(format!("reading depd's answer from {url}: {e}")))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(CliError::Failed(failure(status.as_u16(), &body)));
-        }
-        Ok(Answer {
-            body,
-            headers: resp.headers().clone(),
-        })
+        Ok((
+            resp.status().as_u16(),
+            Answer {
+                body,
+                headers: resp.headers().clone(),
+            },
+        ))
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, CliError> {

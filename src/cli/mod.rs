@@ -3,13 +3,15 @@
 //! for Apple's DEP API), covering everything NanoDEP's `cfg-*` and `dep-*`
 //! scripts do. `main.rs` only parses and dispatches; each area has a file:
 //! `admin.rs` (names, status, sync, config, assigner, tokens), `pki.rs`
-//! (certificate, token file, MAID JWT), `apple.rs` (proxied Apple calls).
+//! (certificate, token file, MAID JWT), `apple.rs` (proxied Apple calls),
+//! `mdm.rs` (the MDM service and the command generator).
 //! `client.rs` is the HTTP client and `output.rs` turns JSON into text.
 
 mod admin;
 mod apple;
 mod client;
 pub mod import;
+mod mdm;
 mod once_output;
 mod output;
 mod pki;
@@ -19,6 +21,7 @@ pub mod tools;
 pub use admin::{AssignerCommand, ConfigCommand, TokensUploadArgs};
 pub use apple::{DevicesCommand, ProfileCommand};
 pub use client::{CliError, Client, Target};
+pub use mdm::MdmCommand;
 
 use clap::Subcommand;
 
@@ -132,6 +135,12 @@ pub enum Command {
     ActivationLock(apple::ActivationLockArgs),
     /// Disown devices (irreversible: they leave the organization).
     Disown(apple::DisownArgs),
+    /// The MDM service: enqueue, push, pushcert, enrollments, commands, and
+    /// a command-plist generator.
+    Mdm {
+        #[command(subcommand)]
+        command: MdmCommand,
+    },
 }
 
 /// Runs a client command on its own actix runtime (awc needs one).
@@ -173,5 +182,6 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Profile { command } => apple::profile(command).await,
         Command::ActivationLock(args) => apple::activation_lock(args).await,
         Command::Disown(args) => apple::disown(args).await,
+        Command::Mdm { command } => mdm::run(command).await,
     }
 }
