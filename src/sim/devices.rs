@@ -226,6 +226,7 @@ struct Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DeviceState {
     pub serial_number: String,
+    pub model: String,
     pub profile_uuid: String,
     pub profile_status: String,
     pub deleted: bool,
@@ -618,6 +619,7 @@ impl Population {
         let d = &self.devs[i as usize];
         Some(DeviceState {
             serial_number: d.serial().to_string(),
+            model: MODELS[d.model as usize].name.to_string(),
             profile_uuid: self.profile_uuid(d.profile).unwrap_or("").to_string(),
             profile_status: d.status.as_str().to_string(),
             deleted: d.flags & DELETED != 0,

@@ -15,6 +15,7 @@ mod admin;
 pub mod cursor;
 pub mod devices;
 pub mod faults;
+pub mod mdm;
 pub mod observe;
 mod reply;
 mod rng;
@@ -520,6 +521,36 @@ impl SimHandle {
 
     pub fn profiles(&self) -> Vec<Profile> {
         self.shared.lock().population.profiles().to_vec()
+    }
+
+    /// The MDM server a device would enroll in: the `url` of the
+    /// enrollment profile assigned to it, if any. A real device fetches the
+    /// enrollment profile from there; simulated devices take it as their
+    /// MDM server's URL.
+    pub fn mdm_server_url(&self, serial: &str) -> Option<String> {
+        let st = self.shared.lock();
+        let uuid = st.population.state(serial)?.profile_uuid;
+        if uuid.is_empty() {
+            return None;
+        }
+        st.population
+            .profiles()
+            .iter()
+            .find(|p| p.profile_uuid == uuid)
+            .and_then(|p| p.body.get("url"))
+            .and_then(|u| u.as_str())
+            .map(str::to_owned)
+    }
+
+    /// `(serial, model)` of the first `n` devices, for an MDM fleet.
+    pub fn mdm_fleet_devices(&self, n: usize) -> Vec<(String, String)> {
+        self.serials(0, n)
+            .into_iter()
+            .map(|serial| {
+                let model = self.device(&serial).map(|d| d.model).unwrap_or_default();
+                (serial, model)
+            })
+            .collect()
     }
 
     /// Stops serving (in-flight requests finish).
