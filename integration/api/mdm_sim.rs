@@ -200,3 +200,92 @@ async fn a_saved_fleet_loads_with_the_same_identities() {
 fn depd_plist(request_type: &str, uuid: &str) -> Vec<u8> {
     crate::mdm::command(uuid, request_type)
 }
+
+/// `POST`s JSON to depsim's admin API; the answer's JSON.
+async fn admin(client: &awc::Client, url: String, body: serde_json::Value) -> serde_json::Value {
+    let mut resp = client.post(url).send_json(&body).await.expect("admin call");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.json().limit(16 << 20).await.expect("json")
+}
+
+#[actix_web::test]
+async fn the_admin_api_makes_a_fleet_that_enrolls_and_connects_when_told() {
+    let sim = Simulator::start(SimConfig {
+        devices: 3,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let made = admin(
+        &client,
+        format!("{}/mdm/fleet", sim.admin_url()),
+        serde_json::json!({ "devices": 3 }),
+    )
+    .await;
+    assert_eq!(made["devices"], 3);
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, made["ca_pem"].as_str().expect("ca")).expect("write");
+    let app = TestApp::spawn_with_config(&format!(
+        "[mdm]\nenabled = true\nca_file = {:?}\n",
+        ca.display().to_string()
+    ))
+    .await;
+    // Without an assigned profile a device needs a url.
+    let r = admin(
+        &client,
+        format!("{}/mdm/enroll", sim.admin_url()),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(r["failed"].as_array().map(Vec::len), Some(3));
+    let r = admin(
+        &client,
+        format!("{}/mdm/enroll", sim.admin_url()),
+        serde_json::json!({ "url": app.url("/mdm") }),
+    )
+    .await;
+    assert_eq!(r["done"].as_array().map(Vec::len), Some(3), "{r}");
+    let devices = {
+        let mut resp = client
+            .get(format!("{}/mdm/devices", sim.admin_url()))
+            .send()
+            .await
+            .expect("devices");
+        resp.json::<serde_json::Value>().await.expect("json")
+    };
+    let ids: Vec<String> = devices["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["udid"].as_str().map(str::to_owned))
+        .collect();
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/v1/enqueue/{}?nopush=1", ids.join(",")),
+            &depd_plist("SecurityInfo", "C-SEC"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = admin(
+        &client,
+        format!("{}/mdm/connect", sim.admin_url()),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(r["done"][0]["answered"][0], "C-SEC");
+    let r = admin(
+        &client,
+        format!("{}/mdm/checkout", sim.admin_url()),
+        serde_json::json!({ "udid": ids[0] }),
+    )
+    .await;
+    assert_eq!(r["done"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.get("/v1/enrollments?enabled=true").await.json()["total"],
+        2
+    );
+}

@@ -177,9 +177,57 @@ pub(crate) struct Shared {
     pub(crate) rotate: bool,
     pub(crate) account_json: Vec<u8>,
     pub(crate) beta_json: Vec<u8>,
+    /// The simulated MDM devices, once made (`mdm/admin.rs`).
+    mdm_fleet: Mutex<Option<Arc<mdm::MdmFleet>>>,
 }
 
 impl Shared {
+    pub(crate) fn mdm_fleet(&self) -> Option<Arc<mdm::MdmFleet>> {
+        self.mdm_fleet
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_mdm_fleet(&self, fleet: Arc<mdm::MdmFleet>) {
+        *self
+            .mdm_fleet
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(fleet);
+    }
+
+    /// `(serial, model)` of the first `n` devices of the population.
+    pub(crate) fn fleet_devices(&self, n: usize) -> Vec<(String, String)> {
+        let serials = self.serials(0, n);
+        let st = self.lock();
+        serials
+            .into_iter()
+            .map(|serial| {
+                let model = st
+                    .population
+                    .state(&serial)
+                    .map(|d| d.model)
+                    .unwrap_or_default();
+                (serial, model)
+            })
+            .collect()
+    }
+
+    /// The `url` of the enrollment profile assigned to `serial`, if any.
+    pub(crate) fn profile_url(&self, serial: &str) -> Option<String> {
+        let st = self.lock();
+        let uuid = st.population.state(serial)?.profile_uuid;
+        if uuid.is_empty() {
+            return None;
+        }
+        st.population
+            .profiles()
+            .iter()
+            .find(|p| p.profile_uuid == uuid)
+            .and_then(|p| p.body.get("url"))
+            .and_then(|u| u.as_str())
+            .map(str::to_owned)
+    }
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -353,6 +401,7 @@ impl Simulator {
             codec: CursorCodec::new(key, secs(config.cursor_max_age)),
             account_json: account_json(config.seed, &prefix),
             beta_json: beta_json(config.seed),
+            mdm_fleet: Mutex::default(),
             prefix,
             rotate: config.rotate_sessions,
         });
@@ -528,29 +577,17 @@ impl SimHandle {
     /// enrollment profile from there; simulated devices take it as their
     /// MDM server's URL.
     pub fn mdm_server_url(&self, serial: &str) -> Option<String> {
-        let st = self.shared.lock();
-        let uuid = st.population.state(serial)?.profile_uuid;
-        if uuid.is_empty() {
-            return None;
-        }
-        st.population
-            .profiles()
-            .iter()
-            .find(|p| p.profile_uuid == uuid)
-            .and_then(|p| p.body.get("url"))
-            .and_then(|u| u.as_str())
-            .map(str::to_owned)
+        self.shared.profile_url(serial)
     }
 
     /// `(serial, model)` of the first `n` devices, for an MDM fleet.
     pub fn mdm_fleet_devices(&self, n: usize) -> Vec<(String, String)> {
-        self.serials(0, n)
-            .into_iter()
-            .map(|serial| {
-                let model = self.device(&serial).map(|d| d.model).unwrap_or_default();
-                (serial, model)
-            })
-            .collect()
+        self.shared.fleet_devices(n)
+    }
+
+    /// Makes the fleet the admin API's `/_sim/mdm/…` calls work on.
+    pub fn set_mdm_fleet(&self, fleet: Arc<mdm::MdmFleet>) {
+        self.shared.set_mdm_fleet(fleet);
     }
 
     /// Stops serving (in-flight requests finish).

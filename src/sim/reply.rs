@@ -21,7 +21,7 @@ pub(super) struct Reply {
 
 impl Reply {
     /// Apple's error form: a bare code as the body.
-    pub(super) fn code(status: u16, code: &str) -> Self {
+    pub(in crate::sim) fn code(status: u16, code: &str) -> Self {
         Reply {
             status,
             body: code.as_bytes().to_vec(),
@@ -30,7 +30,7 @@ impl Reply {
         }
     }
 
-    pub(super) fn json<T: Serialize>(value: &T) -> Self {
+    pub(in crate::sim) fn json<T: Serialize>(value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(body) => Reply::raw_json(body),
             Err(_) => Reply::code(500, "INTERNAL_ERROR"),
@@ -68,7 +68,7 @@ impl Reply {
         }
     }
 
-    pub(super) fn into_response(self) -> HttpResponse {
+    pub(in crate::sim) fn into_response(self) -> HttpResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut builder = HttpResponse::build(status);
         builder.insert_header((

@@ -12,6 +12,7 @@
 //! either key type. A fleet can be saved to a file and loaded again, so
 //! repeated runs make no keys at all.
 
+pub(in crate::sim) mod admin;
 mod device;
 
 pub use device::{ConnectReport, MdmSimError};
