@@ -223,15 +223,18 @@ impl Mdm {
                 .or_default()
                 .push(id.clone());
         }
+        // Every shard queues its IDs at once; one flush covers them all.
+        let answers = futures_util::future::join_all(by_shard.into_iter().map(|(shard, ids)| {
+            self.shards[shard].send(DoEnqueue {
+                ids,
+                uuid: cmd.uuid.clone(),
+                now_unix,
+            })
+        }))
+        .await;
         let mut errors = BTreeMap::new();
-        for (shard, ids) in by_shard {
-            let answer = self.shards[shard]
-                .send(DoEnqueue {
-                    ids,
-                    uuid: cmd.uuid.clone(),
-                    now_unix,
-                })
-                .await
+        for answer in answers {
+            let answer = answer
                 .map_err(|e| EnqueueFailure::Store(StoreError::Task(e.to_string())))?
                 .map_err(EnqueueFailure::Store)?;
             errors.extend(answer);
