@@ -293,6 +293,11 @@ pub struct DemoSettings {
     pub devices: usize,
     /// The simulator's seed: the same devices and credentials every start.
     pub seed: u64,
+    /// Simulated devices (of the first `devices`) that enroll in depd's
+    /// MDM service once assigned, and check in every `mdm_checkin_secs`;
+    /// 0: the MDM service stays as configured.
+    pub mdm_devices: usize,
+    pub mdm_checkin_secs: u64,
 }
 
 impl Default for DemoSettings {
@@ -301,6 +306,8 @@ impl Default for DemoSettings {
             name: "demo".into(),
             devices: 300,
             seed: 1,
+            mdm_devices: 0,
+            mdm_checkin_secs: 10,
         }
     }
 }

@@ -289,3 +289,63 @@ async fn the_admin_api_makes_a_fleet_that_enrolls_and_connects_when_told() {
         2
     );
 }
+
+/// The demo with simulated MDM devices: the real binary, a config like
+/// `config/demo.toml` but small; devices sync, enroll, and answer a
+/// command enqueued through the API.
+#[actix_web::test]
+async fn the_demo_devices_sync_enroll_and_answer_a_command() {
+    use crate::helpers::{Daemon, write_config};
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(
+        dir.path(),
+        "api_key = \"demo\"\n[demo]\nname = \"demo\"\ndevices = 20\nmdm_devices = 4\nmdm_checkin_secs = 1\n[sync]\ninterval_secs = 60\n",
+    );
+    let data = dir.path().join("data");
+    let daemon = actix_web::web::block(move || Daemon::start(&config, &data))
+        .await
+        .expect("start");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let get = |path: &str| {
+        let req = client.get(daemon.url(path)).basic_auth("depserver", "demo");
+        async move {
+            let mut resp = req.send().await.expect("request");
+            resp.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let mut enrolled = serde_json::Value::Null;
+    for _ in 0..1500 {
+        enrolled = get("/v1/enrollments").await;
+        if enrolled["total"] == 4 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(enrolled["total"], 4, "{enrolled}");
+    let udid = enrolled["enrollments"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Linked to the DEP inventory it was synced into.
+    let e = get(&format!("/v1/enrollments/{udid}")).await;
+    assert_eq!(e["dep"][0]["dep_name"], "demo");
+    let mut resp = client
+        .put(daemon.url(&format!("/v1/enqueue/{udid}?nopush=1")))
+        .basic_auth("nanomdm", "demo")
+        .send_body(depd_plist("SecurityInfo", "DEMO-1"))
+        .await
+        .expect("enqueue");
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body().await);
+    let mut status = serde_json::Value::Null;
+    for _ in 0..1500 {
+        let c = get(&format!("/v1/enrollments/{udid}/commands")).await;
+        status = c["results"][0]["status"].clone();
+        if status == "Acknowledged" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "Acknowledged");
+}

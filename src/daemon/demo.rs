@@ -10,10 +10,111 @@ use crate::dep::client::{DepClient, DirectSession, Target};
 use crate::dep::oauth1::Credentials;
 use crate::domain::clock::{SharedClock, SystemClock};
 use crate::domain::name::DepName;
-use crate::settings::DemoSettings;
+use crate::settings::{DemoSettings, Settings};
+use crate::sim::mdm::MdmFleet;
 use crate::sim::{SimConfig, SimHandle, Simulator};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The demo's simulator and, with `mdm_devices`, its simulated MDM
+/// devices, made before the daemon starts so its MDM service can trust
+/// their CA.
+pub struct Prepared {
+    sim: SimHandle,
+    fleet: Option<Arc<MdmFleet>>,
+    /// The CA file the MDM service was pointed at.
+    pub mdm_ca_file: Option<PathBuf>,
+}
+
+/// Starts the simulator and, with `demo.mdm_devices`, makes the fleet
+/// (kept in the data directory, so restarts reuse its identities) and
+/// turns the MDM service on in `settings`, trusting the fleet's CA.
+pub fn prepare(settings: &mut Settings, demo: &DemoSettings) -> Result<Prepared, DemoError> {
+    let sim = Simulator::start(SimConfig {
+        devices: demo.devices,
+        seed: demo.seed,
+        ..SimConfig::default()
+    })
+    .map_err(|e| DemoError::Sim(e.to_string()))?;
+    if demo.mdm_devices == 0 {
+        return Ok(Prepared {
+            sim,
+            fleet: None,
+            mdm_ca_file: None,
+        });
+    }
+    let setup = |e: String| DemoError::Setup(e);
+    let dir = &settings.data_dir;
+    crate::store::fsutil::ensure_private_dir(dir).map_err(|e| setup(e.to_string()))?;
+    let fleet = MdmFleet::load_or_generate(
+        &dir.join("demo-mdm-fleet.pem"),
+        demo.seed,
+        &sim.mdm_fleet_devices(demo.mdm_devices),
+    )
+    .map_err(|e| setup(e.to_string()))?;
+    let ca = dir.join("demo-mdm-ca.pem");
+    std::fs::write(&ca, fleet.ca_pem()).map_err(|e| setup(format!("{}: {e}", ca.display())))?;
+    apply_mdm(settings, &ca);
+    // The same devices answer depsim's admin API (/_sim/mdm/…).
+    let fleet = Arc::new(fleet);
+    sim.set_mdm_fleet(fleet.clone());
+    Ok(Prepared {
+        fleet: Some(fleet),
+        sim,
+        mdm_ca_file: Some(ca),
+    })
+}
+
+/// The demo's MDM service: on, trusting the simulated devices' CA.
+pub fn apply_mdm(settings: &mut Settings, ca_file: &std::path::Path) {
+    settings.mdm.enabled = true;
+    settings.mdm.ca_file = Some(ca_file.to_path_buf());
+}
+
+/// Enrolls each simulated device once depsim's DEP side has assigned it
+/// the demo profile (whose url is depd's /mdm), then has every enrolled
+/// device check in every `every`, answering what was enqueued for it.
+async fn run_devices(sim: Arc<SimHandle>, fleet: Arc<MdmFleet>, every: Duration) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut enrolled = std::collections::HashSet::new();
+    loop {
+        for d in fleet.devices() {
+            if enrolled.contains(&d.udid) {
+                match fleet.connect(&client, &d.udid).await {
+                    Ok(r) if !r.answered.is_empty() || !r.not_now.is_empty() => tracing::info!(
+                        udid = %d.udid,
+                        answered = ?r.answered,
+                        not_now = ?r.not_now,
+                        "demo: a simulated device answered its commands"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(udid = %d.udid, error = %e, "demo: a simulated device could not connect")
+                    }
+                }
+            } else if let Some(url) = sim.mdm_server_url(&d.serial_number) {
+                match fleet.enroll(&client, &d.udid, &url).await {
+                    Ok(()) => {
+                        enrolled.insert(d.udid.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!(udid = %d.udid, error = %e, "demo: a simulated device could not enroll")
+                    }
+                }
+            }
+        }
+        if enrolled.len() == fleet.devices().len() && enrolled.len() > 0 {
+            tracing::debug!(
+                devices = enrolled.len(),
+                "demo: every simulated device is enrolled"
+            );
+        }
+        actix_web::rt::time::sleep(every).await;
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -23,20 +124,27 @@ pub enum DemoError {
     Setup(String),
 }
 
-/// Starts the simulator and wires `demo.name` to it. The simulator runs
-/// until the process ends.
-pub async fn start(app: &AppHandle, demo: &DemoSettings) -> Result<SimHandle, DemoError> {
-    let sim = Simulator::start(SimConfig {
-        devices: demo.devices,
-        seed: demo.seed,
-        ..SimConfig::default()
-    })
-    .map_err(|e| DemoError::Sim(e.to_string()))?;
+/// Wires `demo.name` to the prepared simulator and, with simulated MDM
+/// devices, lets them enroll at `mdm_url` once assigned. The simulator
+/// runs until the process ends.
+pub async fn start(
+    app: &AppHandle,
+    demo: &DemoSettings,
+    prepared: Prepared,
+    mdm_url: &str,
+) -> Result<Arc<SimHandle>, DemoError> {
+    let Prepared { sim, fleet, .. } = prepared;
+    let sim = Arc::new(sim);
     let setup = |e: String| DemoError::Setup(e);
     let name = DepName::parse(&demo.name).map_err(|e| setup(e.to_string()))?;
     let tokens = crate::domain::tokens::parse(sim.tokens_json().as_bytes())
         .map_err(|e| setup(e.to_string()))?;
-    let profile = define_profile(&sim, tokens.clone()).await?;
+    let enroll_url = if fleet.is_some() {
+        mdm_url.to_owned()
+    } else {
+        "https://mdm.example.com/enroll".to_owned()
+    };
+    let profile = define_profile(&sim, tokens.clone(), &enroll_url).await?;
     let actor = app
         .registry()
         .send(Resolve {
@@ -76,6 +184,19 @@ pub async fn start(app: &AppHandle, demo: &DemoSettings) -> Result<SimHandle, De
         profile_uuid = %profile,
         "demo: DEP name wired to an in-process depsim; it syncs and assigns now"
     );
+    if let Some(fleet) = fleet {
+        tracing::info!(
+            devices = fleet.devices().len(),
+            mdm_url,
+            "demo: simulated devices enroll in the MDM service once assigned, and check in every {} s",
+            demo.mdm_checkin_secs
+        );
+        actix_web::rt::spawn(run_devices(
+            sim.clone(),
+            fleet,
+            Duration::from_secs(demo.mdm_checkin_secs),
+        ));
+    }
     Ok(sim)
 }
 
@@ -84,6 +205,7 @@ pub async fn start(app: &AppHandle, demo: &DemoSettings) -> Result<SimHandle, De
 async fn define_profile(
     sim: &SimHandle,
     tokens: crate::domain::tokens::Tokens,
+    url: &str,
 ) -> Result<String, DemoError> {
     let creds = Credentials::from(&tokens);
     let target = Target {
@@ -102,7 +224,7 @@ async fn define_profile(
     );
     let profile = serde_json::json!({
         "profile_name": "depd demo",
-        "url": "https://mdm.example.com/enroll",
+        "url": url,
         "is_supervised": true,
         "is_mandatory": true,
     });

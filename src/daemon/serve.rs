@@ -35,13 +35,27 @@ pub async fn run(
     // Rc: the signal loop and the watchdog run on this thread's runtime.
     let notifier = Rc::new(Notifier::from_env(std::env::vars())?);
     #[cfg(feature = "sim")]
-    let demo = settings.demo.clone();
+    let mut settings = settings;
+    #[cfg(feature = "sim")]
+    let demo = match settings.demo.clone() {
+        Some(d) => {
+            let prepared = crate::daemon::demo::prepare(&mut settings, &d)?;
+            Some((d, prepared))
+        }
+        None => None,
+    };
+    // The demo's MDM override outlives reloads of the file.
+    #[cfg(feature = "sim")]
+    let demo_mdm_ca = demo.as_ref().and_then(|(_, p)| p.mdm_ca_file.clone());
     let app = Application::build(settings).await?;
     let handle = app.handle();
     // Kept for the life of the process: the demo's simulator serves until then.
     #[cfg(feature = "sim")]
-    let _demo_sim = match &demo {
-        Some(d) => Some(crate::daemon::demo::start(&handle, d).await?),
+    let _demo_sim = match demo {
+        Some((d, prepared)) => {
+            let mdm_url = format!("http://{}/mdm", app.addr());
+            Some(crate::daemon::demo::start(&handle, &d, prepared, &mdm_url).await?)
+        }
         None => None,
     };
     // build() returns once storage is open and the listener is bound.
@@ -63,6 +77,14 @@ pub async fn run(
                     .await;
                     match loaded {
                         Ok(Ok(new)) => {
+                            #[cfg(feature = "sim")]
+                            let new = {
+                                let mut new = new;
+                                if let Some(ca) = &demo_mdm_ca {
+                                    crate::daemon::demo::apply_mdm(&mut new, ca);
+                                }
+                                new
+                            };
                             handle.reload(new);
                             tracing::info!("configuration reloaded");
                         }

@@ -53,6 +53,18 @@ pub(super) fn validate(
     if let Some(demo) = &raw.demo {
         DepName::parse(&demo.name)
             .map_err(|e| SettingsError::Invalid(format!("demo.name: {e}")))?;
+        if demo.mdm_devices > demo.devices {
+            return Err(SettingsError::Invalid(format!(
+                "demo.mdm_devices: {} is more than demo.devices ({})",
+                demo.mdm_devices, demo.devices
+            )));
+        }
+        if !(1..=3600).contains(&demo.mdm_checkin_secs) {
+            return Err(SettingsError::Invalid(format!(
+                "demo.mdm_checkin_secs: {} must be from 1 to 3600",
+                demo.mdm_checkin_secs
+            )));
+        }
         if !(1..=1_000_000).contains(&demo.devices) {
             return Err(SettingsError::Invalid(format!(
                 "demo.devices: {} must be from 1 to 1000000",
