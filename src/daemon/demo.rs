@@ -106,12 +106,6 @@ async fn run_devices(sim: Arc<SimHandle>, fleet: Arc<MdmFleet>, every: Duration)
                 }
             }
         }
-        if enrolled.len() == fleet.devices().len() && enrolled.len() > 0 {
-            tracing::debug!(
-                devices = enrolled.len(),
-                "demo: every simulated device is enrolled"
-            );
-        }
         actix_web::rt::time::sleep(every).await;
     }
 }
