@@ -1,4 +1,4 @@
-//! The device-facing MDM endpoints (`mdm.md` §3): `/mdm`, `/checkin` and
+//! The device-facing MDM endpoints: `/mdm`, `/checkin` and
 //! `/authproxy/…`. Devices never get 401 (Apple clients may drop the
 //! enrollment): a bad identity or message is 400, a refused binding or a
 //! server fault 500, both with NanoMDM's plain-text bodies.

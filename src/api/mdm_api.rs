@@ -1,4 +1,4 @@
-//! NanoMDM's management API (`mdm.md` §9): `/v1/enqueue/{ids}`,
+//! NanoMDM's management API: `/v1/enqueue/{ids}`,
 //! `/v1/push/{ids}`, `/v1/pushcert` and `/migration`, with its answer
 //! shapes (tab-indented JSON, NanoMDM's keys and status codes). Bad input
 //! is a 4xx with the same keys where NanoMDM answers 500.

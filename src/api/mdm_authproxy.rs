@@ -1,4 +1,4 @@
-//! `/authproxy/…` (`mdm.md` §9.9): a reverse proxy for Declarative
+//! `/authproxy/…`: a reverse proxy for Declarative
 //! Management asset downloads with "MDM" authentication. The device's
 //! identity is checked as for `/mdm`, must be bound to an enrollment, and
 //! that enrollment's ID goes upstream as `X-Enrollment-ID`.

@@ -1,4 +1,4 @@
-//! Declarative Management forwarding (`mdm.md` §10): a device's
+//! Declarative Management forwarding: a device's
 //! `DeclarativeManagement` check-in goes to `[mdm] dm_url` with its
 //! enrollment's headers and an optional HMAC, and the answer comes back
 //! verbatim when it is a 200 (and signed, when a receive key is set).

@@ -1,4 +1,4 @@
-//! Certificate-to-enrollment associations (`mdm.md` §6): which device
+//! Certificate-to-enrollment associations: which device
 //! identity may speak for which device channel. The decision is a pure
 //! function of three stored facts; the enrollment's owner reads them,
 //! decides and writes the association in the same step, so a refused

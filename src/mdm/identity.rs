@@ -1,4 +1,4 @@
-//! The device identity certificate of an MDM request (`mdm.md` §4): from
+//! The device identity certificate of an MDM request: from
 //! the `Mdm-Signature` header (a detached CMS signature over the body) or
 //! from a header a TLS-terminating proxy fills in, then checked against
 //! the configured CAs. Written on openssl.

@@ -1,6 +1,6 @@
 //! Enrollment IDs: the one string that names a channel of an MDM
 //! enrollment, resolved from a message's identifying keys exactly as
-//! NanoMDM resolves them (`../shared/spec/mdm.md` §5), so IDs, webhooks and
+//! NanoMDM resolves them (the table in `docs/api.md`), so IDs, webhooks and
 //! API targets match a NanoMDM deployment's.
 
 use std::fmt;

@@ -2,7 +2,9 @@
 //! `dep/` and `sync/`: what devices send and how depd answers, enrollment
 //! IDs, the device identity certificate, certificate associations, command
 //! queues, the webhook's events and Declarative Management forwarding.
-//! Specification: `../shared/spec/mdm.md`.
+//! Behaviour and wire shapes are documented in `docs/api.md` ("The MDM
+//! service") and `docs/operations.md`; NanoMDM's fixtures that pin them are
+//! in `integration/testdata/nanomdm/`.
 
 pub mod certauth;
 pub mod identity;

@@ -1,4 +1,4 @@
-//! The MDM core service (`mdm.md` §6–8): what each check-in and report
+//! The MDM core service: what each check-in and report
 //! does to the stored state and what the device gets back. Blocking calls
 //! on the store, run by the owner of the message's device channel (an
 //! enrollment shard) on the blocking pool, one at a time per channel, so

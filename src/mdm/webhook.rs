@@ -1,5 +1,5 @@
-//! The MicroMDM-compatible webhook events of the MDM service (`mdm.md`
-//! §12): `checkin_event`s for check-ins, `acknowledge_event`s (topic
+//! The MicroMDM-compatible webhook events of the MDM service:
+//! `checkin_event`s for check-ins, `acknowledge_event`s (topic
 //! `mdm.Connect`) for every report. Encoded as NanoMDM encodes them (Go's
 //! `encoding/json`: keys in order, no whitespace, `<`, `>` and `&` escaped,
 //! RFC 3339 times with trailing zeros dropped) so consumers, and the

@@ -1,4 +1,4 @@
-//! The MDM storage cases (`mdm.md` §13–14), run on every engine through the
+//! The MDM storage cases, run on every engine through the
 //! core service, as NanoMDM's end-to-end suite runs on every backend.
 
 use super::*;

@@ -1,4 +1,4 @@
-//! The MDM service's collections (`mdm.md` §13). Only the owner of a
+//! The MDM service's collections. Only the owner of a
 //! device channel (the enrollment shard it hashes to) writes the keys of
 //! that channel and its user channels, so its read-decide-commit sequences
 //! cannot race; push certificates are written by the API, one topic at a
