@@ -34,13 +34,6 @@ mod machine;
 
 const KEY: &str = "bench-key-0123456789";
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn ec_key() -> PKey<Private> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
     PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey")
@@ -111,21 +104,6 @@ fn sign(cert: &X509, key: &PKey<Private>, body: Vec<u8>) -> Signed {
     (body, sig)
 }
 
-/// (VmRSS, VmHWM) of a process, MiB.
-fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -184,8 +162,8 @@ async fn phase(
 
 #[actix_web::main]
 async fn main() {
-    let n = env("MDM_BENCH_ENROLLMENTS", 10_000);
-    let concurrency = env("MDM_BENCH_CONCURRENCY", 64);
+    let n = daemon::env_count("MDM_BENCH_ENROLLMENTS", 10_000);
+    let concurrency = daemon::env_count("MDM_BENCH_CONCURRENCY", 64);
     let dir = tempfile::tempdir().expect("dir");
     let ca_key = ec_key();
     let ca = cert("depd bench CA", &ca_key, None, 1);
@@ -232,7 +210,7 @@ async fn main() {
         .timeout(Duration::from_secs(120))
         .finish();
     let url = format!("{base}/mdm");
-    let (rss0, _) = memory(pid);
+    let (rss0, _) = daemon::memory(pid);
     let machine = machine::ticks();
     let cpu0 = cpu_secs(pid);
     let me = std::process::id();
@@ -241,7 +219,7 @@ async fn main() {
     let (a, fa) = phase(&client, &url, checkin, auth, concurrency).await;
     let (tu, ft) = phase(&client, &url, checkin, token, concurrency).await;
     let cpu1 = cpu_secs(pid);
-    let (rss1, _) = memory(pid);
+    let (rss1, _) = daemon::memory(pid);
     let (r, fr) = phase(
         &client,
         &url,
@@ -252,7 +230,7 @@ async fn main() {
     .await;
     let cpu2 = cpu_secs(pid);
     let client_cpu = cpu_secs(me) - client0;
-    let (rss2, hwm) = memory(pid);
+    let (rss2, hwm) = daemon::memory(pid);
     println!("MDM: {n} enrollments, {concurrency} requests at a time");
     println!(
         "  Authenticate: {a:.1} s  {:.0}/s  (not 200: {fa})",

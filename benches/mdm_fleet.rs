@@ -22,28 +22,10 @@ mod machine;
 
 const KEY: &str = "bench-key-0123456789";
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn hwm(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 #[actix_web::main]
 async fn main() {
-    let n = env("MDM_FLEET_DEVICES", 10_000);
-    let concurrency = env("MDM_FLEET_CONCURRENCY", 64);
+    let n = daemon::env_count("MDM_FLEET_DEVICES", 10_000);
+    let concurrency = daemon::env_count("MDM_FLEET_CONCURRENCY", 64);
     let serials: Vec<(String, String)> = (0..n)
         .map(|i| (format!("FLEET{i:07}"), "iPad13,1".to_owned()))
         .collect();
@@ -126,7 +108,7 @@ async fn main() {
     println!("  whole run: {total:.1} s (target < 20 s)");
     println!(
         "  depd peak RSS (VmHWM): {:.0} MiB (target < 300 MB)",
-        hwm(pid)
+        daemon::memory(pid).1
     );
     println!("  machine: {}", machine::stolen_since(machine));
     let _ = child.kill();

@@ -48,3 +48,28 @@ pub fn serve(dir: &Path, config: &str) -> (Child, String, Lines<BufReader<ChildS
 pub fn drain(lines: Lines<BufReader<ChildStderr>>) {
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
 }
+
+/// A count from the environment (`name`), else `default`.
+#[allow(dead_code)]
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (VmRSS, VmHWM) of a process, MiB.
+#[allow(dead_code)]
+pub fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

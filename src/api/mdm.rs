@@ -69,12 +69,12 @@ pub(crate) fn trace_id() -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The request's identity certificate, checked: its hash and PEM.
+/// The request's identity certificate, checked, and its hash.
 pub(crate) fn identity_of(
     req: &HttpRequest,
     body: &[u8],
     mdm: &Mdm,
-) -> Result<(String, String), Box<HttpResponse>> {
+) -> Result<(String, openssl::x509::X509), Box<HttpResponse>> {
     let rt = mdm.runtime();
     let bad = |why: String| {
         tracing::info!(reason = %why, "MDM request refused: device identity");
@@ -101,12 +101,7 @@ pub(crate) fn identity_of(
     };
     rt.verifier.verify(&cert).map_err(|e| bad(e.to_string()))?;
     let hash = identity::cert_hash(&cert).map_err(|e| bad(e.to_string()))?;
-    let pem = cert
-        .to_pem()
-        .ok()
-        .and_then(|p| String::from_utf8(p).ok())
-        .unwrap_or_default();
-    Ok((hash, pem))
+    Ok((hash, cert))
 }
 
 /// Which handler a request goes to.
@@ -167,14 +162,14 @@ async fn handle(
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let (hash, pem) = match identity_of(&req, &body, &mdm) {
+    let (hash, cert) = match identity_of(&req, &body, &mdm) {
         Ok(x) => x,
         Err(r) => return *r,
     };
     let dreq = DeviceRequest {
         body,
         cert_hash: Some(hash),
-        identity_pem: Some(pem),
+        identity: Some(cert),
         url_params: url_params(req.query_string()),
         event_id: trace_id(),
         now: state.clock.now(),
@@ -278,7 +273,8 @@ async fn get_token(state: &AppState, mdm: &Mdm, m: &Checkin, id: &EnrollmentId) 
         .flatten()
         .map(|dev| dev.serial_number)
         .unwrap_or_default();
-    let name = match super::mdm_api::dep_name_of_serial(state, &serial).await {
+    let synced = super::mdm_inspect::dep_names_of_serial(state, &serial).await;
+    let name = match synced.into_iter().next() {
         Some(n) => Some(n),
         None => {
             let default = mdm.runtime().settings.maid_default_dep_name.clone();

@@ -465,35 +465,10 @@ pub async fn migration(payload: web::Payload, state: web::Data<AppState>) -> Htt
     let dreq = DeviceRequest {
         body,
         cert_hash: None,
-        identity_pem: None,
+        identity: None,
         url_params: BTreeMap::new(),
         event_id: trace_id(),
         now: state.clock.now(),
     };
     run_checkin(&state, &mdm, dreq).await
-}
-
-/// The DEP name whose inventory holds `serial`, if any.
-pub(crate) async fn dep_name_of_serial(
-    state: &AppState,
-    serial: &str,
-) -> Option<crate::domain::name::DepName> {
-    if serial.is_empty() {
-        return None;
-    }
-    let names = state.registry.send(crate::actors::ListNames).await.ok()?;
-    let store = state.mdm.as_ref()?.store().clone();
-    let serial = serial.to_owned();
-    store
-        .blocking(move |s| {
-            for name in names {
-                if s.device(&name, &serial)?.is_some_and(|d| !d.deleted) {
-                    return Ok(Some(name));
-                }
-            }
-            Ok(None)
-        })
-        .await
-        .ok()
-        .flatten()
 }

@@ -160,10 +160,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let mdm = mdm(&state)?;
     let id = path.into_inner();
-    let d = id
-        .split_once(':')
-        .map_or(id.as_str(), |(d, _)| d)
-        .to_owned();
+    let d = crate::mdm::ids::device_channel_of(&id).to_owned();
     let (i, dd) = (id.clone(), d.clone());
     let (enrollment, device, user, queue) = mdm
         .store()
@@ -227,7 +224,10 @@ pub async fn get(
 }
 
 /// The DEP names whose inventory holds `serial`.
-async fn dep_names_of_serial(state: &AppState, serial: &str) -> Vec<crate::domain::name::DepName> {
+pub(crate) async fn dep_names_of_serial(
+    state: &AppState,
+    serial: &str,
+) -> Vec<crate::domain::name::DepName> {
     if serial.is_empty() {
         return Vec::new();
     }
@@ -281,7 +281,7 @@ pub async fn commands(
                 results.push((uuid, r, cmd));
             }
             let known = s.mdm_enrollment(&i)?.is_some()
-                || s.mdm_device(i.split_once(':').map_or(i.as_str(), |(d, _)| d))?
+                || s.mdm_device(crate::mdm::ids::device_channel_of(&i))?
                     .is_some();
             Ok((known, rows, results))
         })

@@ -99,6 +99,18 @@ impl EnrollmentId {
     pub fn device_channel(&self) -> &str {
         self.parent.as_deref().unwrap_or(&self.id)
     }
+
+    /// A user channel's user part (what follows `<device>:`).
+    pub fn user(&self) -> Option<&str> {
+        let parent = self.parent.as_deref()?;
+        self.id.strip_prefix(parent)?.strip_prefix(':')
+    }
+}
+
+/// The device channel of an enrollment ID given as text (the API's and the
+/// queue's form): the part before the first `:`, or the whole ID.
+pub fn device_channel_of(id: &str) -> &str {
+    id.split_once(':').map_or(id, |(d, _)| d)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,6 +210,12 @@ mod tests {
             assert_eq!(got.parent.as_deref(), parent);
             assert_eq!(got.kind, kind);
             assert_eq!(got.device_channel(), parent.unwrap_or(id));
+            assert_eq!(device_channel_of(&got.id), got.device_channel());
+            assert_eq!(
+                got.user(),
+                parent.map(|p| &id[p.len() + 1..]),
+                "the user part of {id}"
+            );
         }
         assert_eq!(resolve(&Identity::default()), Err(Unresolvable));
     }

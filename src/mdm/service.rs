@@ -41,7 +41,8 @@ pub struct DeviceRequest {
     /// The identity's hash; `None` from `/migration`, which skips
     /// certificate authorisation and the webhook.
     pub cert_hash: Option<String>,
-    pub identity_pem: Option<String>,
+    /// The identity certificate, kept as PEM at `Authenticate` only.
+    pub identity: Option<openssl::x509::X509>,
     pub url_params: BTreeMap<String, String>,
     pub event_id: String,
     pub now: OffsetDateTime,
@@ -216,7 +217,11 @@ pub fn checkin(
             w.put_device(
                 d,
                 &StoredMdmDevice {
-                    identity_pem: req.identity_pem.clone(),
+                    identity_pem: req
+                        .identity
+                        .as_ref()
+                        .and_then(|c| c.to_pem().ok())
+                        .and_then(|p| String::from_utf8(p).ok()),
                     serial_number: m.serial_number.clone(),
                     authenticate_raw: req.body.clone(),
                     authenticate_unix: now,
@@ -243,12 +248,7 @@ pub fn checkin(
                 ..StoredEnrollment::default()
             });
             e.device_id = d.to_owned();
-            e.user_id = id.parent.as_ref().map(|_| {
-                id.id
-                    .split_once(':')
-                    .map(|(_, u)| u.to_owned())
-                    .unwrap_or_default()
-            });
+            e.user_id = id.user().map(str::to_owned);
             e.kind = id.kind.code();
             e.topic = m.topic.clone();
             e.push_magic = m.push_magic.clone();
@@ -485,7 +485,7 @@ fn webhook_request<'a>(
 /// Drops channel `id`'s outstanding commands (results stay); `None` when
 /// the channel is unknown.
 pub fn clear_queue(store: &Store, id: &str) -> Result<Option<usize>, StoreError> {
-    let d = id.split_once(':').map_or(id, |(d, _)| d);
+    let d = super::ids::device_channel_of(id);
     if store.mdm_enrollment(id)?.is_none() && store.mdm_device(d)?.is_none() {
         return Ok(None);
     }

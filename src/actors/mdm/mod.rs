@@ -17,7 +17,7 @@ use crate::settings::MdmSettings;
 use crate::store::{Store, StoreError};
 use crate::sync::webhook::DeliveryPolicy;
 use actix::prelude::*;
-use shard::{DoCheckin, DoClearQueue, DoEnqueue, DoReport, EnrollmentShard};
+use shard::{DoClearQueue, DoEnqueue, DoRequest, EnrollmentShard, Inbound};
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -146,14 +146,34 @@ impl Mdm {
         message: Checkin,
         id: EnrollmentId,
     ) -> Result<Answer, ServiceError> {
+        self.request(req, Inbound::Checkin(message), id).await
+    }
+
+    pub async fn report(
+        &self,
+        req: DeviceRequest,
+        report: Report,
+        id: EnrollmentId,
+    ) -> Result<Answer, ServiceError> {
+        self.request(req, Inbound::Report(report), id).await
+    }
+
+    /// A device's request, handled by its channel's shard, answered once
+    /// durable.
+    async fn request(
+        &self,
+        req: DeviceRequest,
+        inbound: Inbound,
+        id: EnrollmentId,
+    ) -> Result<Answer, ServiceError> {
         let cfg = self.runtime().config();
         let event = cfg.webhook && req.cert_hash.is_some();
         let answer = self
             .shard(id.device_channel())
-            .send(DoCheckin {
+            .send(DoRequest {
                 cfg,
                 req,
-                message,
+                inbound,
                 id,
             })
             .await
@@ -171,28 +191,6 @@ impl Mdm {
             self.webhook.do_send(webhook::Kick);
         }
         Ok(())
-    }
-
-    pub async fn report(
-        &self,
-        req: DeviceRequest,
-        report: Report,
-        id: EnrollmentId,
-    ) -> Result<Answer, ServiceError> {
-        let cfg = self.runtime().config();
-        let event = cfg.webhook && req.cert_hash.is_some();
-        let answer = self
-            .shard(id.device_channel())
-            .send(DoReport {
-                cfg,
-                req,
-                report,
-                id,
-            })
-            .await
-            .map_err(|e| ServiceError::Store(StoreError::Task(e.to_string())))??;
-        self.durable(event).await?;
-        Ok(answer)
     }
 
     /// Stores the command and queues it for every ID, each on the shard
@@ -217,7 +215,7 @@ impl Mdm {
         let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for id in ids {
             // A user channel belongs to its device channel's shard.
-            let device = id.split_once(':').map_or(id.as_str(), |(d, _)| d);
+            let device = crate::mdm::ids::device_channel_of(id);
             by_shard
                 .entry(shard_of(device, self.shards.len()))
                 .or_default()
@@ -248,7 +246,7 @@ impl Mdm {
     /// Drops a channel's outstanding commands, through its owner; `None`
     /// for an unknown channel.
     pub async fn clear_queue(&self, id: &str) -> Result<Option<usize>, StoreError> {
-        let device = id.split_once(':').map_or(id, |(d, _)| d);
+        let device = crate::mdm::ids::device_channel_of(id);
         let removed = self
             .shard(device)
             .send(DoClearQueue(id.to_owned()))

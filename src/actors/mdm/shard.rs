@@ -29,23 +29,19 @@ impl Actor for EnrollmentShard {
     type Context = Context<Self>;
 }
 
-/// A check-in for a channel this shard owns.
-#[derive(Message)]
-#[rtype(result = "Result<Answer, ServiceError>")]
-pub struct DoCheckin {
-    pub cfg: Config,
-    pub req: DeviceRequest,
-    pub message: Checkin,
-    pub id: EnrollmentId,
+/// What a device sent.
+pub enum Inbound {
+    Checkin(Checkin),
+    Report(Report),
 }
 
-/// A command report for a channel this shard owns.
+/// A device's request for a channel this shard owns.
 #[derive(Message)]
 #[rtype(result = "Result<Answer, ServiceError>")]
-pub struct DoReport {
+pub struct DoRequest {
     pub cfg: Config,
     pub req: DeviceRequest,
-    pub report: Report,
+    pub inbound: Inbound,
     pub id: EnrollmentId,
 }
 
@@ -58,37 +54,17 @@ pub struct DoEnqueue {
     pub now_unix: i64,
 }
 
-impl Handler<DoCheckin> for EnrollmentShard {
+impl Handler<DoRequest> for EnrollmentShard {
     type Result = AtomicResponse<Self, Result<Answer, ServiceError>>;
-    fn handle(&mut self, msg: DoCheckin, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: DoRequest, _: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
         let fut = async move {
             store
                 .blocking_mdm(move |s| {
-                    Ok(service::checkin(
-                        s,
-                        &msg.cfg,
-                        &msg.req,
-                        &msg.message,
-                        &msg.id,
-                    ))
-                })
-                .await
-                .map_err(ServiceError::Store)
-                .and_then(|r| r)
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self)))
-    }
-}
-
-impl Handler<DoReport> for EnrollmentShard {
-    type Result = AtomicResponse<Self, Result<Answer, ServiceError>>;
-    fn handle(&mut self, msg: DoReport, _: &mut Self::Context) -> Self::Result {
-        let store = self.store.clone();
-        let fut = async move {
-            store
-                .blocking_mdm(move |s| {
-                    Ok(service::report(s, &msg.cfg, &msg.req, &msg.report, &msg.id))
+                    Ok(match &msg.inbound {
+                        Inbound::Checkin(m) => service::checkin(s, &msg.cfg, &msg.req, m, &msg.id),
+                        Inbound::Report(r) => service::report(s, &msg.cfg, &msg.req, r, &msg.id),
+                    })
                 })
                 .await
                 .map_err(ServiceError::Store)

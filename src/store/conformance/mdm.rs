@@ -26,7 +26,7 @@ fn req(body: Vec<u8>, hash: &str, now: i64) -> DeviceRequest {
     DeviceRequest {
         body,
         cert_hash: Some(hash.to_owned()),
-        identity_pem: None,
+        identity: None,
         url_params: BTreeMap::new(),
         event_id: format!("e{now}"),
         now: time::OffsetDateTime::from_unix_timestamp(now).expect("time"),
