@@ -289,18 +289,7 @@ impl MdmFleet {
         d.send(client, server_url, CHECKIN, xml(auth), "Authenticate")
             .await?;
         let token = openssl::sha::sha256(format!("token {}", d.udid).as_bytes());
-        let magic = {
-            let h = openssl::sha::sha256(format!("magic {}", d.udid).as_bytes());
-            let x: String = h[..16].iter().map(|b| format!("{b:02X}")).collect();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &x[..8],
-                &x[8..12],
-                &x[12..16],
-                &x[16..20],
-                &x[20..32]
-            )
-        };
+        let magic = super::uuid_of(&format!("magic {}", d.udid));
         let tu = dict([
             ("MessageType", s("TokenUpdate")),
             ("UDID", s(&d.udid)),

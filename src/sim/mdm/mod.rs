@@ -143,7 +143,12 @@ fn identity(
 
 /// The UDID of device `i` of a fleet made with `seed`.
 fn udid_of(seed: u64, i: usize) -> String {
-    let h = openssl::sha::sha256(format!("depsim mdm {seed} {i}").as_bytes());
+    uuid_of(&format!("depsim mdm {seed} {i}"))
+}
+
+/// A UUID-shaped text (upper-case hex, 8-4-4-4-12) derived from `seed`.
+fn uuid_of(seed: &str) -> String {
+    let h = openssl::sha::sha256(seed.as_bytes());
     let hex: String = h[..16].iter().map(|b| format!("{b:02X}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
