@@ -9,6 +9,7 @@
 
 pub(crate) mod actors;
 pub(crate) mod api;
+pub mod apns;
 pub mod cli;
 pub mod daemon;
 pub mod dep;

@@ -286,6 +286,32 @@ impl Metrics {
         );
     }
 
+    /// One push's answer: counted by topic and result, timed by result.
+    pub fn push(&self, topic: &str, result: &str, elapsed: Duration) {
+        self.add(
+            PUSHES,
+            Labels::new().text("topic", topic).text("result", result),
+            1,
+        );
+        let class = if result == "delivered" {
+            "delivered"
+        } else {
+            "failed"
+        };
+        self.observe(PUSH_DURATION, Labels::new().text("result", class), elapsed);
+    }
+
+    pub fn push_retry(&self, topic: &str) {
+        self.add(PUSH_RETRIES, Labels::new().text("topic", topic), 1);
+    }
+
+    pub fn set_push_cert_days_left(&self, topic: &str, days: i64) {
+        let labels = Labels::new().text("topic", topic);
+        if let Cell::Gauge(g) = &*self.shared_cell(PUSH_CERT_DAYS, labels) {
+            g.store(days, Ordering::Relaxed);
+        }
+    }
+
     #[cfg(test)]
     /// How long an HTTP request took to answer.
     pub fn http_duration(&self, route: &str, elapsed: Duration) {
@@ -489,6 +515,20 @@ pub fn mdm_webhook_delivery(ok: bool) {
 /// status.
 pub fn mdm_message(message: &'static str, status: u16) {
     global().mdm_message(message, status);
+}
+
+/// One APNs push answered (or failed): `result` is `delivered`, APNs's
+/// reason, `http_<status>` or `transport`.
+pub fn push(topic: &str, result: &str, elapsed: Duration) {
+    global().push(topic, result, elapsed);
+}
+
+pub fn push_retry(topic: &str) {
+    global().push_retry(topic);
+}
+
+pub fn set_push_cert_days_left(topic: &str, days: i64) {
+    global().set_push_cert_days_left(topic, days);
 }
 
 /// Counts and times a request depd answered. `route` is the matched route

@@ -20,7 +20,7 @@ mod mdm;
 mod validate;
 
 use env::*;
-pub use mdm::MdmSettings;
+pub use mdm::{MdmSettings, read_pem_roots};
 pub use validate::validate_base_url;
 use validate::*;
 

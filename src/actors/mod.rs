@@ -7,6 +7,7 @@ mod apple_session;
 mod dep_name;
 mod grant;
 pub mod mdm;
+pub mod push;
 mod registry;
 mod status;
 mod sync;

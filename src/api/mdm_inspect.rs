@@ -10,7 +10,7 @@ use super::names::{parse_count, reject_unknown_params};
 use crate::domain::tokens::format_unix;
 use crate::mdm::ids::EnrollType;
 use crate::store::StoreError;
-use crate::store::mdm::{EnrollmentQuery, StoredEnrollment, StoredMdmDevice};
+use crate::store::mdm::{EnrollmentQuery, StoredEnrollment, StoredInvalidToken, StoredMdmDevice};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
@@ -49,8 +49,14 @@ fn time_param(pairs: &[(String, String)], key: &'static str) -> Result<Option<i6
         .transpose()
 }
 
-/// An enrollment as the API shows it.
-fn enrollment_json(id: &str, e: &StoredEnrollment, now: i64) -> Value {
+/// An enrollment as the API shows it; `invalid`: APNs refused its
+/// current push token (no pushes until its next `TokenUpdate`).
+fn enrollment_json(
+    id: &str,
+    e: &StoredEnrollment,
+    invalid: Option<&StoredInvalidToken>,
+    now: i64,
+) -> Value {
     let kind = EnrollType::from_code(e.kind);
     json!({
         "id": id,
@@ -65,6 +71,10 @@ fn enrollment_json(id: &str, e: &StoredEnrollment, now: i64) -> Value {
         "last_seen_secs_ago": (now - e.last_seen_unix).max(0),
         "enrolled_at": e.enrolled_unix.map(format_unix),
         "push_token_present": !e.token_hex.is_empty(),
+        "push_token_invalid": invalid.map(|r| json!({
+            "reason": r.reason,
+            "since": format_unix(r.at_unix),
+        })),
     })
 }
 
@@ -117,12 +127,20 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let now = state.clock.now().unix_timestamp();
     let (total, page) = mdm
         .store()
-        .blocking(move |s| s.mdm_enrollments(&q))
+        .blocking(move |s| {
+            let (total, page) = s.mdm_enrollments(&q)?;
+            let mut out = Vec::with_capacity(page.len());
+            for (id, e) in page {
+                let invalid = s.mdm_invalid_token(&id, &e.token_hex)?;
+                out.push((id, e, invalid));
+            }
+            Ok((total, out))
+        })
         .await
         .map_err(store_error)?;
     let list: Vec<Value> = page
         .iter()
-        .map(|(id, e)| enrollment_json(id, e, now))
+        .map(|(id, e, invalid)| enrollment_json(id, e, invalid.as_ref(), now))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "total": total, "enrollments": list })))
 }
@@ -162,11 +180,17 @@ pub async fn get(
     let id = path.into_inner();
     let d = crate::mdm::ids::device_channel_of(&id).to_owned();
     let (i, dd) = (id.clone(), d.clone());
-    let (enrollment, device, user, queue) = mdm
+    let (enrollment, invalid, device, user, queue) = mdm
         .store()
         .blocking(move |s| {
+            let e = s.mdm_enrollment(&i)?;
+            let invalid = match &e {
+                Some(e) => s.mdm_invalid_token(&i, &e.token_hex)?,
+                None => None,
+            };
             Ok((
-                s.mdm_enrollment(&i)?,
+                e,
+                invalid,
                 s.mdm_device(&dd)?,
                 s.mdm_user(&i)?,
                 s.mdm_queue(&i)?.len(),
@@ -182,7 +206,7 @@ pub async fn get(
     }
     let now = state.clock.now().unix_timestamp();
     let mut out = match &enrollment {
-        Some(e) => enrollment_json(&id, e, now),
+        Some(e) => enrollment_json(&id, e, invalid.as_ref(), now),
         None => json!({ "id": id, "enabled": false, "enrolled_at": null }),
     };
     let serial = device

@@ -13,6 +13,7 @@ mod mdm_api;
 mod mdm_authproxy;
 mod mdm_dm;
 mod mdm_inspect;
+mod mdm_push;
 mod metrics;
 mod names;
 mod openapi;
@@ -128,6 +129,7 @@ pub(crate) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/maidjwt/{name}", &["GET"]),
     ("/v1/bypasscode", &["GET"]),
     ("/v1/enqueue/{ids}", ANY),
+    ("/v1/push", &["POST"]),
     ("/v1/push/{ids}", ANY),
     ("/v1/pushcert", &["GET", "PUT"]),
     ("/v1/enrollments", &["GET"]),
@@ -196,7 +198,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     ANY,
                     mdm_api::enqueue,
                 ))
-                .service(any(resource("/v1", "/push/{ids}"), ANY, mdm_api::push_ids))
+                .service(resource("/v1", "/push").route(web::post().to(mdm_push::push_body)))
+                .service(any(resource("/v1", "/push/{ids}"), ANY, mdm_push::push_ids))
                 .service(resource("/v1", "/enrollments").route(web::get().to(mdm_inspect::list)))
                 .service(
                     resource("/v1", "/enrollments/{id}").route(web::get().to(mdm_inspect::get)),
@@ -211,8 +214,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     resource("/v1", "/pushcert")
-                        .route(web::get().to(mdm_api::get_pushcert))
-                        .route(web::put().to(mdm_api::put_pushcert)),
+                        .route(web::get().to(mdm_push::get_pushcert))
+                        .route(web::put().to(mdm_push::put_pushcert)),
                 )
                 .default_service(web::to(not_found)),
         )

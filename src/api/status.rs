@@ -57,5 +57,35 @@ pub async fn all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         }
     });
     let statuses: Vec<_> = join_all(lookups).await.into_iter().flatten().collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "dep_names": statuses })))
+    let mut body = serde_json::json!({ "dep_names": statuses });
+    if let Some(mdm) = &state.mdm {
+        let now = state.clock.now().unix_timestamp();
+        let topics: Vec<_> = mdm
+            .pushes()
+            .statuses()
+            .await
+            .into_iter()
+            .map(|t| push_topic_view(t, now))
+            .collect();
+        body["push_topics"] = serde_json::Value::from(topics);
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A push topic as status shows it: beside the actor's state, the
+/// certificate's expiry as a date and as whole days left.
+fn push_topic_view(t: crate::actors::push::TopicStatus, now_unix: i64) -> serde_json::Value {
+    let fmt = crate::domain::tokens::format_unix;
+    serde_json::json!({
+        "topic": t.topic,
+        "not_after": fmt(t.not_after_unix),
+        "days_left": (t.not_after_unix - now_unix).div_euclid(86_400),
+        "environment": t.environment,
+        "state": t.state,
+        "last_error": t.last_error,
+        "failed_since": t.failed_since_unix.map(fmt),
+        "max_streams": t.max_streams,
+        "delivered": t.delivered,
+        "failed": t.failed,
+    })
 }

@@ -165,6 +165,19 @@ impl Allowlist {
         }
     }
 
+    /// Resolves `host` and checks every address, as [`CheckedResolver`]
+    /// does for awc: for clients that open their own connections (APNs).
+    pub async fn resolve_checked(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+        let host_lc = host.trim_end_matches('.').to_ascii_lowercase();
+        let literal = host_lc.trim_matches(['[', ']']).parse::<IpAddr>().ok();
+        let addrs = match literal {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => resolve(&host_lc, port).await?,
+        };
+        self.check_addrs(&host_lc, false, &addrs)?;
+        Ok(addrs)
+    }
+
     /// An address passes if it is a public one, or one a network entry
     /// lists. Internal addresses (loopback, private, link-local, ...) must
     /// be listed explicitly.

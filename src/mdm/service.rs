@@ -261,6 +261,8 @@ pub fn checkin(
             }
             tally = Some(e.token_update_tally);
             w.put_enrollment(&id.id, &e);
+            // Any TokenUpdate makes the channel pushable again.
+            w.delete_invalid_token(&id.id);
             if id.kind.is_user_channel() {
                 let mut u = store.mdm_user(&id.id)?.unwrap_or_default();
                 u.device_id = d.to_owned();

@@ -103,6 +103,27 @@ pub(super) const MDM_MESSAGES: Family = Family {
     kind: Kind::Counter,
 };
 
+pub(super) const PUSHES: Family = Family {
+    name: "depd_push_total",
+    help: "APNs pushes by topic and result (delivered, APNs's reason, http_<status>, or transport).",
+    kind: Kind::Counter,
+};
+pub(super) const PUSH_DURATION: Family = Family {
+    name: "depd_push_duration_seconds",
+    help: "Time from sending a push to APNs's answer, by result.",
+    kind: Kind::Histogram,
+};
+pub(super) const PUSH_RETRIES: Family = Family {
+    name: "depd_push_retries_total",
+    help: "APNs pushes sent again after a throttle, a server fault or a lost connection, by topic.",
+    kind: Kind::Counter,
+};
+pub(super) const PUSH_CERT_DAYS: Family = Family {
+    name: "depd_push_cert_days_to_expiry",
+    help: "Whole days until the topic's push certificate expires (negative: expired).",
+    kind: Kind::Gauge,
+};
+
 pub(super) const AUTH_FAILURES: Family = Family {
     name: "depd_auth_failures_total",
     help: "Requests refused for wrong API credentials (requests without credentials are not counted).",

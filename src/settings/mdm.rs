@@ -49,6 +49,25 @@ pub struct MdmSettings {
     pub maid_default_dep_name: String,
     /// Largest request body from a device, in bytes (413 beyond).
     pub body_limit: usize,
+    /// APNs service for push certificates uploaded without
+    /// `?environment=`: `production` or `sandbox`.
+    pub apns_environment: String,
+    /// Overrides Apple's APNs base URL (`https://host[:port]`, within
+    /// `apple.allowed_hosts`): for depsim's push simulator and tests.
+    pub apns_base_url: String,
+    /// PEM roots trusted for the APNs server besides the system's (a test
+    /// CA, with `apns_base_url`).
+    pub apns_ca_file: Option<PathBuf>,
+    /// Send `apns-expiration` = now + this many seconds, so APNs keeps the
+    /// wake-up for an offline device; 0: not sent (APNs tries once).
+    pub apns_expiration_secs: u64,
+    /// Pushes of one call in flight at once, per topic (h2 also keeps
+    /// within the stream limit APNs advertises).
+    pub push_concurrency: usize,
+    /// `/v1/push` and `/v1/enqueue` answer after this many seconds at the
+    /// latest; pushes still in flight are listed under `pending` and
+    /// finish in the background.
+    pub push_deadline_secs: u64,
 }
 
 impl Default for MdmSettings {
@@ -72,6 +91,12 @@ impl Default for MdmSettings {
             webhook_hmac_key: None,
             maid_default_dep_name: String::new(),
             body_limit: 10 * 1024 * 1024,
+            apns_environment: "production".into(),
+            apns_base_url: String::new(),
+            apns_ca_file: None,
+            apns_expiration_secs: 0,
+            push_concurrency: 1000,
+            push_deadline_secs: 30,
         }
     }
 }
@@ -102,6 +127,12 @@ impl fmt::Debug for MdmSettings {
             .field("webhook_hmac_key", &self.webhook_hmac_key)
             .field("maid_default_dep_name", &self.maid_default_dep_name)
             .field("body_limit", &self.body_limit)
+            .field("apns_environment", &self.apns_environment)
+            .field("apns_base_url", &url(&self.apns_base_url))
+            .field("apns_ca_file", &self.apns_ca_file)
+            .field("apns_expiration_secs", &self.apns_expiration_secs)
+            .field("push_concurrency", &self.push_concurrency)
+            .field("push_deadline_secs", &self.push_deadline_secs)
             .finish()
     }
 }
@@ -155,9 +186,55 @@ pub(super) fn validate_mdm(m: &MdmSettings) -> Result<(), SettingsError> {
             m.body_limit
         )));
     }
+    if crate::apns::wire::Environment::parse(&m.apns_environment).is_none() {
+        return Err(bad(format!(
+            "mdm.apns_environment: {:?} is not production or sandbox",
+            m.apns_environment
+        )));
+    }
+    if !m.apns_base_url.is_empty() {
+        crate::apns::conn::Endpoint::parse(&m.apns_base_url)
+            .map_err(|e| bad(format!("mdm.apns_base_url: {e}")))?;
+    }
+    if let Some(path) = m
+        .apns_ca_file
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        read_pem_roots(path).map_err(|e| bad(format!("mdm.apns_ca_file: {e}")))?;
+    }
+    if m.apns_expiration_secs > 30 * 86_400 {
+        return Err(bad(format!(
+            "mdm.apns_expiration_secs: {} is more than 30 days",
+            m.apns_expiration_secs
+        )));
+    }
+    if !(1..=10_000).contains(&m.push_concurrency) {
+        return Err(bad(format!(
+            "mdm.push_concurrency: {} must be from 1 to 10000",
+            m.push_concurrency
+        )));
+    }
+    if !(1..=3600).contains(&m.push_deadline_secs) {
+        return Err(bad(format!(
+            "mdm.push_deadline_secs: {} must be from 1 to 3600",
+            m.push_deadline_secs
+        )));
+    }
     if !m.maid_default_dep_name.is_empty() {
         DepName::parse(&m.maid_default_dep_name)
             .map_err(|e| bad(format!("mdm.maid_default_dep_name: {e}")))?;
     }
     Ok(())
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn read_pem_roots(path: &std::path::Path) -> Result<Vec<openssl::x509::X509>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
 }

@@ -130,6 +130,12 @@ pub(super) fn validate(
         return Err(SettingsError::NoApiKey);
     }
     super::mdm::validate_mdm(&raw.mdm)?;
+    if raw.mdm.enabled && !raw.mdm.apns_base_url.is_empty() {
+        raw.apple
+            .allow
+            .check_url(&raw.mdm.apns_base_url)
+            .map_err(|r| SettingsError::Invalid(format!("mdm.apns_base_url: {r}")))?;
+    }
     Ok(Settings {
         listen,
         data_dir,

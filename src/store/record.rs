@@ -71,7 +71,7 @@ pub(crate) fn decode<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
 }
 
 /// The bincode body of a record (after its version byte), all of it.
-fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, RecordError> {
+pub(crate) fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, RecordError> {
     let (value, used) = bincode::serde::decode_from_slice(body, config())
         .map_err(|e| RecordError::Decode(e.to_string()))?;
     if used != body.len() {

@@ -50,6 +50,7 @@ pub struct Mdm {
     webhook: Addr<webhook::MdmWebhook>,
     store: Store,
     runtime: RwLock<Arc<Runtime>>,
+    pushes: Arc<super::push::Pushes>,
 }
 
 impl std::fmt::Debug for Mdm {
@@ -99,13 +100,15 @@ impl Mdm {
         let webhook = webhook::MdmWebhook::new(
             store.clone(),
             webhook_target(&settings.mdm, &settings.webhook),
-            clock,
+            clock.clone(),
         )
         .start();
         let shards = (0..SHARDS)
             .map(|_| EnrollmentShard::new(store.clone()).start())
             .collect();
+        let pushes = super::push::Pushes::start(store.clone(), settings, clock)?;
         Ok(Arc::new(Mdm {
+            pushes,
             checkin_endpoint: settings.mdm.checkin_endpoint,
             shards,
             webhook,
@@ -117,6 +120,7 @@ impl Mdm {
     /// Applies reloaded settings (routes stay as they were at start).
     pub fn reload(&self, settings: &crate::settings::Settings) -> Result<(), String> {
         let rt = runtime(&settings.mdm)?;
+        self.pushes.reload(settings)?;
         *self.runtime.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rt);
         self.webhook.do_send(webhook::SetTarget(webhook_target(
             &settings.mdm,
@@ -134,6 +138,11 @@ impl Mdm {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Push delivery (one actor per push topic).
+    pub fn pushes(&self) -> &super::push::Pushes {
+        &self.pushes
     }
 
     fn shard(&self, device_channel: &str) -> &Addr<EnrollmentShard> {

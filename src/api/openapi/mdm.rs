@@ -65,6 +65,10 @@ fn api_any(summary: &'static str, description: &'static str) -> Op {
         .answer(404, mdm_error("The MDM service is not enabled"))
         .answer(409, api_result("The command UUID was enqueued before"))
         .answer(413, device_text("The body is beyond `[mdm] body_limit`"))
+        .answer(
+            414,
+            mdm_error("The ID list is longer than 48 KiB: use `POST /v1/push`"),
+        )
         .answer(500, api_result("Every ID failed, or a top-level error"))
 }
 
@@ -149,12 +153,27 @@ pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
         } })),
         ("/v1/push/{ids}", _) => api_any(
             "Push to enrollments (NanoMDM)",
-            "Any method. Until APNs delivery exists, every ID answers a `push_error` (no push info, no push certificate for its topic, or delivery unavailable).",
+            "Any method. One APNs push per ID (duplicates once), through the topic's push certificate; per ID the `apns-id` as `push_result` or NanoMDM's `push_error` text. Answers when all are done or after `[mdm] push_deadline_secs`, with the IDs still in flight under `pending`. The path is limited to 48 KiB (414 beyond): longer lists go to `POST /v1/push`.",
         ),
+        ("/v1/push", "POST") => Op::new(
+            "Push to enrollments listed in a JSON body (depd extension)",
+            "As `/v1/push/{ids}`, without a URL length limit. Replaces NanoMDM's redirect from `/v1/push` to `/v1/push/`.",
+        )
+        .body(json!({ "required": true, "content": { "application/json": { "schema": {
+            "type": "object", "required": ["ids"], "additionalProperties": false,
+            "properties": { "ids": { "type": "array", "items": { "type": "string" }, "minItems": 1 } },
+        } } } }))
+        .answer(200, api_result("Every ID succeeded (or is pending)"))
+        .answer(207, api_result("Some IDs failed (see `status`)"))
+        .answer(400, mdm_error("Not `{\"ids\": [...]}`, or no IDs"))
+        .answer(404, mdm_error("The MDM service is not enabled"))
+        .answer(413, device_text("The body is beyond `[mdm] body_limit`"))
+        .answer(500, api_result("Every ID failed, or a top-level error")),
         ("/v1/pushcert", "PUT") => Op::new(
             "Store an APNs MDM push certificate and its key (NanoMDM)",
-            "PEM certificate then unencrypted PEM key (`RSA PRIVATE KEY`, `EC PRIVATE KEY` or `PRIVATE KEY`). The topic is the subject's UID and must start with `com.apple.mgmt`. The key is sealed at rest.",
+            "PEM certificate then unencrypted PEM key (`RSA PRIVATE KEY`, `EC PRIVATE KEY` or `PRIVATE KEY`). The topic is the subject's UID and must start with `com.apple.mgmt`. The key is sealed at rest. The topic's push actor takes the new pair at once; pushes under way finish on the old connection. `environment` picks APNs production or sandbox for this topic (default `[mdm] apns_environment`).",
         )
+        .param(query("environment", "`production` or `sandbox`.", json!({ "type": "string", "enum": ["production", "sandbox"] })))
         .body(json!({ "required": true, "content": {
             "application/x-pem-file": { "schema": { "type": "string" } },
             "text/plain": { "schema": { "type": "string" } },
@@ -187,6 +206,7 @@ pub(super) fn schemas() -> Vec<(&'static str, Value)> {
                 } } },
                 "no_push": { "type": "boolean" }, "push_error": text, "command_error": text,
                 "command_uuid": text, "request_type": text,
+                "pending": { "type": "array", "items": text, "description": "depd: IDs whose pushes were still in flight at the deadline." },
             } }),
         ),
         (
@@ -197,6 +217,7 @@ pub(super) fn schemas() -> Vec<(&'static str, Value)> {
                 "enabled": { "type": "boolean" }, "token_update_tally": { "type": "integer" },
                 "last_seen": text, "last_seen_secs_ago": { "type": "integer" },
                 "enrolled_at": { "type": "string", "nullable": true }, "push_token_present": { "type": "boolean" },
+                "push_token_invalid": { "type": "object", "nullable": true, "description": "APNs refused the current token (BadDeviceToken, Unregistered): no pushes until a new TokenUpdate.", "properties": { "reason": text, "since": text } },
                 "queue_length": { "type": "integer" }, "device": { "type": "object" }, "user": { "type": "object" },
                 "dep": { "type": "array", "items": { "type": "object", "properties": { "dep_name": text, "serial_number": text } } },
             } }),

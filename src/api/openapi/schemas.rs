@@ -104,7 +104,21 @@ pub(super) fn schemas() -> Value {
         },
         "StatusList": {
             "type": "object", "required": ["dep_names"],
-            "properties": { "dep_names": { "type": "array", "items": schema_ref("Status") } },
+            "properties": {
+                "dep_names": { "type": "array", "items": schema_ref("Status") },
+                "push_topics": { "type": "array", "description": "With the MDM service on: every push certificate's topic.", "items": {
+                    "type": "object", "required": ["topic", "not_after", "days_left", "environment", "state"],
+                    "properties": {
+                        "topic": text, "not_after": text, "days_left": { "type": "integer" },
+                        "environment": { "type": "string", "enum": ["production", "sandbox"] },
+                        "state": { "type": "string", "enum": ["connected", "idle", "failed"] },
+                        "last_error": { "type": "string", "nullable": true },
+                        "failed_since": { "type": "string", "nullable": true },
+                        "max_streams": { "type": "integer", "nullable": true },
+                        "delivered": { "type": "integer" }, "failed": { "type": "integer" },
+                    },
+                } },
+            },
         },
         "SyncStarted": { "type": "object", "required": ["started"], "properties": { "started": { "type": "boolean" } } },
         "SyncReport": {

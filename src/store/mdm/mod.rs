@@ -14,6 +14,7 @@
 //! | `mq/<id>\0<seq: u64 BE>` | [`StoredQueueEntry`]: outstanding, in enqueue order |
 //! | `mr/<id>\0<uuid>` | [`StoredResult`] |
 //! | `mp/<topic>` | [`StoredPushCert`] (sealed) |
+//! | `mi/<id>` | [`StoredInvalidToken`]: the push token APNs refused, written by the push path |
 //! | `mah/<hash>` | the device channel a certificate hash was bound to |
 //! | `mad/<D>` | the hash `D` is bound to now (latest wins) |
 //! | `mo/<seq: u64 BE>` | [`StoredMdmEvent`]: webhook events waiting, in order |
@@ -23,6 +24,7 @@
 //! is flushed before the device gets its answer: an answered request is
 //! never lost, nor is its event.
 
+mod push;
 mod query;
 mod records;
 
@@ -46,6 +48,7 @@ const HASH_DEVICE: &[u8] = b"mah/";
 const DEVICE_HASH: &[u8] = b"mad/";
 const OUTBOX: &[u8] = b"mo/";
 const SERIAL: &[u8] = b"ms/";
+const INVALID_TOKEN: &[u8] = b"mi/";
 
 /// The prefixes of sealed MDM records (key rotation reseals them).
 pub(crate) const SEALED_PREFIXES: [&[u8]; 3] = [DEVICE, ENROLLMENT, PUSH_CERT];

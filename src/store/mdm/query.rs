@@ -44,7 +44,10 @@ impl MdmWrite {
 
 impl Store {
     /// Every entry of a prefix, in key order.
-    fn mdm_scan_all(&self, prefix: &[u8]) -> Result<Vec<crate::store::Entry>, StoreError> {
+    pub(super) fn mdm_scan_all(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<crate::store::Entry>, StoreError> {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {

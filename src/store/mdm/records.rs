@@ -2,7 +2,7 @@
 //! holding push magic, unlock or bootstrap tokens, or a push certificate's
 //! key are sealed with the secrets key.
 
-use crate::store::record::Record;
+use crate::store::record::{self, Record, RecordError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -142,9 +142,56 @@ pub struct StoredPushCert {
     pub not_after_unix: i64,
     /// Changes on every store, so holders of the old pair see it is stale.
     pub stale_token: u64,
+    /// The APNs environment chosen at upload (`production`, `sandbox`);
+    /// `None`: `[mdm] apns_environment`.
+    pub environment: Option<String>,
+}
+
+/// Version 1: before the per-topic environment.
+#[derive(Deserialize)]
+struct StoredPushCertV1 {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    not_after_unix: i64,
+    stale_token: u64,
 }
 
 impl Record for StoredPushCert {
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, RecordError> {
+        match version {
+            1 => {
+                let v1: StoredPushCertV1 = record::decode_body(body)?;
+                Ok(StoredPushCert {
+                    cert_pem: v1.cert_pem,
+                    key_pem: v1.key_pem,
+                    not_after_unix: v1.not_after_unix,
+                    stale_token: v1.stale_token,
+                    environment: None,
+                })
+            }
+            found => Err(RecordError::UnknownVersion {
+                found,
+                known: Self::VERSION,
+            }),
+        }
+    }
+}
+
+/// A push token APNs refused for good (`mi/<id>`): 400 `BadDeviceToken`
+/// or 410 `Unregistered`. It holds for `token_hex` only, so a newer
+/// `TokenUpdate` makes the enrollment pushable again without anyone
+/// deleting this record first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredInvalidToken {
+    pub token_hex: String,
+    /// APNs's reason (`Unregistered`, `BadDeviceToken`).
+    pub reason: String,
+    pub at_unix: i64,
+}
+
+impl Record for StoredInvalidToken {
     const VERSION: u8 = 1;
 }
 
@@ -168,4 +215,46 @@ pub struct StoredMdmEvent {
 
 impl Record for StoredMdmEvent {
     const VERSION: u8 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_push_certificate_reads_with_the_default_environment() {
+        #[derive(Serialize)]
+        struct V1 {
+            cert_pem: Vec<u8>,
+            key_pem: Vec<u8>,
+            not_after_unix: i64,
+            stale_token: u64,
+        }
+        let mut bytes = vec![1u8];
+        bytes.extend(
+            bincode::serde::encode_to_vec(
+                V1 {
+                    cert_pem: b"C".to_vec(),
+                    key_pem: b"K".to_vec(),
+                    not_after_unix: 7,
+                    stale_token: 3,
+                },
+                bincode::config::standard(),
+            )
+            .expect("encode"),
+        );
+        let read: StoredPushCert = record::decode(&bytes).expect("migrated");
+        assert_eq!(
+            read,
+            StoredPushCert {
+                cert_pem: b"C".to_vec(),
+                key_pem: b"K".to_vec(),
+                not_after_unix: 7,
+                stale_token: 3,
+                environment: None,
+            }
+        );
+        let again: StoredPushCert = record::decode(&record::encode(&read)).expect("v2");
+        assert_eq!(again, read);
+    }
 }
