@@ -16,6 +16,7 @@ mod mdm;
 mod mdm_crash;
 mod mdm_hooks;
 mod mdm_inspect;
+mod mdm_push;
 mod mdm_sim;
 mod metrics;
 mod names;

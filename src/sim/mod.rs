@@ -12,6 +12,7 @@
 //! `docs/simulator.md`.
 
 mod admin;
+pub mod apns;
 pub mod cursor;
 pub mod devices;
 pub mod faults;
@@ -67,6 +68,9 @@ pub struct SimConfig {
     pub request_log_size: usize,
     /// Let actix-web stop on SIGINT/SIGTERM (the binary); off in-process.
     pub handle_signals: bool,
+    /// Serve the push service (`apns/`) here, over HTTP/2 and TLS;
+    /// `None`: no push service.
+    pub apns_listen: Option<SocketAddr>,
 }
 
 impl Default for SimConfig {
@@ -86,6 +90,7 @@ impl Default for SimConfig {
             clock: Arc::new(SystemClock),
             request_log_size: 200,
             handle_signals: false,
+            apns_listen: None,
         }
     }
 }
@@ -112,6 +117,8 @@ pub enum SimError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("making the push service's certificates: {0}")]
+    Apns(openssl::error::ErrorStack),
     #[error("path prefix {0:?} must start with '/' and not end with one")]
     Prefix(String),
     #[error("serial {0} is unknown, deleted or disowned")]
@@ -179,6 +186,8 @@ pub(crate) struct Shared {
     pub(crate) beta_json: Vec<u8>,
     /// The simulated MDM devices, once made (`mdm/admin.rs`).
     mdm_fleet: Mutex<Option<Arc<mdm::MdmFleet>>>,
+    /// The push service, when it runs.
+    apns: Option<Arc<apns::ApnsSim>>,
 }
 
 impl Shared {
@@ -187,6 +196,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    pub(crate) fn apns(&self) -> Option<Arc<apns::ApnsSim>> {
+        self.apns.clone()
     }
 
     pub(crate) fn set_mdm_fleet(&self, fleet: Arc<mdm::MdmFleet>) {
@@ -402,6 +415,10 @@ impl Simulator {
             account_json: account_json(config.seed, &prefix),
             beta_json: beta_json(config.seed),
             mdm_fleet: Mutex::default(),
+            apns: match config.apns_listen {
+                Some(_) => Some(Arc::new(apns::ApnsSim::new().map_err(SimError::Apns)?)),
+                None => None,
+            },
             prefix,
             rotate: config.rotate_sessions,
         });
@@ -430,10 +447,23 @@ impl Simulator {
         .run();
         let handle = server.handle();
         let join = actix_web::rt::spawn(server);
+        let apns_server = match (config.apns_listen, shared.apns()) {
+            (Some(at), Some(sim)) => {
+                let bind_err = |source| SimError::Bind { addr: at, source };
+                let listener = TcpListener::bind(at).map_err(bind_err)?;
+                let server =
+                    apns::serve(sim, shared.clone(), listener, config.workers).map_err(bind_err)?;
+                let h = server.handle();
+                actix_web::rt::spawn(server);
+                Some(h)
+            }
+            _ => None,
+        };
         Ok(SimHandle {
             shared,
             addr,
             server: handle,
+            apns_server,
             join,
         })
     }
@@ -444,6 +474,7 @@ pub struct SimHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: ServerHandle,
+    apns_server: Option<ServerHandle>,
     join: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -590,8 +621,16 @@ impl SimHandle {
         self.shared.set_mdm_fleet(fleet);
     }
 
+    /// The push service, when it runs (`SimConfig::apns_listen`).
+    pub fn apns(&self) -> Option<Arc<apns::ApnsSim>> {
+        self.shared.apns()
+    }
+
     /// Stops serving (in-flight requests finish).
     pub async fn stop(&self) {
+        if let Some(a) = &self.apns_server {
+            a.stop(true).await;
+        }
         self.server.stop(true).await;
     }
 

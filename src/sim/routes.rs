@@ -33,6 +33,13 @@ pub(super) async fn dispatch(
             .await
             .into_response();
     }
+    if req.path().starts_with(super::apns::admin::PREFIX) {
+        if !req.peer_addr().is_some_and(|a| a.ip().is_loopback()) {
+            return Reply::code(403, "the admin API answers loopback clients only").into_response();
+        }
+        let method = req.method().as_str().to_owned();
+        return super::apns::admin::handle(&method, req.path(), &body, &shared).into_response();
+    }
     if admin::is_admin(req.path()) {
         return admin::handle(&req, &body, &shared).into_response();
     }

@@ -288,8 +288,8 @@ impl MdmFleet {
         ]);
         d.send(client, server_url, CHECKIN, xml(auth), "Authenticate")
             .await?;
-        let token = openssl::sha::sha256(format!("token {}", d.udid).as_bytes());
-        let magic = super::uuid_of(&format!("magic {}", d.udid));
+        let token = d.push_token();
+        let magic = d.push_magic();
         let tu = dict([
             ("MessageType", s("TokenUpdate")),
             ("UDID", s(&d.udid)),

@@ -63,6 +63,25 @@ impl SimMdmDevice {
     pub fn cert_pem(&self) -> Vec<u8> {
         self.cert.to_pem().unwrap_or_default()
     }
+
+    /// The APNs token the device sends in `TokenUpdate`.
+    pub fn push_token(&self) -> [u8; 32] {
+        openssl::sha::sha256(format!("token {}", self.udid).as_bytes())
+    }
+
+    /// [`Self::push_token`] as the MDM server stores it (lowercase hex).
+    pub fn push_token_hex(&self) -> String {
+        self.push_token()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The push magic the device sends in `TokenUpdate` and expects in
+    /// the pushes that wake it.
+    pub fn push_magic(&self) -> String {
+        uuid_of(&format!("magic {}", self.udid))
+    }
 }
 
 /// A fleet of simulated devices and the CA of their identities.
@@ -72,6 +91,8 @@ pub struct MdmFleet {
     /// Percentage of commands first answered `NotNow` (0-100).
     not_now_percent: Mutex<u8>,
     topic: String,
+    /// Device index by push token (hex), made on first use.
+    by_token: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +209,7 @@ impl MdmFleet {
             devices,
             not_now_percent: Mutex::new(0),
             topic: format!("com.apple.mgmt.External.depsim-{seed}"),
+            by_token: std::sync::OnceLock::new(),
         })
     }
 
@@ -251,6 +273,7 @@ impl MdmFleet {
             devices,
             not_now_percent: Mutex::new(0),
             topic: format!("com.apple.mgmt.External.depsim-{seed}"),
+            by_token: std::sync::OnceLock::new(),
         })
     }
 
@@ -281,6 +304,18 @@ impl MdmFleet {
 
     pub fn device(&self, udid: &str) -> Option<&SimMdmDevice> {
         self.devices.iter().find(|d| d.udid == udid)
+    }
+
+    /// The device whose push token is `token_hex` (lowercase hex).
+    pub fn device_by_token(&self, token_hex: &str) -> Option<&SimMdmDevice> {
+        let index = self.by_token.get_or_init(|| {
+            self.devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.push_token_hex(), i))
+                .collect()
+        });
+        index.get(token_hex).and_then(|&i| self.devices.get(i))
     }
 
     /// The push topic the devices report in `TokenUpdate`.
