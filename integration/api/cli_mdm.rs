@@ -92,10 +92,15 @@ async fn mdm_commands() {
         partial.stdout
     );
 
-    // push: every ID fails until APNs delivery exists.
+    // push: no push certificate is stored for the enrollment's topic.
     let (text, json) = both(&app, &["mdm", "push", UDID]).await;
     assert_eq!((text.code, json.code), (1, 1));
     assert!(json.stdout.contains("push_error"), "{}", json.stdout);
+    assert!(
+        text.stdout.contains("retrieving push cert for topic"),
+        "{}",
+        text.stdout
+    );
 
     // enrollments: list and one.
     let (text, json) = both(&app, &["mdm", "enrollments"]).await;
@@ -202,4 +207,38 @@ async fn mdm_commands() {
     )
     .await;
     assert_eq!(text.code, 1);
+
+    // The topic and its expiry on status, beside the DEP names; a
+    // renewal can pick the sandbox.
+    let (text, json) = both(&app, &["status"]).await;
+    assert!(text.ok().contains("PUSH TOPIC"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("com.apple.mgmt.External.cli-test"),
+        "{}",
+        text.stdout
+    );
+    let topic = &json.json()["push_topics"][0];
+    assert!(
+        (29..=30).contains(&topic["days_left"].as_i64().unwrap_or(0)),
+        "{topic}"
+    );
+    assert_eq!(topic["environment"], "production");
+    let (text, _) = both(
+        &app,
+        &[
+            "mdm",
+            "pushcert",
+            "put",
+            "--cert",
+            cert.to_str().expect("p"),
+            "--key",
+            key.to_str().expect("p"),
+            "--environment",
+            "sandbox",
+        ],
+    )
+    .await;
+    text.ok();
+    let (_, json) = both(&app, &["status"]).await;
+    assert_eq!(json.json()["push_topics"][0]["environment"], "sandbox");
 }

@@ -302,9 +302,19 @@ async fn the_demo_devices_sync_enroll_and_answer_a_command() {
         "api_key = \"demo\"\n[demo]\nname = \"demo\"\ndevices = 20\nmdm_devices = 4\nmdm_checkin_secs = 1\n[sync]\ninterval_secs = 60\n",
     );
     let data = dir.path().join("data");
-    let daemon = actix_web::web::block(move || Daemon::start(&config, &data))
-        .await
-        .expect("start");
+    let (daemon, wired) = actix_web::web::block(move || {
+        let mut d = Daemon::start(&config, &data);
+        let wired = d
+            .wait_for_log("demo: DEP name wired to an in-process depsim; it syncs and assigns now");
+        (d, wired)
+    })
+    .await
+    .expect("start");
+    let sim_url =
+        serde_json::from_str::<serde_json::Value>(&wired).expect("JSON log")["fields"]["simulator"]
+            .as_str()
+            .expect("the demo logs its simulator's URL")
+            .to_owned();
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
@@ -331,13 +341,33 @@ async fn the_demo_devices_sync_enroll_and_answer_a_command() {
     // Linked to the DEP inventory it was synced into.
     let e = get(&format!("/v1/enrollments/{udid}")).await;
     assert_eq!(e["dep"][0]["dep_name"], "demo");
+    // Pushed through the demo's depsim push service, which wakes the device.
     let mut resp = client
-        .put(daemon.url(&format!("/v1/enqueue/{udid}?nopush=1")))
+        .put(daemon.url(&format!("/v1/enqueue/{udid}")))
         .basic_auth("nanomdm", "demo")
         .send_body(depd_plist("SecurityInfo", "DEMO-1"))
         .await
         .expect("enqueue");
-    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body().await);
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        answer["status"][&udid]["push_result"].is_string(),
+        "{answer}"
+    );
+    let mut woken = serde_json::Value::Null;
+    for _ in 0..1500 {
+        let mut r = client
+            .get(format!("{sim_url}/_sim/apns"))
+            .send()
+            .await
+            .expect("sim admin");
+        woken = r.json::<serde_json::Value>().await.expect("json")["stats"]["woken"].clone();
+        if woken.as_u64() >= Some(1) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(woken.as_u64() >= Some(1), "a push woke the device: {woken}");
     let mut status = serde_json::Value::Null;
     for _ in 0..1500 {
         let c = get(&format!("/v1/enrollments/{udid}/commands")).await;

@@ -5,5 +5,6 @@
 //! a topic's pushes share. The actor that owns a topic's connection and
 //! the fan-out are in `actors/push/`.
 
+pub mod cert;
 pub mod conn;
 pub mod wire;

@@ -79,6 +79,10 @@ struct ServeArgs {
     /// How many requests GET /_sim/requests keeps.
     #[arg(long, default_value_t = 200)]
     request_log_size: usize,
+    /// Also serve the APNs push service (HTTP/2 over TLS) here; its CA and
+    /// push certificates come from /_sim/apns/ca and /_sim/apns/pushcert.
+    #[arg(long)]
+    apns_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +190,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         workers: args.workers,
         request_log_size: args.request_log_size,
         handle_signals: true,
+        apns_listen: args.apns_listen,
         ..SimConfig::default()
     };
     let tokens_file = args.tokens_file;
@@ -202,6 +207,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             sim.device_count(),
             sim.admin_url()
         );
+        if let Some(apns) = sim.apns() {
+            println!(
+                "depsim: APNs push service at {} (CA: {}/apns/ca)",
+                apns.url(),
+                sim.admin_url()
+            );
+        }
         for set in sim.credentials() {
             println!(
                 "{}",

@@ -46,10 +46,50 @@ pub async fn status(name: Option<&str>, conn: &Connection) -> Result<(), CliErro
     let answer = client.get(&path).await?;
     let value = answer.json()?;
     match (&value["dep_names"], conn.json) {
-        (Value::Array(all), false) => print!("{}", output::table(&status_rows(all))),
+        (Value::Array(all), false) => {
+            print!("{}", output::table(&status_rows(all)));
+            if let Value::Array(topics) = &value["push_topics"]
+                && !topics.is_empty()
+            {
+                println!();
+                print!("{}", output::table(&push_topic_rows(topics)));
+            }
+        }
         _ => output::print(conn.json, &answer.body, &value),
     }
     Ok(())
+}
+
+/// One line per push certificate: its expiry beside the tokens', since a
+/// lapsed push certificate cuts off every device silently.
+fn push_topic_rows(topics: &[Value]) -> Rows {
+    let header = [
+        "push topic",
+        "expires",
+        "days left",
+        "environment",
+        "state",
+        "last error",
+    ];
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rows = topics
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["topic"]),
+                text(&t["not_after"]),
+                text(&t["days_left"]),
+                text(&t["environment"]),
+                text(&t["state"]),
+                text(&t["last_error"]),
+            ]
+        })
+        .collect();
+    (header.iter().map(|h| (*h).to_owned()).collect(), rows)
 }
 
 /// One line per name: what an operator scans for.

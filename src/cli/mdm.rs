@@ -15,7 +15,7 @@ use std::path::PathBuf;
 pub enum MdmCommand {
     /// Queue a command for enrollments: generated (--command) or a plist file.
     Enqueue(EnqueueArgs),
-    /// Push (wake) enrollments.
+    /// Push (wake) enrollments: one APNs push each.
     Push {
         /// Enrollment IDs.
         #[arg(required = true, value_name = "ID")]
@@ -56,6 +56,9 @@ pub enum PushcertCommand {
         cert: PathBuf,
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// APNs service for this topic (default: `[mdm] apns_environment`).
+        #[arg(long, value_parser = ["production", "sandbox"])]
+        environment: Option<String>,
         #[command(flatten)]
         conn: Connection,
     },
@@ -283,14 +286,23 @@ pub async fn run(command: MdmCommand) -> Result<(), CliError> {
             print_result(&args.conn, status, &answer.body)
         }
         MdmCommand::Push { ids, conn } => {
+            // The JSON body takes any number of IDs (the URL form stops
+            // at 48 KiB).
             let client = Client::new(&conn)?;
+            let body = serde_json::to_vec(&serde_json::json!({ "ids": ids }))
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             let (status, answer) = client
-                .send_any(Method::GET, &format!("/v1/push/{}", ids_path(&ids)), None)
+                .send_any(Method::POST, "/v1/push", Some(("application/json", body)))
                 .await?;
             print_result(&conn, status, &answer.body)
         }
         MdmCommand::Pushcert { command } => match command {
-            PushcertCommand::Put { cert, key, conn } => {
+            PushcertCommand::Put {
+                cert,
+                key,
+                environment,
+                conn,
+            } => {
                 let mut body = std::fs::read(&cert)
                     .map_err(|e| CliError::Failed(format!("reading {}: {e}", cert.display())))?;
                 body.push(b'\n');
@@ -299,12 +311,12 @@ pub async fn run(command: MdmCommand) -> Result<(), CliError> {
                         .map_err(|e| CliError::Failed(format!("reading {}: {e}", key.display())))?,
                 );
                 let client = Client::new(&conn)?;
+                let path = match &environment {
+                    Some(e) => format!("/v1/pushcert?environment={e}"),
+                    None => "/v1/pushcert".to_owned(),
+                };
                 let (status, answer) = client
-                    .send_any(
-                        Method::PUT,
-                        "/v1/pushcert",
-                        Some(("application/x-pem-file", body)),
-                    )
+                    .send_any(Method::PUT, &path, Some(("application/x-pem-file", body)))
                     .await?;
                 print_result(&conn, status, &answer.body)
             }

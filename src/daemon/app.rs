@@ -188,6 +188,11 @@ impl AppHandle {
     }
 
     /// The registry of DEP-name actors.
+    /// The MDM service, when it is on.
+    pub(crate) fn mdm(&self) -> Option<std::sync::Arc<crate::actors::mdm::Mdm>> {
+        self.state.mdm.clone()
+    }
+
     pub fn registry(&self) -> &actix::Addr<Registry> {
         &self.state.registry
     }

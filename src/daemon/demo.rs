@@ -19,12 +19,22 @@ use std::time::Duration;
 
 /// The demo's simulator and, with `mdm_devices`, its simulated MDM
 /// devices, made before the daemon starts so its MDM service can trust
-/// their CA.
+/// their CA and push through depsim's push service.
 pub struct Prepared {
     sim: SimHandle,
     fleet: Option<Arc<MdmFleet>>,
-    /// The CA file the MDM service was pointed at.
-    pub mdm_ca_file: Option<PathBuf>,
+    /// What the MDM service was pointed at.
+    pub mdm: Option<DemoMdm>,
+}
+
+/// The demo's overrides of `[mdm]`, kept across reloads of the file.
+#[derive(Debug, Clone)]
+pub struct DemoMdm {
+    /// The simulated devices' CA.
+    pub ca_file: PathBuf,
+    /// depsim's push service, and its CA.
+    pub apns_url: String,
+    pub apns_ca_file: PathBuf,
 }
 
 /// Starts the simulator and, with `demo.mdm_devices`, makes the fleet
@@ -34,6 +44,7 @@ pub fn prepare(settings: &mut Settings, demo: &DemoSettings) -> Result<Prepared,
     let sim = Simulator::start(SimConfig {
         devices: demo.devices,
         seed: demo.seed,
+        apns_listen: (demo.mdm_devices > 0).then(|| ([127, 0, 0, 1], 0).into()),
         ..SimConfig::default()
     })
     .map_err(|e| DemoError::Sim(e.to_string()))?;
@@ -41,7 +52,7 @@ pub fn prepare(settings: &mut Settings, demo: &DemoSettings) -> Result<Prepared,
         return Ok(Prepared {
             sim,
             fleet: None,
-            mdm_ca_file: None,
+            mdm: None,
         });
     }
     let setup = |e: String| DemoError::Setup(e);
@@ -53,23 +64,39 @@ pub fn prepare(settings: &mut Settings, demo: &DemoSettings) -> Result<Prepared,
         &sim.mdm_fleet_devices(demo.mdm_devices),
     )
     .map_err(|e| setup(e.to_string()))?;
-    let ca = dir.join("demo-mdm-ca.pem");
-    std::fs::write(&ca, fleet.ca_pem()).map_err(|e| setup(format!("{}: {e}", ca.display())))?;
-    apply_mdm(settings, &ca);
-    // The same devices answer depsim's admin API (/_sim/mdm/…).
+    let write = |name: &str, pem: Vec<u8>| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem)
+            .map(|()| path.clone())
+            .map_err(|e| setup(format!("{}: {e}", path.display())))
+    };
+    let apns = sim
+        .apns()
+        .ok_or_else(|| setup("depsim's push service did not start".into()))?;
+    let mdm = DemoMdm {
+        ca_file: write("demo-mdm-ca.pem", fleet.ca_pem())?,
+        apns_url: apns.url(),
+        apns_ca_file: write("demo-apns-ca.pem", apns.ca_pem())?,
+    };
+    apply_mdm(settings, &mdm);
+    // The same devices answer depsim's admin API (/_sim/mdm/…) and are
+    // woken by its push service.
     let fleet = Arc::new(fleet);
     sim.set_mdm_fleet(fleet.clone());
     Ok(Prepared {
         fleet: Some(fleet),
         sim,
-        mdm_ca_file: Some(ca),
+        mdm: Some(mdm),
     })
 }
 
-/// The demo's MDM service: on, trusting the simulated devices' CA.
-pub fn apply_mdm(settings: &mut Settings, ca_file: &std::path::Path) {
+/// The demo's MDM service: on, trusting the simulated devices' CA, and
+/// pushing through depsim's push service.
+pub fn apply_mdm(settings: &mut Settings, mdm: &DemoMdm) {
     settings.mdm.enabled = true;
-    settings.mdm.ca_file = Some(ca_file.to_path_buf());
+    settings.mdm.ca_file = Some(mdm.ca_file.clone());
+    settings.mdm.apns_base_url = mdm.apns_url.clone();
+    settings.mdm.apns_ca_file = Some(mdm.apns_ca_file.clone());
 }
 
 /// Enrolls each simulated device once depsim's DEP side has assigned it
@@ -179,10 +206,11 @@ pub async fn start(
         "demo: DEP name wired to an in-process depsim; it syncs and assigns now"
     );
     if let Some(fleet) = fleet {
+        upload_push_cert(app, &sim, &fleet).await?;
         tracing::info!(
             devices = fleet.devices().len(),
             mdm_url,
-            "demo: simulated devices enroll in the MDM service once assigned, and check in every {} s",
+            "demo: simulated devices enroll in the MDM service once assigned, wake on pushes, and check in every {} s",
             demo.mdm_checkin_secs
         );
         actix_web::rt::spawn(run_devices(
@@ -192,6 +220,29 @@ pub async fn start(
         ));
     }
     Ok(sim)
+}
+
+/// A push certificate for the fleet's topic from depsim's push service,
+/// stored as `PUT /v1/pushcert` stores one.
+async fn upload_push_cert(
+    app: &AppHandle,
+    sim: &SimHandle,
+    fleet: &MdmFleet,
+) -> Result<(), DemoError> {
+    let setup = |e: String| DemoError::Setup(e);
+    let (Some(apns), Some(mdm)) = (sim.apns(), app.mdm()) else {
+        return Ok(());
+    };
+    let (cert, key) = apns
+        .issue_push_cert(fleet.topic(), 365)
+        .map_err(|e| setup(e.to_string()))?;
+    let pair = crate::apns::cert::parse_pair(&[cert, key].concat()).map_err(setup)?;
+    mdm.pushes()
+        .store_cert(pair, None)
+        .await
+        .map_err(|e| setup(e.to_string()))?;
+    tracing::info!(topic = fleet.topic(), apns = %apns.url(), "demo: push certificate stored; pushes go to depsim's push service");
+    Ok(())
 }
 
 /// The enrollment profile the demo's assigner hands out, defined in the

@@ -46,7 +46,7 @@ pub async fn run(
     };
     // The demo's MDM override outlives reloads of the file.
     #[cfg(feature = "sim")]
-    let demo_mdm_ca = demo.as_ref().and_then(|(_, p)| p.mdm_ca_file.clone());
+    let demo_mdm = demo.as_ref().and_then(|(_, p)| p.mdm.clone());
     let app = Application::build(settings).await?;
     let handle = app.handle();
     // Kept for the life of the process: the demo's simulator serves until then.
@@ -80,8 +80,8 @@ pub async fn run(
                             #[cfg(feature = "sim")]
                             let new = {
                                 let mut new = new;
-                                if let Some(ca) = &demo_mdm_ca {
-                                    crate::daemon::demo::apply_mdm(&mut new, ca);
+                                if let Some(mdm) = &demo_mdm {
+                                    crate::daemon::demo::apply_mdm(&mut new, mdm);
                                 }
                                 new
                             };

@@ -13,7 +13,7 @@ pub use topic::{TopicStatus, Transport};
 use crate::apns::wire::{self, PushHeaders, Verdict};
 use crate::domain::clock::SharedClock;
 use crate::settings::MdmSettings;
-use crate::store::mdm::{StoredInvalidToken, StoredPushCert};
+use crate::store::mdm::{MdmWrite, StoredInvalidToken, StoredPushCert};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use futures_util::StreamExt;
@@ -167,6 +167,37 @@ impl Pushes {
         crate::metrics::set_push_cert_days_left(topic, days);
         let addr = self.actor(topic);
         addr.do_send(SetCert(cert));
+    }
+
+    /// Stores a checked pair for its topic (replacing any, with a new
+    /// staleness token) and hands it to the topic's actor.
+    pub async fn store_cert(
+        &self,
+        pair: crate::apns::cert::PushPair,
+        environment: Option<String>,
+    ) -> Result<StoredPushCert, StoreError> {
+        let topic = pair.topic.clone();
+        let record = self
+            .store
+            .blocking(move |s| {
+                let stale_token = s
+                    .mdm_push_cert(&pair.topic)?
+                    .map_or(1, |old| old.stale_token + 1);
+                let record = StoredPushCert {
+                    cert_pem: pair.cert_pem,
+                    key_pem: pair.key_pem,
+                    not_after_unix: pair.not_after_unix,
+                    stale_token,
+                    environment,
+                };
+                let mut w = MdmWrite::default();
+                w.put_push_cert(&pair.topic, &record);
+                s.mdm_commit(w)?;
+                Ok(record)
+            })
+            .await?;
+        self.cert_stored(&topic, record.clone());
+        Ok(record)
     }
 
     fn actor(&self, topic: &str) -> Addr<PushTopic> {
