@@ -162,7 +162,10 @@ async fn open_inner(
     if stream.ssl().selected_alpn_protocol() != Some(b"h2") {
         return Err(ConnectError::NotH2(host));
     }
+    // One stream until the server's SETTINGS say how many: a burst sent
+    // before them could pass its limit (APNs starts low and raises it).
     let (sender, mut conn) = h2::client::Builder::new()
+        .initial_max_send_streams(1)
         .initial_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
         .handshake::<_, Bytes>(stream)
@@ -246,5 +249,106 @@ mod tests {
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// An HTTP/2 server that allows 3 concurrent streams, answering each
+    /// push after a pause: 30 pushes sent at once never have more than 3
+    /// streams open on it, and the limit it advertised is seen.
+    #[cfg(feature = "sim")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn streams_stay_within_the_limit_the_server_advertises() {
+        use openssl::ssl::{AlpnError, SslAcceptor};
+        use std::sync::atomic::AtomicUsize;
+        let sim = crate::sim::apns::ApnsSim::new().expect("certificates");
+        let (server_cert, server_key, ca) = sim.server_identity();
+        let (cert_pem, key_pem) = sim
+            .issue_push_cert("com.apple.mgmt.t", 1)
+            .expect("push cert");
+        let identity = Identity {
+            cert: X509::from_pem(&cert_pem).expect("cert"),
+            key: PKey::private_key_from_pem(&key_pem).expect("key"),
+        };
+        let mut acceptor =
+            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("tls");
+        acceptor.set_certificate(&server_cert).expect("cert");
+        acceptor.set_private_key(&server_key).expect("key");
+        acceptor.set_alpn_select_callback(|_, offered| {
+            openssl::ssl::select_next_proto(b"\x02h2", offered).ok_or(AlpnError::NOACK)
+        });
+        let acceptor = acceptor.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let open_now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (o, m) = (open_now.clone(), most.clone());
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let ssl = openssl::ssl::Ssl::new(acceptor.context()).expect("ssl");
+            let mut tls = tokio_openssl::SslStream::new(ssl, tcp).expect("stream");
+            Pin::new(&mut tls).accept().await.expect("handshake");
+            let mut conn = h2::server::Builder::new()
+                .max_concurrent_streams(3)
+                .handshake::<_, Bytes>(tls)
+                .await
+                .expect("h2");
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                let (o, m) = (o.clone(), m.clone());
+                tokio::spawn(async move {
+                    let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                    let answer = http::Response::builder()
+                        .status(200)
+                        .header("apns-id", "X")
+                        .body(())
+                        .expect("answer");
+                    let _ = respond.send_response(answer, true);
+                });
+            }
+        });
+        let opened = open(
+            &Endpoint::parse(&format!("https://127.0.0.1:{port}")).expect("endpoint"),
+            &identity,
+            &[ca],
+            &Allowlist::default(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("open");
+        tokio::spawn(opened.driver);
+        let headers = super::super::wire::PushHeaders {
+            topic: "com.apple.mgmt.t".into(),
+            expiration_unix: None,
+        };
+        let base = format!("https://127.0.0.1:{port}");
+        let pushes = (0..30).map(|i| {
+            let request = super::super::wire::request(&base, &format!("{i:064x}"), &headers)
+                .expect("request");
+            send(
+                &opened.sender,
+                request,
+                super::super::wire::body("M"),
+                OffsetDateTime::now_utc(),
+            )
+        });
+        let answers = futures_util::future::join_all(pushes).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().is_ok_and(|a| a.status == 200))
+        );
+        assert!(
+            most.load(Ordering::SeqCst) <= 3,
+            "{} streams at once",
+            most.load(Ordering::SeqCst)
+        );
+        assert!(
+            most.load(Ordering::SeqCst) >= 2,
+            "pushes did share the connection"
+        );
+        assert_eq!(opened.max_streams.load(Ordering::Relaxed), 3);
     }
 }

@@ -456,17 +456,21 @@ impl TopicJob {
                 Ok(a) => a,
                 Err(e) => {
                     crate::metrics::push(&self.topic, "transport", started.elapsed());
-                    let stale = cache
-                        .borrow()
-                        .as_ref()
-                        .is_some_and(|c| c.generation == conn.generation);
-                    if stale {
-                        *cache.borrow_mut() = None;
+                    // A reset stream (REFUSED_STREAM, …) leaves the
+                    // connection usable; anything else ends it.
+                    if !e.is_reset() {
+                        let stale = cache
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|c| c.generation == conn.generation);
+                        if stale {
+                            *cache.borrow_mut() = None;
+                        }
+                        self.addr.do_send(Lost {
+                            generation: conn.generation,
+                            reason: e.to_string(),
+                        });
                     }
-                    self.addr.do_send(Lost {
-                        generation: conn.generation,
-                        reason: e.to_string(),
-                    });
                     if reconnects >= MAX_RECONNECTS {
                         return sent(failed(None, format!("push transport error: {e}")), None);
                     }

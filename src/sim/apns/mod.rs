@@ -185,6 +185,17 @@ impl ApnsSim {
         })
     }
 
+    /// The server's certificate and key (for tests that serve HTTP/2
+    /// themselves) and the CA that issued them.
+    #[cfg(test)]
+    pub(crate) fn server_identity(&self) -> (X509, PKey<Private>, X509) {
+        (
+            self.server_cert.clone(),
+            self.server_key.clone(),
+            self.ca.clone(),
+        )
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
