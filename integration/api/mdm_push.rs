@@ -647,3 +647,28 @@ async fn the_push_key_is_never_logged_nor_stored_in_plain_form() {
     assert!(scanned > 0, "the data directory was scanned");
     assert_eq!(d.wait().code(), Some(0));
 }
+
+#[actix_web::test]
+async fn a_connection_the_push_service_drops_is_reopened() {
+    let s = setup(2, "").await;
+    s.apns.set_wake(false);
+    let ids: Vec<String> = s.fleet.devices().iter().map(|d| d.udid.clone()).collect();
+    let push = async || {
+        s.app
+            .call(
+                Method::POST,
+                "/v1/push",
+                serde_json::json!({ "ids": ids }).to_string().as_bytes(),
+            )
+            .await
+    };
+    assert_eq!(push().await.status, 200);
+    // The push service goes away and comes back: every connection to it
+    // is closed under depd.
+    s.sim.restart_apns().await.expect("restart");
+    let r = push().await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.apns.stats().accepted, 4);
+    let st = s.app.get("/v1/status").await.json();
+    assert_eq!(st["push_topics"][0]["state"], "connected");
+}

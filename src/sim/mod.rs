@@ -119,6 +119,8 @@ pub enum SimError {
     },
     #[error("making the push service's certificates: {0}")]
     Apns(openssl::error::ErrorStack),
+    #[error("the push service's URL {0:?} holds no address")]
+    ApnsAddress(String),
     #[error("path prefix {0:?} must start with '/' and not end with one")]
     Prefix(String),
     #[error("serial {0} is unknown, deleted or disowned")]
@@ -463,7 +465,8 @@ impl Simulator {
             shared,
             addr,
             server: handle,
-            apns_server,
+            apns_server: Mutex::new(apns_server),
+            apns_workers: config.workers,
             join,
         })
     }
@@ -474,7 +477,9 @@ pub struct SimHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: ServerHandle,
-    apns_server: Option<ServerHandle>,
+    /// The push service's server, and its worker count (for a restart).
+    apns_server: Mutex<Option<ServerHandle>>,
+    apns_workers: usize,
     join: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -626,9 +631,45 @@ impl SimHandle {
         self.shared.apns()
     }
 
+    /// Restarts the push service on the same address: every connection to
+    /// it is closed, as when APNs drops one (clients must reconnect).
+    pub async fn restart_apns(&self) -> Result<(), SimError> {
+        let Some(sim) = self.shared.apns() else {
+            return Ok(());
+        };
+        let old = self
+            .apns_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = old {
+            h.stop(false).await;
+        }
+        let at: SocketAddr = sim
+            .url()
+            .trim_start_matches("https://")
+            .parse()
+            .map_err(|_| SimError::ApnsAddress(sim.url()))?;
+        let bind_err = |source| SimError::Bind { addr: at, source };
+        let listener = TcpListener::bind(at).map_err(bind_err)?;
+        let server =
+            apns::serve(sim, self.shared.clone(), listener, self.apns_workers).map_err(bind_err)?;
+        *self
+            .apns_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(server.handle());
+        actix_web::rt::spawn(server);
+        Ok(())
+    }
+
     /// Stops serving (in-flight requests finish).
     pub async fn stop(&self) {
-        if let Some(a) = &self.apns_server {
+        let apns = self
+            .apns_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(a) = apns {
             a.stop(true).await;
         }
         self.server.stop(true).await;
