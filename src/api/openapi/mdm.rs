@@ -161,7 +161,7 @@ pub(super) fn operation(path: &str, method: &str) -> Option<Op> {
         )
         .body(json!({ "required": true, "content": { "application/json": { "schema": {
             "type": "object", "required": ["ids"], "additionalProperties": false,
-            "properties": { "ids": { "type": "array", "items": { "type": "string" }, "minItems": 1 } },
+            "properties": { "ids": { "type": "array", "items": { "type": "string", "minLength": 1 }, "minItems": 1 } },
         } } } }))
         .answer(200, api_result("Every ID succeeded (or is pending)"))
         .answer(207, api_result("Some IDs failed (see `status`)"))
