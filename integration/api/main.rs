@@ -24,6 +24,7 @@ mod notify;
 mod once;
 mod pki;
 mod proxy;
+mod rules;
 mod secrets;
 mod security;
 mod sync;

@@ -84,7 +84,7 @@ impl DepNameActor {
 
     /// [`Self::commit`], then `after` once the new state is adopted (still
     /// before the mailbox moves on).
-    fn commit_and<T: 'static, E: From<StoreError> + 'static>(
+    pub(super) fn commit_and<T: 'static, E: From<StoreError> + 'static>(
         &mut self,
         change: Change,
         reply: T,
@@ -213,6 +213,7 @@ impl Handler<PutAssigner> for DepNameActor {
     type Result = AtomicResponse<Self, Result<Option<StoredAssigner>, NameOpError>>;
     fn handle(&mut self, msg: PutAssigner, _: &mut Self::Context) -> Self::Result {
         let old = self.state.data().assigner.clone().map(|a| a.profile_uuid);
+        let before = self.compiled_rules();
         let change = self.state.put_assigner(msg.profile_uuid, self.clock.now());
         let reply = change.next.assigner.clone();
         let new = reply.clone().map(|a| a.profile_uuid);
@@ -220,7 +221,8 @@ impl Handler<PutAssigner> for DepNameActor {
             if let Some(new) = new
                 && old.as_ref() != Some(&new)
             {
-                act.on_profile_changed(old, new, ctx);
+                let after = act.compiled_rules();
+                act.on_targets_changed(before, after, ctx);
             }
         })
     }

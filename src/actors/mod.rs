@@ -9,6 +9,7 @@ mod grant;
 pub mod mdm;
 pub mod push;
 mod registry;
+mod rules;
 mod status;
 mod sync;
 mod syncer;
@@ -20,6 +21,7 @@ pub use dep_name::{
 };
 pub use grant::{Grant, SessionError};
 pub use registry::{Create, Directory, ListNames, Ping, Registry, Reload, Resolve};
+pub use rules::{GetRules, PreviewRules, PutRules, RulesError};
 pub use status::GetStatus;
 pub use sync::{
     CycleReport, ListAssignments, Outcome, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick,

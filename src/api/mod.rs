@@ -19,6 +19,7 @@ mod names;
 mod openapi;
 mod pki;
 mod proxy;
+mod rules;
 mod status;
 mod sync;
 
@@ -128,6 +129,8 @@ pub(crate) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tokenpki/{name}", &["GET", "PUT"]),
     ("/v1/maidjwt/{name}", &["GET"]),
     ("/v1/bypasscode", &["GET"]),
+    ("/v1/rules/{name}", &["GET", "PUT"]),
+    ("/v1/rules/{name}/preview", &["POST"]),
     ("/v1/enqueue/{ids}", ANY),
     ("/v1/push", &["POST"]),
     ("/v1/push/{ids}", ANY),
@@ -193,6 +196,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(resource("/v1", "/maidjwt/{name}").route(web::get().to(pki::get_maidjwt)))
                 .service(resource("/v1", "/bypasscode").route(web::get().to(pki::get_bypasscode)))
+                .service(
+                    resource("/v1", "/rules/{name}")
+                        .route(web::get().to(rules::get))
+                        .route(web::put().to(rules::put)),
+                )
+                .service(
+                    resource("/v1", "/rules/{name}/preview").route(web::post().to(rules::preview)),
+                )
                 .service(any(
                     resource("/v1", "/enqueue/{ids}"),
                     ANY,

@@ -216,6 +216,37 @@ fn operation(path: &str, method: &str) -> Option<Op> {
             (409, &["too-many-dep-names"]),
             (413, &["body-too-large"]),
         ]),
+        ("/v1/rules/{name}", "GET") => Op::new(
+            "The assignment rules",
+            "Pins, exclusions and the ordered rules; an empty set when none are stored.",
+        )
+        .param(name_param())
+        .answer(200, json_answer("The rules", schema_ref("RuleSet")))
+        .errors(&[NAME_400, UNKNOWN]),
+        ("/v1/rules/{name}", "PUT") => Op::new(
+            "Replace the assignment rules",
+            "Validated as a whole (unknown fields, bad globs, a rule without exactly one of `profile_uuid` or `action: none`): 400 `invalid-rules` naming the rule, nothing changed. Devices whose target profile changes are queued; the others are not touched. An empty set removes the rules. Creates the name.",
+        )
+        .param(name_param())
+        .body(json!({ "required": true, "content": { "application/json": { "schema": schema_ref("RuleSet") } } }))
+        .answer(200, json_answer("The stored rules", schema_ref("RuleSet")))
+        .errors(&[
+            (400, &["invalid-dep-name", "invalid-rules", "bad-body"]),
+            (409, &["too-many-dep-names"]),
+            (413, &["body-too-large"]),
+        ]),
+        ("/v1/rules/{name}/preview", "POST") => Op::new(
+            "Preview a rule set",
+            "What the candidate would choose for the inventory and move if stored; changes nothing.",
+        )
+        .param(name_param())
+        .body(json!({ "required": true, "content": { "application/json": { "schema": schema_ref("RuleSet") } } }))
+        .answer(200, json_answer("The preview", schema_ref("RulesPreview")))
+        .errors(&[
+            (400, &["invalid-dep-name", "invalid-rules", "bad-body"]),
+            UNKNOWN,
+            (413, &["body-too-large"]),
+        ]),
         ("/v1/assigner/{name}", "GET") => Op::new("The assigner profile", "")
             .param(name_param())
             .answer(200, json_answer("The profile", schema_ref("Assigner")))

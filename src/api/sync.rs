@@ -144,6 +144,7 @@ fn assignment_json(serial: &str, a: &StoredAssignment) -> Value {
         "last_attempt": a.last_attempt_unix.map(format_unix),
         "next_retry": a.next_retry_unix.map(format_unix),
         "gave_up": a.gave_up,
+        "rule": a.rule,
     })
 }
 

@@ -8,8 +8,8 @@ use crate::domain::name::DepName;
 use crate::domain::tokens::{PkiPem, Tokens};
 use crate::settings::Settings;
 use crate::store::{
-    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredSync,
-    StoredTokens, SyncPhase,
+    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredRules,
+    StoredSync, StoredTokens, SyncPhase,
 };
 use time::OffsetDateTime;
 
@@ -146,6 +146,27 @@ impl NameState {
             let config = StoredConfig { base_url };
             change.write.put(&self.name, Field::Config, &config);
             change.next.config = Some(config);
+        }
+        change
+    }
+
+    /// Replaces the assignment rules (checked by the caller) with `json`;
+    /// `None` removes them.
+    pub fn put_rules(&self, json: Option<String>, now: OffsetDateTime) -> Change {
+        let mut change = self.begin(now);
+        match json {
+            None => {
+                change.write.delete(&self.name, Field::Rules);
+                change.next.rules = None;
+            }
+            Some(json) => {
+                let rules = StoredRules {
+                    json,
+                    modified_unix: now.unix_timestamp(),
+                };
+                change.write.put(&self.name, Field::Rules, &rules);
+                change.next.rules = Some(rules);
+            }
         }
         change
     }

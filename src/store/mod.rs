@@ -35,7 +35,7 @@ pub use open::{
 pub use record::{
     AssignResult, CycleOutcome, Record, RecordError, StoredAssigner, StoredAssignment,
     StoredConfig, StoredCycle, StoredDevice, StoredEventBody, StoredMeta, StoredOutboxEntry,
-    StoredPki, StoredSync, StoredTokens, SyncPhase,
+    StoredPki, StoredRules, StoredSync, StoredTokens, SyncPhase,
 };
 pub use sled_engine::SledEngine;
 
@@ -127,10 +127,11 @@ pub enum Field {
     Config,
     Assigner,
     Sync,
+    Rules,
 }
 
 impl Field {
-    const ALL: [Field; 7] = [
+    const ALL: [Field; 8] = [
         Field::Meta,
         Field::Tokens,
         Field::PkiStaging,
@@ -138,6 +139,7 @@ impl Field {
         Field::Config,
         Field::Assigner,
         Field::Sync,
+        Field::Rules,
     ];
 
     fn as_str(self) -> &'static str {
@@ -149,6 +151,7 @@ impl Field {
             Field::Config => "config",
             Field::Assigner => "assigner",
             Field::Sync => "sync",
+            Field::Rules => "rules",
         }
     }
 
@@ -188,6 +191,7 @@ pub struct NameData {
     pub config: Option<StoredConfig>,
     pub assigner: Option<StoredAssigner>,
     pub sync: Option<StoredSync>,
+    pub rules: Option<StoredRules>,
 }
 
 /// A set of changes to one name's fields, committed atomically.
@@ -661,6 +665,7 @@ fn set_field(
         Field::Config => data.config = Some(record::decode(value).map_err(err)?),
         Field::Assigner => data.assigner = Some(record::decode(value).map_err(err)?),
         Field::Sync => data.sync = Some(record::decode(value).map_err(err)?),
+        Field::Rules => data.rules = Some(record::decode(value).map_err(err)?),
     }
     Ok(())
 }

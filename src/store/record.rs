@@ -200,6 +200,19 @@ impl Record for StoredAssigner {
     const VERSION: u8 = 1;
 }
 
+/// A name's assignment rules (`sync::rules::RuleSet`) as the JSON the API
+/// took, and when they last changed. Kept as JSON so the rule language
+/// can grow without a new record layout.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRules {
+    pub json: String,
+    pub modified_unix: i64,
+}
+
+impl Record for StoredRules {
+    const VERSION: u8 = 1;
+}
+
 /// Which request a name's sync loop makes next: `/server/devices` (fetch)
 /// or `/devices/sync`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -433,6 +446,9 @@ pub enum AssignResult {
     NotAccessible,
     Failed,
     Throttled,
+    /// Queued once, then no longer wanted (the rules changed): nothing
+    /// more is tried.
+    Cancelled,
 }
 
 impl AssignResult {
@@ -444,6 +460,7 @@ impl AssignResult {
             AssignResult::NotAccessible => "NOT_ACCESSIBLE",
             AssignResult::Failed => "FAILED",
             AssignResult::Throttled => "THROTTLED",
+            AssignResult::Cancelled => "CANCELLED",
         }
     }
 }
@@ -462,10 +479,50 @@ pub struct StoredAssignment {
     pub next_retry_unix: Option<i64>,
     /// `FAILED` too often: no more automatic attempts (shown in status).
     pub gave_up: bool,
+    /// What chose the profile: `pin`, `rule:<name>`, `assigner`; `None`
+    /// for records from before rules.
+    pub rule: Option<String>,
+}
+
+/// Version 1 of [`StoredAssignment`]: before `rule`.
+#[derive(serde::Deserialize)]
+struct StoredAssignmentV1 {
+    profile_uuid: String,
+    result: AssignResult,
+    attempts: u32,
+    failures: u32,
+    last_attempt_unix: Option<i64>,
+    next_retry_unix: Option<i64>,
+    gave_up: bool,
+}
+
+impl From<StoredAssignmentV1> for StoredAssignment {
+    fn from(v: StoredAssignmentV1) -> Self {
+        StoredAssignment {
+            profile_uuid: v.profile_uuid,
+            result: v.result,
+            attempts: v.attempts,
+            failures: v.failures,
+            last_attempt_unix: v.last_attempt_unix,
+            next_retry_unix: v.next_retry_unix,
+            gave_up: v.gave_up,
+            rule: None,
+        }
+    }
 }
 
 impl Record for StoredAssignment {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, RecordError> {
+        match version {
+            1 => decode_body::<StoredAssignmentV1>(body).map(Into::into),
+            found => Err(RecordError::UnknownVersion {
+                found,
+                known: Self::VERSION,
+            }),
+        }
+    }
 }
 
 /// The assignment records written by one batch, slot by slot.
@@ -475,7 +532,23 @@ pub struct StoredAssignmentSegment {
 }
 
 impl Record for StoredAssignmentSegment {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, RecordError> {
+        #[derive(serde::Deserialize)]
+        struct V1 {
+            records: Vec<(String, StoredAssignmentV1)>,
+        }
+        match version {
+            1 => decode_body::<V1>(body).map(|v| StoredAssignmentSegment {
+                records: v.records.into_iter().map(|(s, r)| (s, r.into())).collect(),
+            }),
+            found => Err(RecordError::UnknownVersion {
+                found,
+                known: Self::VERSION,
+            }),
+        }
+    }
 }
 
 /// One webhook event waiting for delivery. The body is fixed when the

@@ -3,11 +3,12 @@
 //! answers do to a serial's record. Plain functions over records; time is
 //! passed in.
 
+use super::rules::{Compiled, DeviceAttrs};
 use crate::dep::DepError;
 use crate::dep::wire::{AssignResponse, Device};
 use crate::settings::AssignerSettings;
-use crate::store::{AssignResult, StoredAssignment, StoredDevice, SyncPhase};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::store::{AssignResult, StoredAssignment, SyncPhase};
+use std::collections::{BTreeMap, HashSet};
 
 /// Apple's limit for one `/profile/devices` call.
 pub const APPLE_BATCH_MAX: usize = 1000;
@@ -103,8 +104,9 @@ pub fn removal_checks(devices: &[Device]) -> impl Iterator<Item = &str> {
         .map(|d| d.serial_number.as_str())
 }
 
-/// The candidates of a page, in serial order. Events are taken in page
-/// order, so a serial whose last event is `deleted` is not a candidate.
+/// The candidates of a page for the single profile `profile` (the
+/// NanoDEP assigner alone), in serial order.
+#[cfg(test)]
 pub fn candidates(
     devices: &[Device],
     phase: SyncPhase,
@@ -112,14 +114,63 @@ pub fn candidates(
     removals: &BTreeMap<String, i64>,
     policy: &AssignPolicy,
     now_unix: i64,
-) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+) -> std::collections::BTreeSet<String> {
+    let rules = Compiled::assigner_only(Some(profile));
+    rule_candidates(devices, phase, &rules, removals, policy, now_unix)
+        .into_keys()
+        .collect()
+}
+
+/// Whether a device's current profile is none, or one depd hands out
+/// (`ours`): a rule without `force` may take only such devices.
+pub fn none_or_ours(uuid: Option<&str>, status: &str, ours: &HashSet<&str>) -> bool {
+    let uuid = uuid.unwrap_or_default();
+    uuid.is_empty() || matches!(status, "" | "empty" | "removed") || ours.contains(uuid)
+}
+
+/// The candidates of a page and the profile each should get (with what
+/// chose it), in serial order. Events are taken in page order, so a
+/// serial whose last event is `deleted` is not a candidate. A device is a
+/// candidate when the rules give it a profile it does not have, its event
+/// asks for one ([`is_candidate`]), and its current profile is none or
+/// depd's, unless the chooser forces (a pin, a `force` rule, the NanoDEP
+/// assigner).
+pub fn rule_candidates(
+    devices: &[Device],
+    phase: SyncPhase,
+    rules: &Compiled,
+    removals: &BTreeMap<String, i64>,
+    policy: &AssignPolicy,
+    now_unix: i64,
+) -> BTreeMap<String, (String, Option<String>)> {
+    let ours = rules.uuids();
+    let mut out = BTreeMap::new();
     for d in devices.iter().filter(|d| !d.serial_number.is_empty()) {
-        let removed_at = removals.get(&d.serial_number).copied();
-        if is_candidate(d, phase, profile, removed_at, policy, now_unix) {
-            out.insert(d.serial_number.clone());
-        } else if d.op_type.as_deref() == Some("deleted") {
+        if d.op_type.as_deref() == Some("deleted") {
             out.remove(&d.serial_number);
+            continue;
+        }
+        let attrs = DeviceAttrs {
+            serial: d.serial_number.clone(),
+            device_family: d.device_family.clone(),
+            model: d.model.clone(),
+            os: d.os.clone(),
+            description: d.description.clone(),
+            color: d.color.clone(),
+            device_assigned_by: d.device_assigned_by.clone(),
+            op_type: d.op_type.clone(),
+        };
+        let choice = rules.choose(&attrs);
+        let Some(target) = choice.target() else {
+            continue;
+        };
+        let removed_at = removals.get(&d.serial_number).copied();
+        let status = d.profile_status.as_deref().unwrap_or_default();
+        let legacy = matches!(choice, super::rules::Choice::Assigner(_));
+        if is_candidate(d, phase, target, removed_at, policy, now_unix)
+            && (legacy || choice.forced() || none_or_ours(d.profile_uuid.as_deref(), status, &ours))
+        {
+            out.insert(d.serial_number.clone(), (target.to_owned(), choice.label()));
         }
     }
     out
@@ -151,6 +202,7 @@ pub fn enqueue(
         last_attempt_unix: existing.and_then(|e| e.last_attempt_unix),
         next_retry_unix: Some(throttled_until.map_or(now_unix, |t| t.max(now_unix))),
         gave_up: false,
+        rule: None,
     })
 }
 
@@ -173,6 +225,7 @@ fn attempted(record: Option<&StoredAssignment>, profile: &str, now_unix: i64) ->
         last_attempt_unix: None,
         next_retry_unix: None,
         gave_up: false,
+        rule: None,
     });
     r.profile_uuid = profile.to_owned();
     r.attempts = r.attempts.saturating_add(1);
@@ -262,28 +315,6 @@ pub fn apply_call_error(
             (serial.clone(), failed(r, policy, now_unix))
         })
         .collect()
-}
-
-/// Whether a stored device should get the new assigner profile `new` when
-/// it replaces `old`: devices not deleted whose profile is the old one or
-/// none, except those whose profile was removed on purpose (through depd
-/// within the window, or at all when `reassign_removed` is off).
-pub fn should_get_new_profile(
-    device: &StoredDevice,
-    old: Option<&str>,
-    new: &str,
-    removed_at: Option<i64>,
-    policy: &AssignPolicy,
-    now_unix: i64,
-) -> bool {
-    if device.deleted || device.profile_uuid == new {
-        return false;
-    }
-    let from_old_or_none =
-        device.profile_uuid.is_empty() || Some(device.profile_uuid.as_str()) == old;
-    let removed_on_purpose = device.profile_status == "removed"
-        && (!policy.reassign_removed || policy.removed_through_depd(removed_at, now_unix));
-    from_old_or_none && !removed_on_purpose
 }
 
 /// The serials an assigner pass has sent. A serial sent once in a pass

@@ -53,4 +53,5 @@ pub mod assigner;
 pub mod backoff;
 pub mod cycle;
 pub mod persist;
+pub mod rules;
 pub mod webhook;

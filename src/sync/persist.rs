@@ -5,6 +5,7 @@
 //! on the blocking pool with `Store::blocking`.
 
 use super::assigner::{self, AssignPolicy};
+use super::rules::{Compiled, DeviceAttrs};
 use crate::dep::DepError;
 use crate::dep::wire::{AssignResponse, Device, DevicePage};
 use crate::domain::name::DepName;
@@ -21,8 +22,9 @@ pub struct PageInput<'a> {
     pub phase: SyncPhase,
     /// The sync state after the page (`step.next.state()`).
     pub state: &'a StoredSync,
-    /// The name's assigner profile; none or empty: nothing is queued.
-    pub profile: Option<&'a str>,
+    /// The name's rules with its assigner profile (`Compiled::assigner_only`
+    /// without rules); choosing nothing queues nothing.
+    pub rules: &'a Compiled,
     pub policy: &'a AssignPolicy,
     /// The page's webhook event (`webhook::event`), when URLs are set.
     pub webhook: Option<OutboxEntry>,
@@ -57,25 +59,21 @@ pub fn apply_page(
     input: PageInput<'_>,
     stored: impl FnOnce(&PageSummary),
 ) -> Result<PageSummary, StoreError> {
-    let profile = input.profile.filter(|p| !p.is_empty());
-    let candidates = match profile {
-        Some(profile) => {
-            let removals = store.removals(name, assigner::removal_checks(&page.devices))?;
-            assigner::candidates(
-                &page.devices,
-                input.phase,
-                profile,
-                &removals,
-                input.policy,
-                input.now_unix,
-            )
-            .into_iter()
-            .collect()
-        }
-        None => Vec::new(),
-    };
-    let decide = |existing: Option<&StoredAssignment>| {
-        profile.and_then(|p| assigner::enqueue(existing, p, input.now_unix))
+    let removals = store.removals(name, assigner::removal_checks(&page.devices))?;
+    let chosen = assigner::rule_candidates(
+        &page.devices,
+        input.phase,
+        input.rules,
+        &removals,
+        input.policy,
+        input.now_unix,
+    );
+    let candidates: Vec<String> = chosen.keys().cloned().collect();
+    let decide = |serial: &str, existing: Option<&StoredAssignment>| {
+        let (profile, rule) = chosen.get(serial)?;
+        let mut r = assigner::enqueue(existing, profile, input.now_unix)?;
+        r.rule = rule.clone();
+        Some(r)
     };
     let devices = devices_in(&page.devices)?;
     store.apply_page(
@@ -148,20 +146,111 @@ pub fn record_assignment(
     Ok(next)
 }
 
-/// Queues the new assigner profile for the inventory's devices that should
-/// have it ([`assigner::should_get_new_profile`]), one commit per stored
-/// segment of devices, without asking Apple. Returns how many were queued.
-/// Running it again is harmless: work already queued for `new` is left as
-/// it is.
-pub fn apply_profile_change(
-    store: &Store,
-    name: &DepName,
-    old: Option<&str>,
-    new: &str,
+/// What a change of a name's rules (or its assigner profile) does to one
+/// device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetChange {
+    /// Queue `to` (with what chose it); `from` is the profile the device
+    /// has, or the one already queued for it, or empty.
+    Queue {
+        from: String,
+        to: String,
+        rule: Option<String>,
+    },
+    /// Drop work queued for a profile the device no longer should get.
+    Cancel { from: String },
+}
+
+/// The change for one stored device when the chooser goes from `old` to
+/// `new`. Devices whose target did not change are not touched. A device
+/// gets its new target unless it already has it, it was deleted, its
+/// profile was removed on purpose (through depd within the window, or at
+/// all when `reassign_removed` is off), or its profile came from
+/// elsewhere and the new chooser does not force. depd's own successful
+/// assignment is newer than the inventory's description (Apple reports it
+/// only with the next sync), so it decides which profile a device has,
+/// unless Apple has since reported the profile removed.
+#[allow(clippy::too_many_arguments)]
+pub fn target_change(
+    device: &crate::store::StoredDevice,
+    record: Option<&StoredAssignment>,
+    removed_at: Option<i64>,
+    old: &Compiled,
+    new: &Compiled,
+    ours: &std::collections::HashSet<&str>,
     policy: &AssignPolicy,
     now_unix: i64,
-) -> Result<usize, StoreError> {
-    let mut queued = 0;
+) -> Option<TargetChange> {
+    if device.deleted {
+        return None;
+    }
+    let mut attrs = DeviceAttrs::from_json(&device.json);
+    attrs.serial = device.serial.clone();
+    if attrs.op_type.is_none() && !device.op_type.is_empty() {
+        attrs.op_type = Some(device.op_type.clone());
+    }
+    let (was, now) = (old.choose(&attrs), new.choose(&attrs));
+    if was.target() == now.target() {
+        return None;
+    }
+    let (mut profile, mut status) = (device.profile_uuid.as_str(), device.profile_status.as_str());
+    if let Some(r) = record
+        && r.result == crate::store::AssignResult::Success
+        && status != "removed"
+    {
+        profile = r.profile_uuid.as_str();
+        status = "assigned";
+    }
+    let queued = record
+        .filter(|r| r.next_retry_unix.is_some())
+        .map(|r| r.profile_uuid.as_str());
+    let from = queued.unwrap_or(profile).to_owned();
+    let Some(target) = now.target() else {
+        return queued.map(|q| TargetChange::Cancel { from: q.to_owned() });
+    };
+    let has_it = profile == target && !matches!(status, "" | "empty" | "removed");
+    let removed_on_purpose = device.profile_status == "removed"
+        && (!policy.reassign_removed
+            || removed_at.is_some_and(|t| t >= now_unix - policy.removal_window_secs));
+    if has_it || removed_on_purpose {
+        return queued
+            .filter(|q| *q != target)
+            .map(|q| TargetChange::Cancel { from: q.to_owned() });
+    }
+    if !now.forced() && !assigner::none_or_ours(Some(profile), status, ours) {
+        return None;
+    }
+    Some(TargetChange::Queue {
+        from,
+        to: target.to_owned(),
+        rule: now.label(),
+    })
+}
+
+/// What a rules change did (or, previewed, would do).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ChangeSummary {
+    pub queued: usize,
+    pub cancelled: usize,
+    /// (from, to) → devices.
+    pub moves: BTreeMap<(String, String), usize>,
+}
+
+/// Queues what a change of the chooser from `old` to `new` asks of the
+/// inventory's devices ([`target_change`]), one commit per stored
+/// segment of devices, without asking Apple. Running it again is
+/// harmless: work already queued for a target is left as it is.
+pub fn apply_targets_change(
+    store: &Store,
+    name: &DepName,
+    old: &Compiled,
+    new: &Compiled,
+    policy: &AssignPolicy,
+    now_unix: i64,
+) -> Result<ChangeSummary, StoreError> {
+    let mut summary = ChangeSummary::default();
+    let (old_ours, new_ours) = (old.uuids(), new.uuids());
+    let ours: std::collections::HashSet<&str> = old_ours.union(&new_ours).copied().collect();
     store.each_device_chunk(name, |devices| {
         let removals = store.removals(
             name,
@@ -170,44 +259,126 @@ pub fn apply_profile_change(
                 .filter(|d| d.profile_status == "removed")
                 .map(|d| d.serial.as_str()),
         )?;
-        // depd's own successful assignment is newer than the inventory's
-        // description (Apple reports it only with the next sync), so it
-        // decides which profile a device has, unless Apple has since
-        // reported the profile removed.
         let assigned = store.assignments(name, devices.iter().map(|d| d.serial.as_str()))?;
-        let targets: Vec<&str> = devices
-            .iter()
-            .filter(|d| {
-                let removed_at = removals.get(&d.serial).copied();
-                match assigned.get(&d.serial) {
-                    Some(a)
-                        if a.result == crate::store::AssignResult::Success
-                            && d.profile_status != "removed" =>
-                    {
-                        let mut seen = (*d).clone();
-                        seen.profile_uuid = a.profile_uuid.clone();
-                        seen.profile_status = "assigned".into();
-                        assigner::should_get_new_profile(
-                            &seen, old, new, removed_at, policy, now_unix,
-                        )
-                    }
-                    _ => {
-                        assigner::should_get_new_profile(d, old, new, removed_at, policy, now_unix)
+        let mut records = BTreeMap::new();
+        for d in &devices {
+            let record = assigned.get(&d.serial);
+            let removed_at = removals.get(&d.serial).copied();
+            match target_change(d, record, removed_at, old, new, &ours, policy, now_unix) {
+                Some(TargetChange::Queue { from, to, rule }) => {
+                    if let Some(mut r) = assigner::enqueue(record, &to, now_unix) {
+                        r.rule = rule;
+                        records.insert(d.serial.clone(), r);
+                        summary.queued += 1;
+                        *summary.moves.entry((from, to)).or_default() += 1;
                     }
                 }
-            })
-            .map(|d| d.serial.as_str())
-            .collect();
-        let records: BTreeMap<String, StoredAssignment> = targets
-            .into_iter()
-            .filter_map(|s| {
-                assigner::enqueue(assigned.get(s), new, now_unix).map(|r| (s.to_owned(), r))
-            })
-            .collect();
-        queued += records.len();
+                Some(TargetChange::Cancel { .. }) => {
+                    if let Some(mut r) = record.cloned() {
+                        r.result = crate::store::AssignResult::Cancelled;
+                        r.next_retry_unix = None;
+                        records.insert(d.serial.clone(), r);
+                        summary.cancelled += 1;
+                    }
+                }
+                None => {}
+            }
+        }
         store.put_assignments(name, &records)
     })?;
-    Ok(queued)
+    Ok(summary)
+}
+
+/// The preview of a candidate chooser: what it would choose for the
+/// inventory and what applying it would move, changing nothing.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Preview {
+    /// Per rule of the candidate, in order: devices it chooses for, and
+    /// up to five of their serials.
+    pub rules: Vec<(String, usize, Vec<String>)>,
+    pub pinned: usize,
+    pub excluded: usize,
+    pub assigner: usize,
+    pub unmatched_devices: usize,
+    pub changes: ChangeSummary,
+    /// Rules that match no device; rules that match some, but only
+    /// devices an earlier rule takes.
+    pub unmatched: Vec<String>,
+    pub shadowed: Vec<String>,
+}
+
+/// Previews `new` against the chooser in effect (`old`).
+pub fn preview(
+    store: &Store,
+    name: &DepName,
+    old: &Compiled,
+    new: &Compiled,
+    policy: &AssignPolicy,
+    now_unix: i64,
+) -> Result<Preview, StoreError> {
+    use super::rules::Choice;
+    let names: Vec<String> = new.rule_names().map(str::to_owned).collect();
+    let mut first = vec![(0usize, Vec::new()); names.len()];
+    let mut any = vec![0usize; names.len()];
+    let mut p = Preview::default();
+    let (old_ours, new_ours) = (old.uuids(), new.uuids());
+    let ours: std::collections::HashSet<&str> = old_ours.union(&new_ours).copied().collect();
+    store.each_device_chunk(name, |devices| {
+        let removals = store.removals(
+            name,
+            devices
+                .iter()
+                .filter(|d| d.profile_status == "removed")
+                .map(|d| d.serial.as_str()),
+        )?;
+        let assigned = store.assignments(name, devices.iter().map(|d| d.serial.as_str()))?;
+        for d in devices.iter().filter(|d| !d.deleted) {
+            let mut attrs = DeviceAttrs::from_json(&d.json);
+            attrs.serial = d.serial.clone();
+            match new.choose(&attrs) {
+                Choice::Rule { index, .. } => {
+                    if let Some((n, sample)) = first.get_mut(index) {
+                        *n += 1;
+                        if sample.len() < 5 {
+                            sample.push(d.serial.clone());
+                        }
+                    }
+                }
+                Choice::Pinned(_) => p.pinned += 1,
+                Choice::Excluded => p.excluded += 1,
+                Choice::Assigner(_) => p.assigner += 1,
+                Choice::Nothing => p.unmatched_devices += 1,
+            }
+            for i in new.matching_rules(&attrs) {
+                if let Some(n) = any.get_mut(i) {
+                    *n += 1;
+                }
+            }
+            let record = assigned.get(&d.serial);
+            let removed_at = removals.get(&d.serial).copied();
+            match target_change(d, record, removed_at, old, new, &ours, policy, now_unix) {
+                Some(TargetChange::Queue { from, to, .. })
+                    if assigner::enqueue(record, &to, now_unix).is_some() =>
+                {
+                    p.changes.queued += 1;
+                    *p.changes.moves.entry((from, to)).or_default() += 1;
+                }
+                Some(TargetChange::Cancel { .. }) if record.is_some() => p.changes.cancelled += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    })?;
+    for (i, name) in names.into_iter().enumerate() {
+        let (n, sample) = std::mem::take(&mut first[i]);
+        if any[i] == 0 {
+            p.unmatched.push(name.clone());
+        } else if n == 0 {
+            p.shadowed.push(name.clone());
+        }
+        p.rules.push((name, n, sample));
+    }
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -272,7 +443,7 @@ mod tests {
                 text: None,
                 phase: SyncPhase::Sync,
                 state: &state,
-                profile: Some("P"),
+                rules: &Compiled::assigner_only(Some("P")),
                 policy: &p,
                 webhook: Some(event),
                 now_unix: T,
@@ -303,7 +474,7 @@ mod tests {
                 text: None,
                 phase: SyncPhase::Sync,
                 state: &StoredSync::default(),
-                profile: None,
+                rules: &Compiled::default(),
                 policy: &p,
                 webhook: None,
                 now_unix: T,
@@ -385,7 +556,7 @@ mod tests {
                 text: None,
                 phase: SyncPhase::Fetch,
                 state: &StoredSync::default(),
-                profile: None,
+                rules: &Compiled::default(),
                 policy: &p,
                 webhook: None,
                 now_unix: T,
@@ -394,9 +565,12 @@ mod tests {
         )
         .expect("apply");
         store.record_removals(&n, ["MINE"], T).expect("removal");
-        let queued =
-            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 1).expect("change");
-        assert_eq!(queued, 3);
+        let (old, new) = (
+            Compiled::assigner_only(Some("OLD")),
+            Compiled::assigner_only(Some("NEW")),
+        );
+        let queued = apply_targets_change(&store, &n, &old, &new, &p, T + 1).expect("change");
+        assert_eq!(queued.queued, 3);
         let due: Vec<String> = store
             .due_assignments(&n, T + 1, 10)
             .expect("due")
@@ -409,7 +583,9 @@ mod tests {
         assert_eq!(due, ["NONE", "OLD1", "OLD2"]);
         // Again: nothing new.
         assert_eq!(
-            apply_profile_change(&store, &n, Some("OLD"), "NEW", &p, T + 2).expect("again"),
+            apply_targets_change(&store, &n, &old, &new, &p, T + 2)
+                .expect("again")
+                .queued,
             0
         );
     }

@@ -3,49 +3,71 @@
 
 use super::*;
 use crate::sync::assigner::{PassTally, SentSerials};
+use crate::sync::rules::{Compiled, RuleSet};
 
 impl DepNameActor {
-    pub(in crate::actors) fn on_profile_changed(
+    /// The chooser changed (the rules, or the assigner profile): queues
+    /// the inventory's devices whose target changed, then runs the
+    /// assigner.
+    pub(in crate::actors) fn on_targets_changed(
         &mut self,
-        old: Option<String>,
-        new: String,
+        old: Compiled,
+        new: Compiled,
         ctx: &mut Context<Self>,
     ) {
         let (store, name) = (self.store.clone(), self.state.name().clone());
         let policy = AssignPolicy::from_settings(&self.settings.assigner);
         let now = self.clock.now().unix_timestamp();
-        tracing::info!(dep_name = %name, profile_uuid = %new, "assigner profile changed; queuing the inventory's devices");
+        tracing::info!(dep_name = %name, "assignment targets changed; queuing the inventory's devices");
         ctx.spawn(
             async move {
                 store
                     .blocking(move |s| {
-                        persist::apply_profile_change(
-                            s,
-                            &name,
-                            old.as_deref(),
-                            &new,
-                            &policy,
-                            now,
-                        )
+                        persist::apply_targets_change(s, &name, &old, &new, &policy, now)
                     })
                     .await
             }
             .into_actor(self)
             .map(|res, act, ctx| match res {
-                Ok(queued) => {
-                    tracing::info!(dep_name = %act.state.name(), queued, "devices queued for the new profile");
+                Ok(summary) => {
+                    tracing::info!(
+                        dep_name = %act.state.name(),
+                        queued = summary.queued,
+                        cancelled = summary.cancelled,
+                        "devices queued for their new targets"
+                    );
                     act.run_assigner(ctx);
                 }
                 Err(e) => {
-                    tracing::error!(dep_name = %act.state.name(), error = %e, "queuing devices for the new profile failed");
+                    tracing::error!(dep_name = %act.state.name(), error = %e, "queuing devices for their new targets failed");
                     act.syncer.assign_at = Some(act.clock.now() + LOCAL_RETRY);
                 }
             }),
         );
     }
 
+    /// The name's rules with its assigner profile as the implicit last
+    /// rule. Stored rules were checked when they were stored; should they
+    /// no longer compile, the assigner profile alone decides.
+    pub(in crate::actors) fn compiled_rules(&self) -> Compiled {
+        let assigner = self.assigner_profile();
+        let Some(stored) = &self.state.data().rules else {
+            return Compiled::assigner_only(assigner.as_deref());
+        };
+        match serde_json::from_str::<RuleSet>(&stored.json)
+            .map_err(|e| e.to_string())
+            .and_then(|set| set.compile(assigner.as_deref()).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(dep_name = %self.state.name(), error = %e, "the stored rules do not compile; using the assigner profile alone");
+                Compiled::assigner_only(assigner.as_deref())
+            }
+        }
+    }
+
     /// The profile the assigner hands out, if one is set.
-    pub(super) fn assigner_profile(&self) -> Option<String> {
+    pub(in crate::actors) fn assigner_profile(&self) -> Option<String> {
         self.state
             .data()
             .assigner
@@ -62,12 +84,11 @@ impl DepNameActor {
             return;
         }
         let sent = self.syncer.chained_sent.take().unwrap_or_default();
-        let profile = self.assigner_profile();
-        let (Some(profile), true) = (profile, self.state.has_tokens()) else {
+        if !self.state.has_tokens() {
             self.syncer.assign_at = None;
             self.after_assigner(ctx);
             return;
-        };
+        }
         self.syncer.assigning = true;
         self.syncer.assign_requested = false;
         self.syncer.assign_at = None;
@@ -78,7 +99,6 @@ impl DepNameActor {
             store: self.store.clone(),
             name: self.state.name().clone(),
             client: self.dep_client(ctx),
-            profile,
             policy,
             batch,
             clock: self.clock.clone(),
@@ -135,7 +155,6 @@ pub(super) struct AssignJob {
     store: Store,
     name: DepName,
     client: DepClient<ActorSession>,
-    profile: String,
     policy: AssignPolicy,
     batch: usize,
     clock: SharedClock,
@@ -176,11 +195,11 @@ impl AssignJob {
             if let Some(recorded) = recorded {
                 self.count(&mut tally, &recorded?);
             }
-            let Some((serials, answer, now)) = next? else {
+            let Some((serials, profile, answer, now)) = next? else {
                 break;
             };
             let failed = answer.as_ref().err().cloned();
-            recording = Some(Box::pin(self.record(serials, answer, now)));
+            recording = Some(Box::pin(self.record(serials, profile, answer, now)));
             if let Some(e) = failed {
                 // The whole call failed: record it and stop here.
                 if let Some(r) = recording.take() {
@@ -209,7 +228,10 @@ impl AssignJob {
     }
 
     /// Chooses the next batch of due serials not yet sent in this pass and
-    /// sends it; `None` when there is none.
+    /// sends it; `None` when there is none. Records carry their profile
+    /// (rules give devices different ones): the batch is the due serials
+    /// of the first due record's profile; the others stay due for the
+    /// next batch.
     async fn send_next(
         &self,
         began: i64,
@@ -220,29 +242,46 @@ impl AssignJob {
         // The set goes to the store's thread and back: serials sent but
         // still due (the previous answer is being recorded) are passed over.
         let sent = std::mem::take(sent_in_pass);
-        let (serials, sent) = self
+        let (chosen, sent) = self
             .store
             .blocking(move |s| {
-                let due = s.due_serials_where(&n, began, batch, |serial| !sent.was_sent(serial))?;
-                Ok((due, sent))
+                let due = s.due_serials_where(&n, began, batch.saturating_mul(4), |serial| {
+                    !sent.was_sent(serial)
+                })?;
+                let records = s.assignments(&n, due.iter().map(String::as_str))?;
+                let profile = due
+                    .iter()
+                    .find_map(|d| records.get(d))
+                    .map(|r| r.profile_uuid.clone());
+                let chosen = profile.map(|p| {
+                    let serials: Vec<String> = due
+                        .iter()
+                        .filter(|d| records.get(*d).is_some_and(|r| r.profile_uuid == p))
+                        .take(batch)
+                        .cloned()
+                        .collect();
+                    (p, serials)
+                });
+                Ok((chosen, sent))
             })
             .await?;
         *sent_in_pass = sent;
-        if serials.is_empty() {
+        let Some((profile, serials)) = chosen.filter(|(_, s)| !s.is_empty()) else {
             return Ok(None);
-        }
+        };
         sent_in_pass.mark(&serials);
-        let answer = self.client.assign_profile(&self.profile, &serials).await;
-        Ok(Some((serials, answer, now)))
+        let answer = self.client.assign_profile(&profile, &serials).await;
+        Ok(Some((serials, profile, answer, now)))
     }
 
     async fn record(
         &self,
         serials: Vec<String>,
+        profile: String,
         answer: Result<crate::dep::wire::AssignResponse, DepError>,
         now: i64,
     ) -> Result<BTreeMap<String, StoredAssignment>, StoreError> {
-        let (n, profile, policy) = (self.name.clone(), self.profile.clone(), self.policy.clone());
+        let (n, policy) = (self.name.clone(), self.policy.clone());
         self.store
             .blocking(move |s| {
                 persist::record_assignment(s, &n, &profile, &serials, answer.as_ref(), &policy, now)
@@ -257,9 +296,11 @@ impl AssignJob {
     }
 }
 
-/// A batch sent: its serials, Apple's answer and when it was sent.
+/// A batch sent: its serials, their profile, Apple's answer and when it
+/// was sent.
 pub(super) type Sent = (
     Vec<String>,
+    String,
     Result<crate::dep::wire::AssignResponse, DepError>,
     i64,
 );

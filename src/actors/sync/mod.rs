@@ -287,7 +287,7 @@ impl DepNameActor {
                 }
             }
         };
-        let profile = self.assigner_profile();
+        let rules = self.compiled_rules();
         let policy = AssignPolicy::from_settings(&self.settings.assigner);
         let state = step.next.state().clone();
         let store = self.store.clone();
@@ -307,7 +307,7 @@ impl DepNameActor {
                         PageInput {
                             phase,
                             state: &state,
-                            profile: profile.as_deref(),
+                            rules: &rules,
                             policy: &policy,
                             webhook,
                             text: std::str::from_utf8(&raw).ok(),

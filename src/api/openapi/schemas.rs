@@ -5,6 +5,8 @@ use super::*;
 pub(super) fn schemas() -> Value {
     let count_map = json!({ "type": "object", "additionalProperties": { "type": "integer" } });
     let text = json!({ "type": "string" });
+    let str_list =
+        json!({ "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1 } });
     let time = json!({ "type": "string", "format": "date-time" });
     // Holds a character that is not white space (as Rust's `trim` sees it).
     let token_text = json!({
@@ -102,6 +104,44 @@ pub(super) fn schemas() -> Value {
                 } },
             },
         },
+        "RuleSet": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "rules": { "type": "array", "items": {
+                    "type": "object", "required": ["name"], "additionalProperties": false,
+                    "properties": {
+                        "name": { "type": "string", "minLength": 1, "maxLength": 128 },
+                        "match": { "type": "object", "additionalProperties": false, "properties": {
+                            "device_family": str_list, "os": str_list, "color": str_list,
+                            "device_assigned_by": str_list, "op_type": str_list,
+                            "serials": str_list, "serial_prefix": str_list,
+                            "model": { "type": "string", "minLength": 1 }, "description": { "type": "string", "minLength": 1 },
+                        } },
+                        "profile_uuid": { "type": "string", "pattern": "^[0-9A-Fa-f-]{32,36}$" },
+                        "action": { "type": "string", "enum": ["none"] },
+                        "force": { "type": "boolean" },
+                    },
+                } },
+                "pins": { "type": "object", "additionalProperties": { "type": "string", "pattern": "^[0-9A-Fa-f-]{32,36}$" } },
+                "exclude": { "type": "array", "items": { "type": "string", "minLength": 1 } },
+            },
+        },
+        "RulesPreview": {
+            "type": "object", "required": ["rules", "moves", "unmatched", "shadowed"],
+            "properties": {
+                "rules": { "type": "array", "items": { "type": "object", "properties": {
+                    "name": text, "devices": { "type": "integer" }, "sample": { "type": "array", "items": text },
+                } } },
+                "moves": { "type": "array", "items": { "type": "object", "properties": {
+                    "from": text, "to": text, "devices": { "type": "integer" },
+                } } },
+                "unmatched": { "type": "array", "items": text },
+                "shadowed": { "type": "array", "items": text },
+                "pinned": { "type": "integer" }, "excluded": { "type": "integer" },
+                "assigner": { "type": "integer" }, "unchosen": { "type": "integer" },
+                "queued": { "type": "integer" }, "cancelled": { "type": "integer" },
+            },
+        },
         "StatusList": {
             "type": "object", "required": ["dep_names"],
             "properties": {
@@ -166,9 +206,10 @@ pub(super) fn schemas() -> Value {
             "type": "object",
             "properties": {
                 "serial_number": text, "profile_uuid": text,
-                "result": { "type": "string", "enum": ["PENDING", "SUCCESS", "NOT_ACCESSIBLE", "FAILED", "THROTTLED"] },
+                "result": { "type": "string", "enum": ["PENDING", "SUCCESS", "NOT_ACCESSIBLE", "FAILED", "THROTTLED", "CANCELLED"] },
                 "attempts": { "type": "integer" }, "failures": { "type": "integer" },
                 "last_attempt": time_or_null, "next_retry": time_or_null, "gave_up": { "type": "boolean" },
+                "rule": { "type": "string", "nullable": true, "description": "What chose the profile: `pin`, `rule:<name>`, `assigner`." },
             },
         },
         "Assignments": {

@@ -218,12 +218,13 @@ fn device_facts(d: &StoredDeviceFields) -> DeviceFacts<'_> {
     }
 }
 
-const RESULTS: [AssignResult; 5] = [
+const RESULTS: [AssignResult; 6] = [
     AssignResult::Pending,
     AssignResult::Success,
     AssignResult::NotAccessible,
     AssignResult::Failed,
     AssignResult::Throttled,
+    AssignResult::Cancelled,
 ];
 
 fn result_code(r: AssignResult) -> u8 {
@@ -300,10 +301,11 @@ pub struct PageApply<'a> {
 
 /// Assignment work to queue with a page: each candidate's stored record
 /// (if any) is read under the same index lock as the page's write, and
-/// `decide` says what to write for it (nothing: leave it as it is).
+/// `decide` says what to write for the serial (nothing: leave it as it
+/// is).
 pub struct AssignQueue<'a> {
     pub candidates: Vec<String>,
-    pub decide: &'a dyn Fn(Option<&StoredAssignment>) -> Option<StoredAssignment>,
+    pub decide: &'a dyn Fn(&str, Option<&StoredAssignment>) -> Option<StoredAssignment>,
 }
 
 impl AssignQueue<'_> {
@@ -311,7 +313,7 @@ impl AssignQueue<'_> {
     pub fn none() -> Self {
         AssignQueue {
             candidates: Vec::new(),
-            decide: &|_| None,
+            decide: &|_, _| None,
         }
     }
 }

@@ -419,7 +419,7 @@ impl Store {
         Ok(queue
             .candidates
             .into_iter()
-            .filter_map(|s| (queue.decide)(existing.get(&s)).map(|r| (s, r)))
+            .filter_map(|s| (queue.decide)(&s, existing.get(&s)).map(|r| (s, r)))
             .collect())
     }
 }

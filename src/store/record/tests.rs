@@ -143,3 +143,64 @@ fn debug_never_shows_secrets() {
     };
     assert!(!format!("{p:?}").contains("PRIVATE"));
 }
+
+/// Assignment records and segments written before rules (version 1) read
+/// as version 2 without a rule; what is written now reads back whole.
+#[test]
+fn assignments_from_before_rules_read_without_a_rule() {
+    #[derive(serde::Serialize)]
+    struct V1 {
+        profile_uuid: String,
+        result: AssignResult,
+        attempts: u32,
+        failures: u32,
+        last_attempt_unix: Option<i64>,
+        next_retry_unix: Option<i64>,
+        gave_up: bool,
+    }
+    let v1 = || V1 {
+        profile_uuid: "P".into(),
+        result: AssignResult::Failed,
+        attempts: 2,
+        failures: 1,
+        last_attempt_unix: Some(5),
+        next_retry_unix: Some(9),
+        gave_up: false,
+    };
+    let want = StoredAssignment {
+        profile_uuid: "P".into(),
+        result: AssignResult::Failed,
+        attempts: 2,
+        failures: 1,
+        last_attempt_unix: Some(5),
+        next_retry_unix: Some(9),
+        gave_up: false,
+        rule: None,
+    };
+    let config = bincode::config::standard();
+    let mut one = vec![1u8];
+    one.extend(bincode::serde::encode_to_vec(v1(), config).expect("encode"));
+    assert_eq!(decode::<StoredAssignment>(&one).expect("v1"), want);
+    #[derive(serde::Serialize)]
+    struct SegV1 {
+        records: Vec<(String, V1)>,
+    }
+    let mut seg = vec![1u8];
+    seg.extend(
+        bincode::serde::encode_to_vec(
+            SegV1 {
+                records: vec![("S1".into(), v1())],
+            },
+            config,
+        )
+        .expect("encode"),
+    );
+    let read = decode::<StoredAssignmentSegment>(&seg).expect("v1 segment");
+    assert_eq!(read.records, vec![("S1".to_string(), want.clone())]);
+    let now = StoredAssignment {
+        rule: Some("rule:macs".into()),
+        result: AssignResult::Cancelled,
+        ..want
+    };
+    assert_eq!(decode::<StoredAssignment>(&encode(&now)).expect("v2"), now);
+}

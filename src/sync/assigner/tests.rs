@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::StoredDevice;
 
 pub(crate) const T: i64 = 1_700_000_000;
 
@@ -291,12 +292,27 @@ fn stored(uuid: &str, status: &str, deleted: bool) -> StoredDevice {
     }
 }
 
+/// A change of the assigner profile alone (no rules) moves what the
+/// NanoDEP assigner always moved: devices with the old profile or none,
+/// not those removed on purpose, deleted, or with someone else's profile.
 #[test]
 fn profile_change_targets() {
-    let p = policy();
-    let s = |d: &StoredDevice, removed_at| {
-        should_get_new_profile(d, Some("OLD"), "NEW", removed_at, &p, T)
+    use crate::sync::persist::{TargetChange, target_change};
+    use crate::sync::rules::Compiled;
+    let change = |d: &StoredDevice, old: Option<&str>, removed_at, p: &AssignPolicy| {
+        let (old, new) = (
+            Compiled::assigner_only(old),
+            Compiled::assigner_only(Some("NEW")),
+        );
+        let ours: std::collections::HashSet<&str> =
+            old.uuids().union(&new.uuids()).copied().collect();
+        matches!(
+            target_change(d, None, removed_at, &old, &new, &ours, p, T),
+            Some(TargetChange::Queue { .. })
+        )
     };
+    let p = policy();
+    let s = |d: &StoredDevice, removed_at| change(d, Some("OLD"), removed_at, &p);
     assert!(s(&stored("OLD", "assigned", false), None));
     assert!(s(&stored("OLD", "pushed", false), None));
     assert!(s(&stored("", "empty", false), None));
@@ -309,31 +325,10 @@ fn profile_change_targets() {
         reassign_removed: false,
         ..policy()
     };
-    assert!(!should_get_new_profile(
-        &stored("", "removed", false),
-        None,
-        "NEW",
-        None,
-        &off,
-        T
-    ));
+    assert!(!change(&stored("", "removed", false), None, None, &off));
     // No previous profile: devices without one.
-    assert!(should_get_new_profile(
-        &stored("", "", false),
-        None,
-        "NEW",
-        None,
-        &p,
-        T
-    ));
-    assert!(!should_get_new_profile(
-        &stored("OLD", "assigned", false),
-        None,
-        "NEW",
-        None,
-        &p,
-        T
-    ));
+    assert!(change(&stored("", "", false), None, None, &p));
+    assert!(!change(&stored("OLD", "assigned", false), None, None, &p));
 }
 
 #[test]
@@ -355,6 +350,7 @@ fn a_pass_sends_each_serial_once_and_tallies_results() {
         last_attempt_unix: None,
         next_retry_unix: None,
         gave_up: false,
+        rule: None,
     };
     let answer = BTreeMap::from([
         ("A".to_owned(), rec(AssignResult::Success)),

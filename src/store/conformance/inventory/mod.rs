@@ -162,6 +162,7 @@ pub(in crate::store::conformance) fn pending(now: i64) -> StoredAssignment {
         last_attempt_unix: None,
         next_retry_unix: Some(now),
         gave_up: false,
+        rule: None,
     }
 }
 

@@ -29,7 +29,7 @@ pub(in crate::store::conformance) fn page_queues_assignments_from_stored_records
     let seen = std::sync::Mutex::new(Vec::new());
     // A stored SUCCESS is queued again, a stored pending record is left,
     // C (nothing stored) is queued, D is not a candidate.
-    let decide = |stored: Option<&StoredAssignment>| {
+    let decide = |_: &str, stored: Option<&StoredAssignment>| {
         seen.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(stored.map(|r| r.result));
@@ -220,7 +220,7 @@ pub(in crate::store::conformance) fn page_is_one_atomic_batch(inner: Arc<dyn Eng
                 }),
                 assignments: AssignQueue {
                     candidates,
-                    decide: &|_| Some(pending(T)),
+                    decide: &|_, _| Some(pending(T)),
                 },
                 now_unix: T,
             },

@@ -93,6 +93,7 @@ pub(in crate::store::conformance) fn assignments_and_due_index(e: Arc<dyn Engine
             result: AssignResult::Failed,
             failures: 3,
             gave_up: true,
+            rule: None,
             next_retry_unix: None,
             ..pending(T)
         },
