@@ -369,3 +369,140 @@ async fn invalid_rules_are_refused_and_change_nothing() {
         .await;
     assert_eq!(unknown.status, 404);
 }
+
+fn profile_definitions(sim: &SimHandle) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/profile")
+        .count()
+}
+
+#[actix_web::test]
+async fn a_changed_managed_profile_is_defined_once_and_moves_exactly_its_devices() {
+    let (app, sim) = setup().await;
+    let put_profile = |name: &str, body: Value| {
+        let app = &app;
+        let name = name.to_owned();
+        async move {
+            app.call(
+                Method::PUT,
+                &format!("/v1/profiles/{NAME}/{name}"),
+                body.to_string().as_bytes(),
+            )
+            .await
+        }
+    };
+    sync(&app).await;
+    let fam = families(&app).await;
+    let initial: BTreeMap<String, String> = fam
+        .keys()
+        .map(|s| (s.clone(), profile_at(&sim, s)))
+        .collect();
+    let fresh = |f: &str| -> BTreeSet<String> {
+        fam.iter()
+            .filter(|(s, v)| v.as_str() == f && initial[*s].is_empty())
+            .map(|(s, _)| s.clone())
+            .collect()
+    };
+    let (macs, ipads) = (fresh("Mac"), fresh("iPad"));
+
+    // Bad definitions and names change nothing at Apple.
+    sim.reset_stats();
+    for (name, body, code) in [
+        (
+            "macs",
+            json!({ "url": "https://mdm.example/enroll" }),
+            "invalid-profile",
+        ),
+        (
+            "macs",
+            json!({ "profile_name": "M", "url": "u", "devices": ["S"] }),
+            "invalid-profile",
+        ),
+        (
+            "11111111111111111111111111111111",
+            json!({ "profile_name": "M", "url": "u" }),
+            "invalid-profile-name",
+        ),
+    ] {
+        let r = put_profile(name, body).await;
+        assert_eq!((r.status, r.code()), (400, code.to_owned()));
+    }
+    assert_eq!(profile_definitions(&sim), 0);
+
+    let v1 = json!({ "profile_name": "Macs", "url": "https://mdm.example/enroll", "is_supervised": true });
+    let r = put_profile("macs", v1.clone()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let first = r.json()["profile_uuid"].as_str().expect("uuid").to_owned();
+    let r = put_profile(
+        "ipads",
+        json!({ "profile_name": "iPads", "url": "https://mdm.example/enroll" }),
+    )
+    .await;
+    let ipad = r.json()["profile_uuid"].as_str().expect("uuid").to_owned();
+    assert_eq!(profile_definitions(&sim), 2);
+    // Apple holds the definition as given.
+    let at_apple = sim.profiles();
+    assert!(at_apple.iter().any(|p| p.profile_uuid == first));
+    // The same definition again: no new profile at Apple.
+    assert_eq!(
+        put_profile("macs", v1.clone()).await.json()["profile_uuid"],
+        first
+    );
+    assert_eq!(profile_definitions(&sim), 2);
+
+    let rules = json!({ "rules": [
+        { "name": "macs", "match": { "device_family": ["Mac"] }, "profile": "macs" },
+        { "name": "ipads", "match": { "device_family": ["iPad"] }, "profile": "ipads" },
+    ]});
+    assert_eq!(put_rules(&app, &rules).await.status, 200);
+    let mut want: BTreeMap<String, String> =
+        macs.iter().map(|s| (s.clone(), first.clone())).collect();
+    want.extend(ipads.iter().map(|s| (s.clone(), ipad.clone())));
+    settle(&sim, &want).await;
+    sync(&app).await;
+
+    // A new definition: one new profile at Apple, and exactly the Macs move.
+    sim.reset_stats();
+    let v2 = json!({ "profile_name": "Macs v2", "url": "https://mdm.example/enroll", "is_supervised": true });
+    let r = put_profile("macs", v2.clone()).await;
+    assert_eq!(r.status, 200);
+    let second = r.json()["profile_uuid"].as_str().expect("uuid").to_owned();
+    assert_ne!(second, first);
+    let h = app.get(&format!("/v1/profiles/{NAME}/macs")).await.json();
+    assert_eq!(h["definition"], v2);
+    assert_eq!(h["history"].as_array().map(Vec::len), Some(2));
+    assert_eq!(h["history"][0]["profile_uuid"], first);
+    assert_eq!(h["history"][1]["profile_uuid"], second);
+    for s in &macs {
+        want.insert(s.clone(), second.clone());
+    }
+    settle(&sim, &want).await;
+    assert_eq!(profile_definitions(&sim), 1, "exactly one new profile");
+    let sent: BTreeSet<String> = assigned_serials(&sim).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(sent, macs, "exactly the devices that had the old version");
+
+    // The list, and a delete refused while a rule names it.
+    let list = app.get(&format!("/v1/profiles/{NAME}")).await.json();
+    assert_eq!(list["profiles"].as_array().map(Vec::len), Some(2));
+    let r = app
+        .call(Method::DELETE, &format!("/v1/profiles/{NAME}/macs"), b"")
+        .await;
+    assert_eq!((r.status, r.code()), (409, "profile-in-use".to_owned()));
+    let r = app
+        .call(Method::DELETE, &format!("/v1/profiles/{NAME}/nope"), b"")
+        .await;
+    assert_eq!(r.status, 404);
+    let only_ipads = json!({ "rules": [
+        { "name": "ipads", "match": { "device_family": ["iPad"] }, "profile": "ipads" },
+    ]});
+    assert_eq!(put_rules(&app, &only_ipads).await.status, 200);
+    let r = app
+        .call(Method::DELETE, &format!("/v1/profiles/{NAME}/macs"), b"")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        app.get(&format!("/v1/profiles/{NAME}/macs")).await.status,
+        404
+    );
+}

@@ -90,9 +90,21 @@ impl DepNameActor {
         reply: T,
         after: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) -> AtomicResponse<Self, Result<T, E>> {
+        AtomicResponse::new(self.commit_future(change, reply, after))
+    }
+
+    /// The future of [`Self::commit_and`], for handlers that wait for
+    /// something else first (run it with `ctx.wait`, so no other message
+    /// is handled between the commit and the adoption of its state).
+    pub(super) fn commit_future<T: 'static, E: From<StoreError> + 'static>(
+        &mut self,
+        change: Change,
+        reply: T,
+        after: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) -> std::pin::Pin<Box<dyn ActorFuture<Self, Output = Result<T, E>>>> {
         let store = self.store.clone();
         let Change { write, next } = change;
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move { store.blocking(move |s| s.commit(write)).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
@@ -101,7 +113,7 @@ impl DepNameActor {
                     after(act, ctx);
                     Ok(reply)
                 }),
-        ))
+        )
     }
 }
 

@@ -21,7 +21,10 @@ pub use dep_name::{
 };
 pub use grant::{Grant, SessionError};
 pub use registry::{Create, Directory, ListNames, Ping, Registry, Reload, Resolve};
-pub use rules::{GetRules, PreviewRules, PutRules, RulesError};
+pub use rules::{
+    DefineProfile, DeleteProfile, GetProfiles, GetRules, PreviewRules, ProfileOpError, PutRules,
+    RulesError,
+};
 pub use status::GetStatus;
 pub use sync::{
     CycleReport, ListAssignments, Outcome, QueryDevices, RecordRemovals, SyncNow, SyncRefused, Tick,

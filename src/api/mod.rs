@@ -18,6 +18,7 @@ mod metrics;
 mod names;
 mod openapi;
 mod pki;
+mod profiles;
 mod proxy;
 mod rules;
 mod status;
@@ -129,6 +130,8 @@ pub(crate) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tokenpki/{name}", &["GET", "PUT"]),
     ("/v1/maidjwt/{name}", &["GET"]),
     ("/v1/bypasscode", &["GET"]),
+    ("/v1/profiles/{name}", &["GET"]),
+    ("/v1/profiles/{name}/{profile}", &["GET", "PUT", "DELETE"]),
     ("/v1/rules/{name}", &["GET", "PUT"]),
     ("/v1/rules/{name}/preview", &["POST"]),
     ("/v1/enqueue/{ids}", ANY),
@@ -196,6 +199,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(resource("/v1", "/maidjwt/{name}").route(web::get().to(pki::get_maidjwt)))
                 .service(resource("/v1", "/bypasscode").route(web::get().to(pki::get_bypasscode)))
+                .service(resource("/v1", "/profiles/{name}").route(web::get().to(profiles::list)))
+                .service(
+                    resource("/v1", "/profiles/{name}/{profile}")
+                        .route(web::get().to(profiles::get))
+                        .route(web::put().to(profiles::put))
+                        .route(web::delete().to(profiles::delete)),
+                )
                 .service(
                     resource("/v1", "/rules/{name}")
                         .route(web::get().to(rules::get))

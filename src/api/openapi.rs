@@ -216,6 +216,53 @@ fn operation(path: &str, method: &str) -> Option<Op> {
             (409, &["too-many-dep-names"]),
             (413, &["body-too-large"]),
         ]),
+        ("/v1/profiles/{name}", "GET") => Op::new(
+            "The managed profiles",
+            "Each managed profile's local name, current UUID, when that version was defined and how many versions there were.",
+        )
+        .param(name_param())
+        .answer(200, json_answer("The profiles", json!({ "type": "object", "required": ["profiles"], "properties": {
+            "profiles": { "type": "array", "items": { "type": "object", "properties": {
+                "name": { "type": "string" }, "profile_uuid": { "type": "string" },
+                "defined_at": { "type": "string", "nullable": true }, "versions": { "type": "integer" },
+            } } },
+        } })))
+        .errors(&[NAME_400, UNKNOWN]),
+        ("/v1/profiles/{name}/{profile}", "GET") => Op::new("A managed profile", "Its definition, current UUID and every version at Apple.")
+            .param(name_param())
+            .param(profile_name_param())
+            .answer(200, json_answer("The profile", schema_ref("ManagedProfile")))
+            .errors(&[(400, &["invalid-dep-name", "invalid-profile-name"]), (404, &["unknown-dep-name", "unknown-profile"])]),
+        ("/v1/profiles/{name}/{profile}", "PUT") => Op::new(
+            "Define a managed profile",
+            "Apple's profile JSON: `profile_name` and `url` required, `devices` refused, other keys passed to Apple unchanged. depd defines it at Apple (a new version when the definition changed; none when it did not) and answers once Apple did; devices whose rules name the profile move to the new version.",
+        )
+        .param(name_param())
+        .param(profile_name_param())
+        .body(json!({ "required": true, "content": { "application/json": { "schema": {
+            "type": "object", "required": ["profile_name", "url"],
+            "properties": { "profile_name": { "type": "string", "minLength": 1 }, "url": { "type": "string", "minLength": 1 } },
+        } } } }))
+        .answer(200, json_answer("Defined at Apple", schema_ref("ManagedProfile")))
+        .errors(&[
+            (400, &["invalid-dep-name", "invalid-profile-name", "invalid-profile", "bad-body"]),
+            (404, &["unknown-dep-name"]),
+            (409, &["too-many-profiles"]),
+            (413, &["body-too-large"]),
+            (502, &["apple-error"]),
+        ]),
+        ("/v1/profiles/{name}/{profile}", "DELETE") => Op::new(
+            "Forget a managed profile",
+            "Refused while a rule or pin names it. Apple keeps its profiles; devices keep theirs.",
+        )
+        .param(name_param())
+        .param(profile_name_param())
+        .answer(200, json_answer("Deleted", json!({ "type": "object", "properties": { "name": { "type": "string" }, "deleted": { "type": "boolean" } } })))
+        .errors(&[
+            (400, &["invalid-dep-name", "invalid-profile-name"]),
+            (404, &["unknown-dep-name", "unknown-profile"]),
+            (409, &["profile-in-use"]),
+        ]),
         ("/v1/rules/{name}", "GET") => Op::new(
             "The assignment rules",
             "Pins, exclusions and the ordered rules; an empty set when none are stored.",

@@ -8,8 +8,8 @@ use crate::domain::name::DepName;
 use crate::domain::tokens::{PkiPem, Tokens};
 use crate::settings::Settings;
 use crate::store::{
-    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki, StoredRules,
-    StoredSync, StoredTokens, SyncPhase,
+    Field, NameData, NameWrite, StoredAssigner, StoredConfig, StoredMeta, StoredPki,
+    StoredProfiles, StoredRules, StoredSync, StoredTokens, SyncPhase,
 };
 use time::OffsetDateTime;
 
@@ -168,6 +168,15 @@ impl NameState {
                 change.next.rules = Some(rules);
             }
         }
+        change
+    }
+
+    /// Replaces the managed profiles with `json` (checked by the caller).
+    pub fn put_profiles(&self, json: String, now: OffsetDateTime) -> Change {
+        let mut change = self.begin(now);
+        let profiles = StoredProfiles { json };
+        change.write.put(&self.name, Field::Profiles, &profiles);
+        change.next.profiles = Some(profiles);
         change
     }
 

@@ -35,7 +35,7 @@ pub use open::{
 pub use record::{
     AssignResult, CycleOutcome, Record, RecordError, StoredAssigner, StoredAssignment,
     StoredConfig, StoredCycle, StoredDevice, StoredEventBody, StoredMeta, StoredOutboxEntry,
-    StoredPki, StoredRules, StoredSync, StoredTokens, SyncPhase,
+    StoredPki, StoredProfiles, StoredRules, StoredSync, StoredTokens, SyncPhase,
 };
 pub use sled_engine::SledEngine;
 
@@ -128,10 +128,11 @@ pub enum Field {
     Assigner,
     Sync,
     Rules,
+    Profiles,
 }
 
 impl Field {
-    const ALL: [Field; 8] = [
+    const ALL: [Field; 9] = [
         Field::Meta,
         Field::Tokens,
         Field::PkiStaging,
@@ -140,6 +141,7 @@ impl Field {
         Field::Assigner,
         Field::Sync,
         Field::Rules,
+        Field::Profiles,
     ];
 
     fn as_str(self) -> &'static str {
@@ -152,6 +154,7 @@ impl Field {
             Field::Assigner => "assigner",
             Field::Sync => "sync",
             Field::Rules => "rules",
+            Field::Profiles => "profiles",
         }
     }
 
@@ -192,6 +195,7 @@ pub struct NameData {
     pub assigner: Option<StoredAssigner>,
     pub sync: Option<StoredSync>,
     pub rules: Option<StoredRules>,
+    pub profiles: Option<StoredProfiles>,
 }
 
 /// A set of changes to one name's fields, committed atomically.
@@ -666,6 +670,7 @@ fn set_field(
         Field::Assigner => data.assigner = Some(record::decode(value).map_err(err)?),
         Field::Sync => data.sync = Some(record::decode(value).map_err(err)?),
         Field::Rules => data.rules = Some(record::decode(value).map_err(err)?),
+        Field::Profiles => data.profiles = Some(record::decode(value).map_err(err)?),
     }
     Ok(())
 }

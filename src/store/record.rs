@@ -213,6 +213,16 @@ impl Record for StoredRules {
     const VERSION: u8 = 1;
 }
 
+/// A name's managed profiles (`sync::profiles::Profiles`) as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredProfiles {
+    pub json: String,
+}
+
+impl Record for StoredProfiles {
+    const VERSION: u8 = 1;
+}
+
 /// Which request a name's sync loop makes next: `/server/devices` (fetch)
 /// or `/devices/sync`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -53,5 +53,6 @@ pub mod assigner;
 pub mod backoff;
 pub mod cycle;
 pub mod persist;
+pub mod profiles;
 pub mod rules;
 pub mod webhook;

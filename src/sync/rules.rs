@@ -24,7 +24,8 @@ pub const MAX_RULES: usize = 1_000;
 pub struct RuleSet {
     #[serde(default)]
     pub rules: Vec<Rule>,
-    /// Serial → a profile UUID: overrides the rules.
+    /// Serial → a managed profile's name or a profile UUID: overrides the
+    /// rules.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pins: BTreeMap<String, String>,
     /// Serials never assigned (a pin does not override this).
@@ -40,7 +41,7 @@ pub struct Rule {
     pub name: String,
     #[serde(default, rename = "match")]
     pub matches: Match,
-    /// A managed profile (by local name): not available yet.
+    /// A managed profile, by its local name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,6 +340,8 @@ pub struct Compiled {
     pins: HashMap<String, String>,
     exclude: HashSet<String>,
     assigner: Option<String>,
+    /// Every version of the managed profiles: depd's own profiles too.
+    managed: HashSet<String>,
 }
 
 impl Compiled {
@@ -366,6 +369,7 @@ impl Compiled {
             .filter_map(|r| r.target.as_deref())
             .chain(self.pins.values().map(String::as_str))
             .chain(self.assigner.as_deref())
+            .chain(self.managed.iter().map(String::as_str))
             .collect()
     }
 
@@ -411,8 +415,27 @@ impl Compiled {
 }
 
 impl RuleSet {
-    /// Checks the set and compiles it with the name's assigner profile.
+    /// Checks the set and compiles it with the name's assigner profile,
+    /// without managed profiles.
     pub fn compile(&self, assigner: Option<&str>) -> Result<Compiled, RuleError> {
+        self.compile_with(assigner, &super::profiles::Profiles::new())
+    }
+
+    /// Whether a rule or a pin names the managed profile `profile`.
+    pub fn references(&self, profile: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.profile.as_deref() == Some(profile))
+            || self.pins.values().any(|p| p == profile)
+    }
+
+    /// Checks the set and compiles it with the name's assigner profile and
+    /// managed profiles (rules and pins may name them).
+    pub fn compile_with(
+        &self,
+        assigner: Option<&str>,
+        profiles: &super::profiles::Profiles,
+    ) -> Result<Compiled, RuleError> {
         if self.rules.len() > MAX_RULES {
             return Err(RuleError {
                 rule: None,
@@ -450,14 +473,17 @@ impl RuleSet {
                         format!("action {other:?}: only \"none\" is known"),
                     ));
                 }
-                (Some(p), None, None) => {
-                    return Err(err(
-                        label,
-                        format!(
-                            "profile {p:?}: no managed profile by that name (managed profiles are not available yet; use profile_uuid)"
-                        ),
-                    ));
-                }
+                (Some(p), None, None) => match profiles.get(p) {
+                    Some(m) => Some(m.profile_uuid.clone()),
+                    None => {
+                        return Err(err(
+                            label,
+                            format!(
+                                "profile {p:?}: no managed profile by that name (PUT /v1/profiles/{{name}}/{p} first)"
+                            ),
+                        ));
+                    }
+                },
                 _ => {
                     return Err(err(
                         label,
@@ -481,13 +507,19 @@ impl RuleSet {
             if serial.trim().is_empty() {
                 return Err(err(label, "an empty serial"));
             }
-            if !looks_like_uuid(target) {
-                return Err(err(
-                    label,
-                    format!("{target:?} is not a profile UUID (32 hex digits)"),
-                ));
-            }
-            pins.insert(serial.trim().to_lowercase(), target.clone());
+            let uuid = match profiles.get(target) {
+                Some(m) => m.profile_uuid.clone(),
+                None if looks_like_uuid(target) => target.clone(),
+                None => {
+                    return Err(err(
+                        label,
+                        format!(
+                            "{target:?} is neither a managed profile nor a profile UUID (32 hex digits)"
+                        ),
+                    ));
+                }
+            };
+            pins.insert(serial.trim().to_lowercase(), uuid);
         }
         if self.exclude.iter().any(|s| s.trim().is_empty()) {
             return Err(RuleError {
@@ -504,6 +536,10 @@ impl RuleSet {
                 .map(|s| s.trim().to_lowercase())
                 .collect(),
             assigner: assigner.filter(|p| !p.is_empty()).map(str::to_owned),
+            managed: profiles
+                .values()
+                .flat_map(|m| m.history.iter().map(|v| v.profile_uuid.clone()))
+                .collect(),
         })
     }
 }

@@ -54,16 +54,31 @@ impl DepNameActor {
         let Some(stored) = &self.state.data().rules else {
             return Compiled::assigner_only(assigner.as_deref());
         };
+        let profiles = self.managed_profiles();
         match serde_json::from_str::<RuleSet>(&stored.json)
             .map_err(|e| e.to_string())
-            .and_then(|set| set.compile(assigner.as_deref()).map_err(|e| e.to_string()))
-        {
+            .and_then(|set| {
+                set.compile_with(assigner.as_deref(), &profiles)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(dep_name = %self.state.name(), error = %e, "the stored rules do not compile; using the assigner profile alone");
                 Compiled::assigner_only(assigner.as_deref())
             }
         }
+    }
+
+    /// The name's managed profiles (none when the stored ones do not
+    /// read, which is logged).
+    pub(in crate::actors) fn managed_profiles(&self) -> crate::sync::profiles::Profiles {
+        let Some(stored) = &self.state.data().profiles else {
+            return Default::default();
+        };
+        crate::sync::profiles::parse(&stored.json).unwrap_or_else(|e| {
+            tracing::error!(dep_name = %self.state.name(), error = %e, "the stored managed profiles do not read");
+            Default::default()
+        })
     }
 
     /// The profile the assigner hands out, if one is set.

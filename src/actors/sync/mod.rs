@@ -113,7 +113,7 @@ impl DepNameActor {
     /// The client of the name's own calls (pages, `/account`, assignment):
     /// transient failures are retried in place, and every call respects
     /// Apple's `Retry-After` for the name.
-    fn dep_client(&self, ctx: &Context<Self>) -> DepClient<ActorSession> {
+    pub(in crate::actors) fn dep_client(&self, ctx: &Context<Self>) -> DepClient<ActorSession> {
         let policy = RequestRetry::from_settings(&self.settings.sync);
         let policy_cap = policy.max_wait();
         let session = ActorSession::new(ctx.address()).holding(self.syncer.hold.clone());

@@ -91,3 +91,11 @@ pub(super) fn tokens_body() -> Value {
         "content": { "application/json": { "schema": schema_ref("Tokens") } },
     })
 }
+
+pub(super) fn profile_name_param() -> Value {
+    json!({
+        "name": "profile", "in": "path", "required": true,
+        "description": "A managed profile's local name: 1 to 64 letters, digits, `.`, `_` or `-`, not shaped like a profile UUID.",
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" },
+    })
+}

@@ -104,6 +104,16 @@ pub(super) fn schemas() -> Value {
                 } },
             },
         },
+        "ManagedProfile": {
+            "type": "object", "required": ["name", "profile_uuid", "definition", "history"],
+            "properties": {
+                "name": text, "profile_uuid": text,
+                "definition": { "type": "object", "description": "Apple's profile JSON as given." },
+                "history": { "type": "array", "items": { "type": "object", "properties": {
+                    "profile_uuid": text, "defined_at": text,
+                } } },
+            },
+        },
         "RuleSet": {
             "type": "object", "additionalProperties": false,
             "properties": {
@@ -117,12 +127,13 @@ pub(super) fn schemas() -> Value {
                             "serials": str_list, "serial_prefix": str_list,
                             "model": { "type": "string", "minLength": 1 }, "description": { "type": "string", "minLength": 1 },
                         } },
+                        "profile": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$", "description": "A managed profile's local name." },
                         "profile_uuid": { "type": "string", "pattern": "^[0-9A-Fa-f-]{32,36}$" },
                         "action": { "type": "string", "enum": ["none"] },
                         "force": { "type": "boolean" },
                     },
                 } },
-                "pins": { "type": "object", "additionalProperties": { "type": "string", "pattern": "^[0-9A-Fa-f-]{32,36}$" } },
+                "pins": { "type": "object", "additionalProperties": { "type": "string", "minLength": 1, "description": "A managed profile's name or a profile UUID." } },
                 "exclude": { "type": "array", "items": { "type": "string", "minLength": 1 } },
             },
         },

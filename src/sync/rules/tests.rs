@@ -216,3 +216,31 @@ fn attributes_come_from_apples_json() {
     assert_eq!(d.op_type.as_deref(), Some("added"));
     assert_eq!(DeviceAttrs::from_json("not json"), DeviceAttrs::default());
 }
+
+#[test]
+fn rules_and_pins_name_managed_profiles() {
+    use crate::sync::profiles::{ManagedProfile, ProfileVersion};
+    let v = |u: &str| ProfileVersion {
+        profile_uuid: u.into(),
+        defined_at: "2026-12-05T00:00:00Z".into(),
+    };
+    let profiles = crate::sync::profiles::Profiles::from([(
+        "macs".to_string(),
+        ManagedProfile {
+            definition: serde_json::Map::new(),
+            profile_uuid: MAC.into(),
+            history: vec![v(OLD), v(MAC)],
+        },
+    )]);
+    let set: RuleSet = serde_json::from_value(serde_json::json!({
+        "rules": [{ "name": "m", "match": { "device_family": ["Mac"] }, "profile": "macs" }],
+        "pins": { "S1": "macs" },
+    }))
+    .expect("set");
+    let c = set.compile_with(None, &profiles).expect("valid");
+    assert_eq!(c.choose(&device("X", "Mac", "m")).target(), Some(MAC));
+    assert_eq!(c.choose(&device("S1", "iPad", "m")), Choice::Pinned(MAC));
+    assert!(c.uuids().contains(OLD), "an older version is depd's too");
+    assert!(set.references("macs") && !set.references("ipads"));
+    assert!(set.compile(None).is_err(), "unknown without the profiles");
+}
