@@ -506,3 +506,56 @@ async fn a_changed_managed_profile_is_defined_once_and_moves_exactly_its_devices
         404
     );
 }
+
+/// `depd rules …` and `depd profile managed …` with the real binary.
+#[actix_web::test]
+async fn the_command_line_sets_checks_and_previews_rules() {
+    use crate::cli::{both, depd_env};
+    let (app, _sim) = setup().await;
+    sync(&app).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let profile = dir.path().join("macs.json");
+    std::fs::write(
+        &profile,
+        r#"{"profile_name": "Macs", "url": "https://mdm.example/enroll"}"#,
+    )
+    .expect("write");
+    let p = profile.to_str().expect("path");
+    let (text, json) = both(&app, &["profile", "managed", "set", "-n", NAME, "macs", p]).await;
+    assert!(text.ok().contains("profile_uuid"), "{}", text.stdout);
+    assert_eq!(json.json()["name"], "macs");
+    let (text, json) = both(&app, &["profile", "managed", "list", "-n", NAME]).await;
+    assert!(text.ok().contains("macs"), "{}", text.stdout);
+    assert_eq!(json.json()["profiles"][0]["name"], "macs");
+
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        r#"{"rules": [{"name": "macs", "match": {"device_family": ["Mac"]}, "profile": "macs"}]}"#,
+    )
+    .expect("write");
+    let r = rules.to_str().expect("path");
+    let check = depd_env(&["rules", "check", r], &[]).await;
+    assert!(
+        check
+            .ok()
+            .contains("1 rules, 0 pins, 0 excluded serials: valid")
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"rules": [{"name": "x", "match": {"model": "[a]"}, "profile_uuid": "11111111111111111111111111111111"}]}"#)
+        .expect("write");
+    let refused = depd_env(&["rules", "check", bad.to_str().expect("path")], &[]).await;
+    assert!(refused.failed(1).contains("rule \"x\""));
+
+    let (text, json) = both(&app, &["rules", "preview", "-n", NAME, r]).await;
+    assert!(text.ok().contains("macs"), "{}", text.stdout);
+    assert!(json.json()["queued"].as_u64().is_some_and(|n| n > 0));
+    let (_, json) = both(&app, &["rules", "get", "-n", NAME]).await;
+    assert_eq!(json.json(), json!({}), "preview changed nothing");
+    let (text, _) = both(&app, &["rules", "set", "-n", NAME, r]).await;
+    assert!(text.ok().contains("macs"), "{}", text.stdout);
+    let (_, json) = both(&app, &["rules", "get", "-n", NAME]).await;
+    assert_eq!(json.json()["rules"][0]["profile"], "macs");
+    let (text, _) = both(&app, &["profile", "managed", "delete", "-n", NAME, "macs"]).await;
+    assert!(text.failed(1).contains("profile-in-use"), "{}", text.stderr);
+}

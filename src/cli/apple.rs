@@ -193,6 +193,11 @@ pub enum ProfileCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Managed profiles: kept by depd under a name, defined at Apple.
+    Managed {
+        #[command(subcommand)]
+        command: super::rules::ManagedCommand,
+    },
     /// Remove the profile of devices.
     Remove {
         #[command(flatten)]
@@ -206,6 +211,7 @@ pub enum ProfileCommand {
 
 pub async fn profile(command: ProfileCommand) -> Result<(), CliError> {
     match command {
+        ProfileCommand::Managed { command } => super::rules::managed(command).await,
         ProfileCommand::Define { name, file, conn } => {
             let profile = read_file(&file)?;
             // Checked here so a typo fails with the file's name, not Apple's code.

@@ -15,6 +15,7 @@ mod mdm;
 mod once_output;
 mod output;
 mod pki;
+mod rules;
 pub(crate) mod sync_once;
 pub mod tools;
 
@@ -126,10 +127,16 @@ pub enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
-    /// Define, get, assign and remove enrollment profiles.
+    /// Define, get, assign and remove enrollment profiles; `managed`:
+    /// profiles depd keeps by name.
     Profile {
         #[command(subcommand)]
         command: ProfileCommand,
+    },
+    /// Assignment rules: get, set, check a file offline, preview.
+    Rules {
+        #[command(subcommand)]
+        command: rules::RulesCommand,
     },
     /// Activation-lock a device.
     ActivationLock(apple::ActivationLockArgs),
@@ -180,6 +187,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Account { name, conn } => apple::account(&name.name, &conn).await,
         Command::Devices { command } => apple::devices(command).await,
         Command::Profile { command } => apple::profile(command).await,
+        Command::Rules { command } => rules::rules(command).await,
         Command::ActivationLock(args) => apple::activation_lock(args).await,
         Command::Disown(args) => apple::disown(args).await,
         Command::Mdm { command } => mdm::run(command).await,

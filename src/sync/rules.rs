@@ -22,7 +22,7 @@ pub const MAX_RULES: usize = 1_000;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSet {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
     /// Serial → a managed profile's name or a profile UUID: overrides the
     /// rules.
