@@ -82,10 +82,13 @@ impl Handler<PreviewRules> for DepNameActor {
         let policy = AssignPolicy::from_settings(&self.settings.assigner);
         let now = self.clock.now().unix_timestamp();
         Box::pin(async move {
-            store
+            let preview = store
                 .blocking(move |s| persist::preview(s, &name, &old, &new, &policy, now))
                 .await
-                .map_err(RulesError::from)
+                .map_err(RulesError::from);
+            // A walk of the whole inventory: give the memory back once quiet.
+            crate::daemon::heap::cycle_finished();
+            preview
         })
     }
 }

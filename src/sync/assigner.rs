@@ -8,6 +8,7 @@ use crate::dep::DepError;
 use crate::dep::wire::{AssignResponse, Device};
 use crate::settings::AssignerSettings;
 use crate::store::{AssignResult, StoredAssignment, SyncPhase};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 /// Apple's limit for one `/profile/devices` call.
@@ -152,14 +153,15 @@ pub fn rule_candidates(
         }
         let attrs = DeviceAttrs {
             serial: d.serial_number.clone(),
-            device_family: d.device_family.clone(),
-            model: d.model.clone(),
-            os: d.os.clone(),
-            description: d.description.clone(),
-            color: d.color.clone(),
-            device_assigned_by: d.device_assigned_by.clone(),
-            op_type: d.op_type.clone(),
-        };
+            device_family: d.device_family.as_deref().map(Cow::Borrowed),
+            model: d.model.as_deref().map(Cow::Borrowed),
+            os: d.os.as_deref().map(Cow::Borrowed),
+            description: d.description.as_deref().map(Cow::Borrowed),
+            color: d.color.as_deref().map(Cow::Borrowed),
+            device_assigned_by: d.device_assigned_by.as_deref().map(Cow::Borrowed),
+            op_type: d.op_type.as_deref().map(Cow::Borrowed),
+        }
+        .normalized();
         let choice = rules.choose(&attrs);
         let Some(target) = choice.target() else {
             continue;

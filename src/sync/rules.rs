@@ -10,6 +10,7 @@
 //! (any run of characters) and `?` (one character).
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Longest glob and longest list a rule may hold.
@@ -101,31 +102,62 @@ pub fn looks_like_uuid(s: &str) -> bool {
     hex.len() == 32 && hex.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// The attributes of a device that rules look at.
+/// The attributes of a device that rules look at, borrowed from its JSON
+/// where it holds no escapes (reading a million devices allocates little).
+/// Matching ignores case without lower-casing them; only the serial is
+/// lower-cased, by [`DeviceAttrs::normalized`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct DeviceAttrs {
+pub struct DeviceAttrs<'a> {
     #[serde(default, rename = "serial_number")]
     pub serial: String,
-    #[serde(default)]
-    pub device_family: Option<String>,
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default)]
-    pub os: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub color: Option<String>,
-    #[serde(default)]
-    pub device_assigned_by: Option<String>,
-    #[serde(default)]
-    pub op_type: Option<String>,
+    #[serde(default, borrow)]
+    pub device_family: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub os: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub description: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub color: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub device_assigned_by: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub op_type: Option<Cow<'a, str>>,
 }
 
-impl DeviceAttrs {
+impl<'a> DeviceAttrs<'a> {
     /// Reads the attributes from a device's JSON as Apple sent it.
-    pub fn from_json(json: &str) -> DeviceAttrs {
-        serde_json::from_str(json).unwrap_or_default()
+    pub fn from_json(json: &'a str) -> DeviceAttrs<'a> {
+        serde_json::from_str::<DeviceAttrs<'a>>(json)
+            .unwrap_or_default()
+            .normalized()
+    }
+
+    /// The serial trimmed and lower-cased: what [`Compiled::choose`]
+    /// expects.
+    pub fn normalized(mut self) -> DeviceAttrs<'a> {
+        let serial = self.serial.trim();
+        if serial.len() != self.serial.len()
+            || self.serial.bytes().any(|b| b.is_ascii_uppercase())
+            || !self.serial.is_ascii()
+        {
+            self.serial = serial.to_lowercase();
+        }
+        self
+    }
+}
+
+/// Whether `text` equals lower-case `lower`, ignoring case.
+fn eq_folded(lower: &str, text: &str) -> bool {
+    if text.is_ascii() {
+        lower.len() == text.len()
+            && lower
+                .bytes()
+                .zip(text.bytes())
+                .all(|(a, b)| a == b.to_ascii_lowercase())
+    } else {
+        text.to_lowercase() == lower
     }
 }
 
@@ -153,39 +185,48 @@ impl Glob {
         Ok(Glob(pattern.chars().flat_map(char::to_lowercase).collect()))
     }
 
-    /// Iterative matching with one backtrack point: linear in practice,
-    /// never exponential.
+    /// Whether `text` matches, ignoring case. Iterative, with one
+    /// backtrack point: linear in practice, never exponential.
     fn matches(&self, text: &str) -> bool {
-        let t: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
-        let p = &self.0;
-        let (mut pi, mut ti) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
-                star = Some((pi, ti));
-                pi += 1;
-            } else if let Some((sp, st)) = star {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
+        if text.is_ascii() {
+            glob_match(&self.0, text.as_bytes(), |c, b| {
+                c == char::from(b.to_ascii_lowercase())
+            })
+        } else {
+            let t: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
+            glob_match(&self.0, &t, |c, x| c == x)
         }
-        p[pi..].iter().all(|c| *c == '*')
     }
+}
+
+fn glob_match<T: Copy>(p: &[char], t: &[T], eq: impl Fn(char, T) -> bool) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && eq(p[pi], t[ti]))) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[derive(Debug, Clone, Default)]
 struct CompiledMatch {
-    device_family: Option<HashSet<String>>,
-    os: Option<HashSet<String>>,
-    color: Option<HashSet<String>>,
-    device_assigned_by: Option<HashSet<String>>,
-    op_type: Option<HashSet<String>>,
+    device_family: Option<Vec<String>>,
+    os: Option<Vec<String>>,
+    color: Option<Vec<String>>,
+    device_assigned_by: Option<Vec<String>>,
+    op_type: Option<Vec<String>>,
     serials: Option<HashSet<String>>,
     serial_prefix: Option<Vec<String>>,
     model: Option<Glob>,
@@ -210,11 +251,15 @@ fn list(
     Ok(Some(v.iter().map(|s| s.trim().to_lowercase()).collect()))
 }
 
-fn holds(set: &Option<HashSet<String>>, value: Option<&str>) -> bool {
+fn holds(set: &Option<Vec<String>>, value: Option<&str>) -> bool {
     match set {
         None => true,
-        Some(set) => value.is_some_and(|v| set.contains(&v.to_lowercase())),
+        Some(set) => value.is_some_and(|v| set.iter().any(|s| eq_folded(s, v))),
     }
+}
+
+fn into_vec(set: HashSet<String>) -> Vec<String> {
+    set.into_iter().collect()
 }
 
 impl CompiledMatch {
@@ -229,11 +274,12 @@ impl CompiledMatch {
             ),
         };
         Ok(CompiledMatch {
-            device_family: list(rule, "device_family", &m.device_family)?,
-            os: list(rule, "os", &m.os)?,
-            color: list(rule, "color", &m.color)?,
-            device_assigned_by: list(rule, "device_assigned_by", &m.device_assigned_by)?,
-            op_type: list(rule, "op_type", &m.op_type)?,
+            device_family: list(rule, "device_family", &m.device_family)?.map(into_vec),
+            os: list(rule, "os", &m.os)?.map(into_vec),
+            color: list(rule, "color", &m.color)?.map(into_vec),
+            device_assigned_by: list(rule, "device_assigned_by", &m.device_assigned_by)?
+                .map(into_vec),
+            op_type: list(rule, "op_type", &m.op_type)?.map(into_vec),
             serials: list(rule, "serials", &m.serials)?,
             serial_prefix: prefixes,
             model: m
@@ -249,7 +295,7 @@ impl CompiledMatch {
         })
     }
 
-    fn matches(&self, d: &DeviceAttrs, serial_lc: &str) -> bool {
+    fn matches(&self, d: &DeviceAttrs<'_>, serial_lc: &str) -> bool {
         holds(&self.device_family, d.device_family.as_deref())
             && holds(&self.os, d.os.as_deref())
             && holds(&self.color, d.color.as_deref())
@@ -373,20 +419,20 @@ impl Compiled {
             .collect()
     }
 
-    /// The device's chooser.
-    pub fn choose(&self, d: &DeviceAttrs) -> Choice<'_> {
-        let serial = d.serial.trim().to_lowercase();
-        if self.exclude.contains(&serial) {
+    /// The device's chooser (`d` [normalized](DeviceAttrs::normalized)).
+    pub fn choose(&self, d: &DeviceAttrs<'_>) -> Choice<'_> {
+        let serial = d.serial.as_str();
+        if self.exclude.contains(serial) {
             return Choice::Excluded;
         }
-        if let Some(uuid) = self.pins.get(&serial) {
+        if let Some(uuid) = self.pins.get(serial) {
             return Choice::Pinned(uuid);
         }
         if let Some((index, r)) = self
             .rules
             .iter()
             .enumerate()
-            .find(|(_, r)| r.m.matches(d, &serial))
+            .find(|(_, r)| r.m.matches(d, serial))
         {
             return Choice::Rule {
                 index,
@@ -401,16 +447,16 @@ impl Compiled {
         }
     }
 
-    /// Every rule that matches the device, in order (for the preview's
-    /// shadowed rules); pins and the exclude list do not count.
-    pub fn matching_rules(&self, d: &DeviceAttrs) -> impl Iterator<Item = usize> + '_ {
-        let serial = d.serial.trim().to_lowercase();
-        let d = d.clone();
+    /// Whether rule `index` matches the device, ignoring pins, exclusions
+    /// and the rules before it (for the preview's shadowed rules).
+    pub fn rule_matches(&self, index: usize, d: &DeviceAttrs<'_>) -> bool {
         self.rules
-            .iter()
-            .enumerate()
-            .filter(move |(_, r)| r.m.matches(&d, &serial))
-            .map(|(i, _)| i)
+            .get(index)
+            .is_some_and(|r| r.m.matches(d, d.serial.as_str()))
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
     }
 }
 

@@ -30,6 +30,7 @@ impl DepNameActor {
             .into_actor(self)
             .map(|res, act, ctx| match res {
                 Ok(summary) => {
+                    crate::daemon::heap::cycle_finished();
                     tracing::info!(
                         dep_name = %act.state.name(),
                         queued = summary.queued,

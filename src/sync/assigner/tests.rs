@@ -306,8 +306,9 @@ fn profile_change_targets() {
         );
         let ours: std::collections::HashSet<&str> =
             old.uuids().union(&new.uuids()).copied().collect();
+        let attrs = crate::sync::persist::device_attrs(d);
         matches!(
-            target_change(d, None, removed_at, &old, &new, &ours, p, T),
+            target_change(d, &attrs, None, removed_at, &old, &new, &ours, p, T),
             Some(TargetChange::Queue { .. })
         )
     };

@@ -13,17 +13,18 @@ fn set(json: serde_json::Value) -> Result<Compiled, RuleError> {
     s.compile(Some(OLD))
 }
 
-fn device(serial: &str, family: &str, model: &str) -> DeviceAttrs {
+fn device(serial: &str, family: &str, model: &str) -> DeviceAttrs<'static> {
     DeviceAttrs {
         serial: serial.into(),
-        device_family: Some(family.into()),
-        model: Some(model.into()),
+        device_family: Some(family.to_owned().into()),
+        model: Some(model.to_owned().into()),
         os: Some("OSX".into()),
         description: Some("MBP 14.2 SG/M3 PRO".into()),
         color: Some("SPACE GRAY".into()),
         device_assigned_by: Some("admin@example.com".into()),
         op_type: Some("added".into()),
     }
+    .normalized()
 }
 
 fn example() -> Compiled {
@@ -103,6 +104,7 @@ fn every_key_of_a_match_must_hold_and_text_ignores_case() {
     ] {
         let mut other = d.clone();
         change(&mut other);
+        let other = other.normalized();
         assert_eq!(c.choose(&other), Choice::Assigner(OLD), "{other:?}");
     }
 }
@@ -111,13 +113,14 @@ fn every_key_of_a_match_must_hold_and_text_ignores_case() {
 fn globs_take_star_and_question_mark_only() {
     let g = |p: &str| Glob::parse("r", "model", p).expect("glob");
     assert!(g("*").matches(""));
-    assert!(g("mac*").matches("MacBook Pro"));
-    assert!(g("*pro").matches("MacBook Pro"));
-    assert!(g("m?c*").matches("Mac mini"));
-    assert!(!g("m?c").matches("Mac mini"));
+    assert!(g("MAC*").matches("MacBook Pro"));
+    assert!(g("*pro").matches("macbook pro"));
+    assert!(g("m?c*").matches("mac mini"));
+    assert!(!g("m?c").matches("mac mini"));
     assert!(g("*a*b*c*").matches("xxaxxbxxcxx"));
     assert!(!g("*a*b*c*d").matches("xxaxxbxxcxx"));
     assert!(g("ÉCRAN*").matches("écran 27"));
+    assert!(g("é?ran*").matches("Écran 27"));
     // Long inputs with many stars stay linear enough.
     let text = "a".repeat(5000);
     assert!(!g("*a*a*a*a*a*a*a*a*b").matches(&text));
@@ -201,7 +204,10 @@ fn matching_rules_lists_every_rule_that_would_match() {
     ]}))
     .expect("valid");
     let d = device("S", "Mac", "m");
-    assert_eq!(c.matching_rules(&d).collect::<Vec<_>>(), [0, 1]);
+    let matching: Vec<usize> = (0..c.rule_count())
+        .filter(|i| c.rule_matches(*i, &d))
+        .collect();
+    assert_eq!(matching, [0, 1]);
     assert_eq!(c.rule_names().collect::<Vec<_>>(), ["all", "macs", "tvs"]);
     assert!(c.uuids().contains(MAC) && c.uuids().contains(OLD));
 }
@@ -211,10 +217,13 @@ fn attributes_come_from_apples_json() {
     let d = DeviceAttrs::from_json(
         r#"{"serial_number":"C02X","model":"MacBook Air","device_family":"Mac","os":"OSX","color":"MIDNIGHT","description":"MBA","device_assigned_by":"a@b","op_type":"added","profile_status":"empty"}"#,
     );
-    assert_eq!(d.serial, "C02X");
     assert_eq!(d.device_family.as_deref(), Some("Mac"));
     assert_eq!(d.op_type.as_deref(), Some("added"));
     assert_eq!(DeviceAttrs::from_json("not json"), DeviceAttrs::default());
+    // The serial is read lower-cased; the rest as sent (matching ignores
+    // case).
+    assert_eq!(d.serial, "c02x");
+    assert_eq!(d.model.as_deref(), Some("MacBook Air"));
 }
 
 #[test]
