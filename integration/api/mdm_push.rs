@@ -469,6 +469,7 @@ async fn a_thousand_ids_in_one_call_and_the_url_limit() {
         b"{\"ids\": []}",
         b"[1]",
         b"{\"ids\": [\"a\"], \"x\": 1}",
+        b"{\"ids\": [\"a\", \"\"]}",
     ] {
         let r = s.app.call(Method::POST, "/v1/push", bad).await;
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));

@@ -91,7 +91,10 @@ pub async fn push_body(payload: web::Payload, state: web::Data<AppState>) -> Htt
         Err(r) => return *r,
     };
     let ids: Vec<String> = match serde_json::from_slice::<IdsBody>(&body) {
-        Ok(b) => b.ids.into_iter().filter(|s| !s.is_empty()).collect(),
+        Ok(b) if b.ids.iter().any(String::is_empty) => {
+            return error(StatusCode::BAD_REQUEST, "an enrollment ID is empty");
+        }
+        Ok(b) => b.ids,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
