@@ -188,7 +188,9 @@ impl AppHandle {
     }
 
     /// The registry of DEP-name actors.
-    /// The MDM service, when it is on.
+    /// The MDM service, when it is on (the demo stores its push
+    /// certificate through it).
+    #[cfg(feature = "sim")]
     pub(crate) fn mdm(&self) -> Option<std::sync::Arc<crate::actors::mdm::Mdm>> {
         self.state.mdm.clone()
     }
