@@ -187,7 +187,6 @@ impl AppHandle {
         )
     }
 
-    /// The registry of DEP-name actors.
     /// The MDM service, when it is on (the demo stores its push
     /// certificate through it).
     #[cfg(feature = "sim")]
@@ -195,6 +194,7 @@ impl AppHandle {
         self.state.mdm.clone()
     }
 
+    /// The registry of DEP-name actors.
     pub fn registry(&self) -> &actix::Addr<Registry> {
         &self.state.registry
     }
