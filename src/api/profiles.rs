@@ -48,6 +48,14 @@ fn local_name(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
+/// The DEP name and the managed profile's local name of a path.
+fn names_of(
+    path: web::Path<(String, String)>,
+) -> Result<(crate::domain::name::DepName, String), ApiError> {
+    let (name, profile) = path.into_inner();
+    Ok((parse_name(&name)?, local_name(&profile)?))
+}
+
 /// `GET /v1/profiles/{name}`: every managed profile, its current UUID
 /// and when that version was defined.
 pub async fn list(
@@ -79,9 +87,7 @@ pub async fn get(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, profile) = path.into_inner();
-    let name = parse_name(&name)?;
-    let profile = local_name(&profile)?;
+    let (name, profile) = names_of(path)?;
     let all = actor(&state, &name, false)
         .await?
         .send(GetProfiles)
@@ -101,9 +107,7 @@ pub async fn put(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, profile) = path.into_inner();
-    let name = parse_name(&name)?;
-    let profile = local_name(&profile)?;
+    let (name, profile) = names_of(path)?;
     let bytes = body::read(&req, payload, PROFILE_BODY_LIMIT).await?;
     let definition = profiles::check_definition(&bytes)
         .map_err(|e| ApiError::bad_request("invalid-profile", e.to_string()))?;
@@ -125,9 +129,7 @@ pub async fn delete(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, profile) = path.into_inner();
-    let name = parse_name(&name)?;
-    let profile = local_name(&profile)?;
+    let (name, profile) = names_of(path)?;
     let existed = actor(&state, &name, false)
         .await?
         .send(DeleteProfile(profile.clone()))

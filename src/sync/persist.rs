@@ -250,6 +250,12 @@ fn changed_targets<'d>(
         .collect()
 }
 
+/// depd's own profiles under either chooser (a rule without force may
+/// take devices that have one).
+fn ours_of<'c>(old: &'c Compiled, new: &'c Compiled) -> std::collections::HashSet<&'c str> {
+    old.uuids().union(&new.uuids()).copied().collect()
+}
+
 /// The records and removal times of `changed`.
 #[allow(clippy::type_complexity)]
 fn records_of(
@@ -322,8 +328,7 @@ pub fn apply_targets_change(
     policy: &AssignPolicy,
     now_unix: i64,
 ) -> Result<ChangeSummary, StoreError> {
-    let (old_ours, new_ours) = (old.uuids(), new.uuids());
-    let ours: std::collections::HashSet<&str> = old_ours.union(&new_ours).copied().collect();
+    let ours = ours_of(old, new);
     pipelined(store, name, ChangeSummary::default(), |summary, devices| {
         let changed = changed_targets(&devices, old, new);
         if changed.is_empty() {
@@ -389,8 +394,7 @@ pub fn preview(
 ) -> Result<Preview, StoreError> {
     use super::rules::Choice;
     let names: Vec<String> = new.rule_names().map(str::to_owned).collect();
-    let (old_ours, new_ours) = (old.uuids(), new.uuids());
-    let ours: std::collections::HashSet<&str> = old_ours.union(&new_ours).copied().collect();
+    let ours = ours_of(old, new);
     let start = (
         vec![(0usize, Vec::new()); names.len()],
         vec![false; names.len()],
